@@ -1,0 +1,299 @@
+"""The `cellsearch` command line: models, evaluate, classify, search-combinations."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from pathlib import Path
+
+from cellsearch_gui.core.errors import CellSearchError
+
+DEFAULT_SEARCH_THRESHOLDS = "0.1,0.3,0.5"
+
+
+def _ints(text: str) -> list[int]:
+    return [int(v) for v in text.split(",") if v.strip()]
+
+
+def _floats(text: str) -> list[float]:
+    return [float(v) for v in text.split(",") if v.strip()]
+
+
+def _words(text: str) -> list[str]:
+    return [v.strip() for v in text.split(",") if v.strip()]
+
+
+class ProgressPrinter:
+    """tqdm bars on stderr, one per stage; silent with --quiet."""
+
+    def __init__(self, quiet: bool):
+        self.quiet = quiet
+        self.bar = None
+        self.stage = None
+
+    def __call__(self, progress) -> None:
+        if self.quiet:
+            return
+        from tqdm import tqdm
+
+        if progress.stage != self.stage:
+            self.close()
+            self.stage = progress.stage
+            self.bar = tqdm(total=progress.total, desc=progress.stage, unit="it", file=sys.stderr,
+                            leave=False, dynamic_ncols=True)
+        self.bar.total = progress.total
+        self.bar.n = progress.done
+        if progress.message:
+            self.bar.set_postfix_str(progress.message, refresh=False)
+        self.bar.refresh()
+
+    def close(self) -> None:
+        if self.bar is not None:
+            self.bar.close()
+            self.bar = None
+
+
+def _add_embed_options(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--models", required=True, help="comma-separated model ids, e.g. mobilenetv2,efficientnet_lite0")
+    p.add_argument("--per-model-l2", action="store_true",
+                   help="L2-normalise each model's embedding before concatenating")
+    p.add_argument("--random-init", action="store_true",
+                   help="use random-initialised networks instead of pretrained weights (a control)")
+    p.add_argument("--device", default="auto", help="auto, cpu, cuda, cuda:1 or mps")
+    p.add_argument("--batch-size", type=int, default=32)
+    p.add_argument("--cache-dir", type=Path, default=None, help="embedding cache folder")
+    p.add_argument("--no-cache", action="store_true", help="keep embeddings in memory only")
+    p.add_argument("--classes", type=_words, default=None, help="only these classes (comma-separated)")
+    p.add_argument("--shared-classes", action="store_true",
+                   help="keep only classes present in both the reference and the query set")
+    p.add_argument("--split", type=float, default=None,
+                   help="without --query: hold out this stratified fraction of the reference as queries")
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--quiet", action="store_true", help="no progress bars")
+
+
+def _add_ewc_options(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--metric", default="l2", choices=["l2", "cosine", "canberra"])
+    p.add_argument("--k-min", type=int, default=3)
+    p.add_argument("--k-max", type=int, default=1000)
+    p.add_argument("--entropy", type=float, default=0.3, help="normalised-entropy stopping threshold")
+    p.add_argument("--index", default="auto", choices=["auto", "flat", "hnsw"],
+                   help="exact search or HNSW; auto picks exact up to 20,000 references")
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="cellsearch", description=__doc__)
+    sub = parser.add_subparsers(dest="command")
+
+    models = sub.add_parser("models", help="list, import, download or verify model weights")
+    msub = models.add_subparsers(dest="models_command", required=True)
+    msub.add_parser("list", help="each model, whether its weights are present, its licence")
+    verify = msub.add_parser("verify", help="check the sha256 of every present checkpoint")
+    verify.add_argument("ids", nargs="*")
+    imp = msub.add_parser("import", help="copy a checkpoint into the weights folder after checking it")
+    imp.add_argument("id", nargs="?")
+    imp.add_argument("file", type=Path)
+    imp.add_argument("--allow-unpinned", action="store_true",
+                     help="accept a file whose sha256 differs from the pinned one")
+    down = msub.add_parser("download", help="download a model's pinned checkpoint")
+    down.add_argument("ids", nargs="+")
+
+    ev = sub.add_parser("evaluate", help="score predictions on a labelled query set")
+    ev.add_argument("--reference", required=True, type=Path, help="DIR/<class>/<image>")
+    ev.add_argument("--query", type=Path, default=None, help="labelled query folder")
+    _add_embed_options(ev)
+    _add_ewc_options(ev)
+    ev.add_argument("--baselines", action="store_true",
+                    help="also score unweighted 5-NN and a logistic-regression probe on the same features")
+    ev.add_argument("--json", type=Path, default=None)
+
+    cl = sub.add_parser("classify", help="predict a label for every query crop")
+    cl.add_argument("--reference", required=True, type=Path)
+    cl.add_argument("--query", required=True, type=Path, help="folder of crops (flat or class folders)")
+    cl.add_argument("--out", required=True, type=Path, help="predictions CSV")
+    cl.add_argument("--top", type=int, default=5, help="neighbours listed per crop")
+    _add_embed_options(cl)
+    _add_ewc_options(cl)
+
+    sc = sub.add_parser("search-combinations", help="rank model subsets and hyper-parameters on a validation set")
+    sc.add_argument("--reference", required=True, type=Path)
+    sc.add_argument("--validation", type=Path, default=None)
+    _add_embed_options(sc)
+    sc.add_argument("--metrics", type=_words, default=["l2", "cosine", "canberra"])
+    sc.add_argument("--k-min", type=_ints, default=[3])
+    sc.add_argument("--k-max", type=_ints, default=[1000])
+    sc.add_argument("--thresholds", type=_floats, default=_floats(DEFAULT_SEARCH_THRESHOLDS))
+    sc.add_argument("--top", type=int, default=15, help="rows of the ranking to print")
+    sc.add_argument("--json", type=Path, default=None)
+    return parser
+
+
+def _embed_setup(args):
+    from cellsearch_gui.core.embed_cache import EmbeddingCache, default_cache_dir
+    from cellsearch_gui.core.embedding import EmbedOptions
+    from cellsearch_gui.core.registry import parse_model_list
+
+    models = parse_model_list(args.models)
+    cache = EmbeddingCache(None if args.no_cache else (args.cache_dir or default_cache_dir()))
+    options = EmbedOptions(weights="random" if args.random_init else "pretrained", device=args.device,
+                           batch_size=args.batch_size, per_model_l2=args.per_model_l2, seed=args.seed)
+    return models, cache, options
+
+
+def _params(args):
+    from cellsearch_gui.core.ewc import EWCParams
+
+    return EWCParams(metric=args.metric, k_min=args.k_min, k_max=args.k_max,
+                     entropy_threshold=args.entropy, index=args.index).validate()
+
+
+def _report_problems(result_skipped, notes) -> None:
+    for note in notes:
+        print(f"note: {note}", file=sys.stderr)
+    for item in result_skipped:
+        path, problem = (item["path"], item["problem"]) if isinstance(item, dict) else item
+        print(f"skipped: {path}: {problem}", file=sys.stderr)
+
+
+def _write_json(path: Path, data: dict) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_suffix(path.suffix + ".part")
+    tmp.write_text(json.dumps(data, indent=1, default=str))
+    tmp.replace(path)
+
+
+def cmd_models(args) -> int:
+    from cellsearch_gui.core import weights
+    from cellsearch_gui.core.registry import REGISTRY, parse_model_list
+
+    if args.models_command in ("list", "verify"):
+        ids = parse_model_list(",".join(args.ids)) if getattr(args, "ids", None) else sorted(REGISTRY)
+        verify = args.models_command == "verify"
+        print(f"weights folder: {weights.weights_dir()}")
+        print(f"{'id':<20}{'dim':>6}{'input':>7}  {'weights':<18}{'licence'}")
+        bad = 0
+        for model_id in ids:
+            st = weights.status(REGISTRY[model_id], verify=verify)
+            bad += st.verified is False
+            spec = st.spec
+            print(f"{spec.id:<20}{spec.dim:>6}{spec.input_size:>7}  {st.state:<18}{spec.licence}")
+        return 1 if bad else 0
+    if args.models_command == "import":
+        if args.id is None or args.file.is_dir():
+            folder = args.file
+            done = weights.import_folder(folder)
+            for model_id, path in done:
+                print(f"imported {model_id} -> {path}")
+            if not done:
+                raise CellSearchError(f"{folder}: no file matches a pinned checkpoint")
+            return 0
+        path = weights.import_weights(args.id, args.file, allow_unpinned=args.allow_unpinned)
+        print(f"imported {args.id} -> {path}")
+        return 0
+    if args.models_command == "download":
+        for model_id in parse_model_list(",".join(args.ids)):
+            print(f"downloaded {model_id} -> {weights.download_weights(model_id)}")
+        return 0
+    return 2
+
+
+def _run(job, quiet: bool):
+    from cellsearch_gui.core.jobs import run_job
+
+    printer = ProgressPrinter(quiet)
+    try:
+        return run_job(job, printer)
+    finally:
+        printer.close()
+
+
+def cmd_evaluate(args) -> int:
+    from cellsearch_gui.core.evaluation import format_confusion
+    from cellsearch_gui.core.workflows import evaluate_job, load_inputs
+
+    models, cache, options = _embed_setup(args)
+    params = _params(args)
+    inputs = load_inputs(args.reference, args.query, args.split, args.seed, args.classes,
+                         args.shared_classes, query_needs_labels=True)
+    result = _run(evaluate_job(inputs, models, params, cache, options, args.baselines), args.quiet)
+    _report_problems(result["skipped"], result["notes"])
+    print(f"models: {','.join(models)}   metric: {params.metric}   k: {params.k_min}..{params.k_max}   "
+          f"entropy < {params.entropy_threshold}   references: {result['n_reference']}   "
+          f"queries: {result['n_query']}")
+    print(f"macro accuracy (balanced): {100 * result['balanced_accuracy']:.1f} %")
+    print(f"macro precision:           {100 * result['macro_precision']:.1f} %")
+    print(f"mean k used: {result['mean_k']:.1f}   mean entropy: {result['mean_entropy']:.3f}")
+    print(format_confusion(result))
+    for name, base in result.get("baselines", {}).items():
+        print(f"baseline {name}: macro accuracy {100 * base['balanced_accuracy']:.1f} %, "
+              f"macro precision {100 * base['macro_precision']:.1f} %")
+    if args.json:
+        _write_json(args.json, result)
+    return 0
+
+
+def cmd_classify(args) -> int:
+    from cellsearch_gui.core.workflows import classify_job, load_inputs, write_predictions_csv
+
+    models, cache, options = _embed_setup(args)
+    inputs = load_inputs(args.reference, args.query, None, args.seed, args.classes, args.shared_classes)
+    ref, query, preds, _ = _run(classify_job(inputs, models, _params(args), cache, options), args.quiet)
+    _report_problems(ref.skipped + query.skipped, inputs.notes)
+    if preds is None:
+        raise CellSearchError("none of the query images could be read")
+    write_predictions_csv(args.out, query, preds, ref, args.top)
+    counts = {c: preds.labels.count(c) for c in preds.classes}
+    print(f"{len(query.paths)} crops classified -> {args.out}")
+    print("  " + ", ".join(f"{c}: {n}" for c, n in counts.items()))
+    return 0
+
+
+def cmd_search(args) -> int:
+    from cellsearch_gui.core.combinations import Grid
+    from cellsearch_gui.core.workflows import load_inputs, search_job
+
+    models, cache, options = _embed_setup(args)
+    grid = Grid(metrics=args.metrics, k_mins=args.k_min, k_maxs=args.k_max, thresholds=args.thresholds)
+    from cellsearch_gui.core.knn_index import KnnIndex
+
+    for metric in grid.metrics:
+        KnnIndex(metric=metric)  # validates the name before any embedding work
+    inputs = load_inputs(args.reference, args.validation, args.split, args.seed, args.classes,
+                         args.shared_classes, query_needs_labels=True)
+    result = _run(search_job(inputs, models, grid, cache, options), args.quiet)
+    _report_problems(result["skipped"], result["notes"])
+    print(f"{len(result['ranking'])} settings on {result['n_validation']} validation cells "
+          f"({result['n_reference']} references):")
+    print(f"{'rank':>4}  {'macro acc':>9}  {'macro prec':>10}  {'metric':<8}{'k':>10}{'H<':>6}  models")
+    for rank, row in enumerate(result["ranking"][: args.top], 1):
+        print(f"{rank:>4}  {100 * row['balanced_accuracy']:>8.1f}%  {100 * row['macro_precision']:>9.1f}%  "
+              f"{row['metric']:<8}{row['k_min']:>4}..{row['k_max']:<5}{row['entropy_threshold']:>6}  "
+              f"{','.join(row['models'])}")
+    if args.json:
+        _write_json(args.json, result)
+    return 0
+
+
+COMMANDS = {"models": cmd_models, "evaluate": cmd_evaluate, "classify": cmd_classify,
+            "search-combinations": cmd_search}
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    if args.command is None:
+        parser.print_help()
+        return 0
+    try:
+        return COMMANDS[args.command](args)
+    except CellSearchError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        print("interrupted", file=sys.stderr)
+        return 130
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,1 @@
+"""Qt-free core: data, models, embedding, the EWC-FAISS classifier and evaluation."""

@@ -1,0 +1,68 @@
+"""On-disk embedding cache: one SQLite file (WAL), keyed by model fingerprint and crop content hash."""
+
+from __future__ import annotations
+
+import os
+import sqlite3
+from pathlib import Path
+
+import numpy as np
+
+CACHE_ENV = "CELLSEARCH_CACHE_DIR"
+
+
+def default_cache_dir() -> Path:
+    env = os.environ.get(CACHE_ENV)
+    if env:
+        return Path(env).expanduser()
+    import platformdirs
+
+    return Path(platformdirs.user_cache_dir("cellsearch", appauthor=False))
+
+
+class EmbeddingCache:
+    """Maps (model fingerprint, content sha256) to a float32 vector. ``path=None`` keeps it in memory."""
+
+    def __init__(self, path: str | Path | None = None):
+        if path is None:
+            target = ":memory:"
+        else:
+            Path(path).mkdir(parents=True, exist_ok=True)
+            target = str(Path(path) / "embeddings.sqlite")
+        self._db = sqlite3.connect(target, timeout=30, check_same_thread=False)
+        self._db.execute("PRAGMA journal_mode=WAL")
+        self._db.execute("PRAGMA synchronous=NORMAL")
+        self._db.execute(
+            "CREATE TABLE IF NOT EXISTS emb (model TEXT NOT NULL, content TEXT NOT NULL, "
+            "dim INTEGER NOT NULL, vec BLOB NOT NULL, PRIMARY KEY (model, content))"
+        )
+        self._db.commit()
+
+    def get_many(self, model: str, keys: list[str]) -> dict[str, np.ndarray]:
+        found: dict[str, np.ndarray] = {}
+        for start in range(0, len(keys), 500):
+            chunk = keys[start : start + 500]
+            marks = ",".join("?" * len(chunk))
+            rows = self._db.execute(
+                f"SELECT content, dim, vec FROM emb WHERE model=? AND content IN ({marks})",
+                [model, *chunk],
+            )
+            for content, dim, blob in rows:
+                vec = np.frombuffer(blob, dtype=np.float32)
+                if vec.size == dim:  # a damaged row is treated as missing and recomputed
+                    found[content] = vec
+        return found
+
+    def put_many(self, model: str, items: dict[str, np.ndarray]) -> None:
+        rows = [(model, key, int(v.size), np.ascontiguousarray(v, np.float32).tobytes())
+                for key, v in items.items()]
+        with self._db:
+            self._db.executemany("INSERT OR REPLACE INTO emb VALUES (?, ?, ?, ?)", rows)
+
+    def count(self, model: str | None = None) -> int:
+        if model is None:
+            return self._db.execute("SELECT COUNT(*) FROM emb").fetchone()[0]
+        return self._db.execute("SELECT COUNT(*) FROM emb WHERE model=?", (model,)).fetchone()[0]
+
+    def close(self) -> None:
+        self._db.close()

@@ -1,0 +1,172 @@
+"""EWC-FAISS: class-weighted vote over an entropy-guided adaptive number of neighbours.
+
+For a query, k starts at k_min and is multiplied by ``growth`` until the normalised entropy of the
+neighbours' labels, H = -sum_c p_c log p_c / log k, falls below the threshold, or k reaches k_max
+(capped at the library size). The k_max neighbours are fetched once; every k is evaluated on that list.
+The prediction is argmax_c w_c * n_c over the k neighbours, with w_c = N / (C * N_c). Ties go to the
+tied class whose nearest member ranks first among the neighbours.
+"""
+
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass
+
+import numpy as np
+
+from cellsearch_gui.core.errors import FeatureError
+from cellsearch_gui.core.knn_index import KnnIndex, check_features
+
+
+@dataclass
+class EWCParams:
+    metric: str = "l2"
+    k_min: int = 3
+    k_max: int = 1000
+    entropy_threshold: float = 0.3
+    growth: float = 2.0
+    index: str = "auto"
+
+    def validate(self) -> "EWCParams":
+        if self.k_min < 1 or self.k_max < self.k_min:
+            raise FeatureError(f"need 1 <= k_min <= k_max, got k_min={self.k_min}, k_max={self.k_max}")
+        if self.growth <= 1:
+            raise FeatureError(f"k growth factor must be > 1, got {self.growth}")
+        if not 0 <= self.entropy_threshold <= 1:
+            raise FeatureError(f"entropy threshold must be in [0, 1], got {self.entropy_threshold}")
+        return self
+
+    def as_dict(self) -> dict:
+        return asdict(self)
+
+
+def k_schedule(k_min: int, k_max: int, growth: float = 2.0) -> list[int]:
+    """k_min, k_min*g, k_min*g^2, ... strictly increasing, ending exactly at k_max."""
+    ks, k = [], k_min
+    while k < k_max:
+        ks.append(int(k))
+        k = max(int(np.ceil(k * growth)), int(k) + 1)
+    ks.append(int(k_max))
+    return ks
+
+
+def class_weights(label_ids: np.ndarray, n_classes: int) -> np.ndarray:
+    counts = np.bincount(label_ids, minlength=n_classes).astype(np.float64)
+    with np.errstate(divide="ignore"):
+        weights = len(label_ids) / (n_classes * counts)
+    return np.where(counts > 0, weights, 0.0)
+
+
+def normalised_entropy(counts: np.ndarray, k: int) -> np.ndarray:
+    """-sum p log p / log k over the last axis; 0 when k == 1."""
+    if k <= 1:
+        return np.zeros(counts.shape[:-1])
+    p = counts / k
+    with np.errstate(divide="ignore", invalid="ignore"):
+        terms = np.where(p > 0, p * np.log(p), 0.0)
+    return -terms.sum(-1) / np.log(k)
+
+
+def _row_counts(labels: np.ndarray, n_classes: int) -> np.ndarray:
+    rows = labels.shape[0]
+    flat = (labels + n_classes * np.arange(rows)[:, None]).ravel()
+    return np.bincount(flat, minlength=rows * n_classes).reshape(rows, n_classes)
+
+
+def _argmax_with_ties(scores: np.ndarray, first_rank: np.ndarray) -> np.ndarray:
+    best = scores.max(axis=1, keepdims=True)
+    tied = scores >= best - 1e-9 * np.abs(best)
+    rank = np.where(tied, first_rank, np.iinfo(np.int64).max)
+    return rank.argmin(axis=1)
+
+
+@dataclass
+class VoteResult:
+    """Per-query outcome of the adaptive vote (arrays over queries)."""
+
+    label_ids: np.ndarray  # (Q,)
+    k_used: np.ndarray  # (Q,)
+    entropy: np.ndarray  # (Q,)
+    scores: np.ndarray  # (Q, C) weighted votes at k_used
+
+
+def adaptive_vote(neighbour_labels: np.ndarray, weights: np.ndarray, k_min: int, k_max: int,
+                  threshold: float, growth: float = 2.0) -> VoteResult:
+    """Evaluate the whole k schedule on pre-fetched neighbour labels (Q, K), K >= min(k_max, N)."""
+    n_q, fetched = neighbour_labels.shape
+    n_classes = len(weights)
+    k_cap = min(k_max, fetched)
+    ks = k_schedule(min(k_min, k_cap), k_cap, growth)
+    counts = np.zeros((n_q, n_classes), dtype=np.int64)
+    done = np.zeros(n_q, dtype=bool)
+    k_used = np.zeros(n_q, dtype=np.int64)
+    entropy = np.zeros(n_q)
+    final_counts = np.zeros((n_q, n_classes), dtype=np.int64)
+    start = 0
+    for k in ks:
+        counts += _row_counts(neighbour_labels[:, start:k], n_classes)
+        start = k
+        h = normalised_entropy(counts, k)
+        stop = ~done & ((h < threshold) | (k == ks[-1]))
+        k_used[stop], entropy[stop], final_counts[stop] = k, h[stop], counts[stop]
+        done |= stop
+    scores = final_counts * weights[None, :]
+    # rank of each class's nearest member in the neighbour list (for tie-breaking)
+    first_rank = np.full((n_q, n_classes), np.iinfo(np.int64).max, dtype=np.int64)
+    for rank in range(min(fetched, k_used.max()) - 1, -1, -1):
+        active = rank < k_used
+        first_rank[active, neighbour_labels[active, rank]] = rank
+    return VoteResult(_argmax_with_ties(scores, first_rank), k_used, entropy, scores)
+
+
+@dataclass
+class Predictions:
+    labels: list[str]
+    k_used: np.ndarray
+    entropy: np.ndarray
+    scores: np.ndarray  # (Q, C), columns follow ``classes``
+    classes: list[str]
+    neighbour_ids: np.ndarray  # (Q, K) nearest first
+    distances: np.ndarray  # (Q, K)
+
+
+class EWCClassifier:
+    """Reference library + index; ``predict`` runs the adaptive weighted vote."""
+
+    def __init__(self, params: EWCParams | None = None):
+        self.params = (params or EWCParams()).validate()
+        self.index = KnnIndex(metric=self.params.metric, kind=self.params.index)
+        self.classes: list[str] = []
+        self.label_ids = np.zeros(0, dtype=np.int64)
+        self.weights = np.zeros(0)
+
+    def fit(self, features: np.ndarray, labels: list[str]) -> "EWCClassifier":
+        features = check_features(features, "reference features")
+        if len(labels) != len(features):
+            raise FeatureError(f"{len(labels)} labels for {len(features)} reference vectors")
+        self.classes = sorted(set(labels))
+        lookup = {c: i for i, c in enumerate(self.classes)}
+        self.label_ids = np.array([lookup[c] for c in labels], dtype=np.int64)
+        self.weights = class_weights(self.label_ids, len(self.classes))
+        self.index.build(features)
+        return self
+
+    def add(self, features: np.ndarray, labels: list[str]) -> None:
+        """Add labelled references without re-embedding; new classes are allowed."""
+        for label in labels:
+            if label not in self.classes:
+                self.classes.append(label)
+        lookup = {c: i for i, c in enumerate(self.classes)}
+        self.index.add(features)
+        self.label_ids = np.concatenate([self.label_ids, [lookup[c] for c in labels]]).astype(np.int64)
+        self.weights = class_weights(self.label_ids, len(self.classes))
+
+    def kneighbors(self, features: np.ndarray, k: int | None = None):
+        return self.index.search(features, k or self.params.k_max)
+
+    def predict(self, features: np.ndarray) -> Predictions:
+        p = self.params
+        dist, ids = self.kneighbors(features, p.k_max)
+        vote = adaptive_vote(self.label_ids[ids], self.weights, p.k_min, p.k_max,
+                             p.entropy_threshold, p.growth)
+        return Predictions([self.classes[i] for i in vote.label_ids], vote.k_used, vote.entropy,
+                           vote.scores, list(self.classes), ids, dist)

@@ -1,0 +1,97 @@
+"""Reading cell images of any common depth and layout into uint8 RGB arrays, with clear errors."""
+
+from __future__ import annotations
+
+import warnings
+from pathlib import Path
+
+import numpy as np
+
+from cellsearch_gui.core.errors import BadImageError
+
+IMAGE_SUFFIXES = {".png", ".jpg", ".jpeg", ".bmp", ".tif", ".tiff", ".webp", ".gif"}
+MAX_PIXELS = 200_000_000  # decompression-bomb guard for a single crop or field
+
+
+def is_image_name(path: Path) -> bool:
+    return path.suffix.lower() in IMAGE_SUFFIXES
+
+
+def to_uint8(array: np.ndarray) -> np.ndarray:
+    """Map any depth to 0..255; 16-bit and float data are stretched between the 0.5 and 99.5 percentiles."""
+    if array.dtype == np.uint8:
+        return array
+    if array.dtype == bool:
+        return array.astype(np.uint8) * 255
+    data = array.astype(np.float32)
+    finite = data[np.isfinite(data)]
+    if finite.size == 0:
+        raise ValueError("no finite pixel values")
+    low, high = np.percentile(finite, [0.5, 99.5])
+    if high <= low:
+        low, high = float(finite.min()), float(finite.max())
+    scale = 255.0 / (high - low) if high > low else 0.0
+    data = np.nan_to_num(data, nan=low, posinf=high, neginf=low)
+    return np.clip((data - low) * scale, 0, 255).astype(np.uint8)
+
+
+def to_rgb(array: np.ndarray) -> np.ndarray:
+    """Grayscale, gray+alpha, RGB or RGBA (any depth) to HxWx3 uint8."""
+    if array.ndim == 2:
+        array = array[:, :, None]
+    if array.ndim != 3:
+        raise ValueError(f"unsupported array shape {array.shape}")
+    channels = array.shape[2]
+    if channels in (2, 4):  # drop alpha
+        array = array[:, :, : channels - 1]
+        channels -= 1
+    if channels == 1:
+        array = np.repeat(array, 3, axis=2)
+    elif channels != 3:
+        raise ValueError(f"{channels} channels; expected 1 (gray), 3 (RGB) or 4 (RGBA)")
+    return np.ascontiguousarray(to_uint8(array))
+
+
+def read_rgb(path: str | Path) -> np.ndarray:
+    """Read an image file as HxWx3 uint8, or raise BadImageError naming the file and the problem."""
+    from PIL import Image, UnidentifiedImageError
+
+    path = Path(path)
+    try:
+        size = path.stat().st_size
+    except OSError as exc:
+        raise BadImageError(path, f"cannot open ({exc.strerror})") from None
+    if size == 0:
+        raise BadImageError(path, "empty file (0 bytes)")
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("error", Image.DecompressionBombWarning)
+            with Image.open(path) as image:
+                if image.width * image.height > MAX_PIXELS:
+                    raise BadImageError(path, f"{image.width}x{image.height} pixels exceeds the "
+                                              f"{MAX_PIXELS:,}-pixel limit for one image")
+                image.load()  # raises on truncated or corrupt data
+                array = _pil_to_array(image)
+    except BadImageError:
+        raise
+    except UnidentifiedImageError:
+        raise BadImageError(path, "not an image file (format not recognised)") from None
+    except (Image.DecompressionBombError, Image.DecompressionBombWarning) as exc:
+        raise BadImageError(path, f"refused as a decompression bomb ({exc})") from None
+    except (OSError, SyntaxError, ValueError) as exc:
+        raise BadImageError(path, f"corrupt or truncated image ({exc})") from None
+    if min(array.shape[:2]) < 2:
+        raise BadImageError(path, f"image is only {array.shape[1]}x{array.shape[0]} pixels")
+    try:
+        return to_rgb(array)
+    except ValueError as exc:
+        raise BadImageError(path, str(exc)) from None
+
+
+def _pil_to_array(image) -> np.ndarray:
+    mode = image.mode
+    if mode in ("P", "PA", "CMYK", "YCbCr", "LAB", "HSV", "1"):
+        image = image.convert("RGBA" if mode == "PA" or "transparency" in image.info else "RGB")
+    elif mode.startswith("I;16"):
+        return np.array(image, dtype=np.uint16)
+    return np.asarray(image)

@@ -1,0 +1,166 @@
+"""End-to-end jobs shared by the CLI and the GUI: embed, classify, evaluate, search combinations."""
+
+from __future__ import annotations
+
+import csv
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from cellsearch_gui import __version__
+from cellsearch_gui.core.baselines import run_baselines
+from cellsearch_gui.core.combinations import Grid, search_combinations
+from cellsearch_gui.core.dataset import CropSet, scan_class_folders, scan_query, stratified_split
+from cellsearch_gui.core.embed_cache import EmbeddingCache
+from cellsearch_gui.core.embedding import EmbedOptions, FeatureSet, embed_crops
+from cellsearch_gui.core.errors import DatasetError
+from cellsearch_gui.core.evaluation import evaluate_predictions
+from cellsearch_gui.core.ewc import EWCClassifier, EWCParams, Predictions
+from cellsearch_gui.core.jobs import CancelToken, Job
+
+
+@dataclass
+class Inputs:
+    reference: CropSet
+    query: CropSet
+    notes: list[str] = field(default_factory=list)
+
+
+def load_inputs(reference_dir, query_dir=None, split: float | None = None, seed: int = 0,
+                classes: list[str] | None = None, shared_classes: bool = False,
+                query_needs_labels: bool = False) -> Inputs:
+    """Reference library and query set; without a query folder, hold out a stratified split."""
+    ref = scan_class_folders(reference_dir)
+    if query_dir is not None:
+        query = scan_query(query_dir)
+    elif split:
+        keep, held = stratified_split(ref.labels, split, seed)
+        ref, query = ref.subset(keep), ref.subset(held)
+        query.problems = []
+    else:
+        raise DatasetError("give a query folder (--query) or a held-out fraction of the reference (--split)")
+    notes = list(ref.problems) + list(query.problems)
+    if classes:
+        ref, query = ref.restrict(classes), (query.restrict(classes) if query.labelled else query)
+    if shared_classes and query.labelled:
+        common = sorted(set(ref.classes) & set(query.classes))
+        notes += [f"class '{c}' only in one set, left out (--shared-classes)"
+                  for c in sorted(set(ref.classes) ^ set(query.classes))]
+        ref, query = ref.restrict(common), query.restrict(common)
+    if len(ref) == 0:
+        raise DatasetError(f"{reference_dir}: no reference images left after choosing classes")
+    if len(query) == 0:
+        raise DatasetError("no query images left after choosing classes")
+    if query_needs_labels and not query.labelled:
+        raise DatasetError(f"{query_dir}: evaluation needs labelled queries (one sub-folder per class)")
+    if query.labelled:
+        notes += [f"query class '{c}' has no reference cells, so it can never be predicted correctly"
+                  for c in sorted(set(query.classes) - set(ref.classes))]
+    return Inputs(ref, query, notes)
+
+
+def embed_both(inputs: Inputs, models: list[str], cache: EmbeddingCache, options: EmbedOptions,
+               token: CancelToken) -> Job[tuple[FeatureSet, FeatureSet]]:
+    ref = yield from embed_crops(inputs.reference, models, cache, options, token)
+    query = yield from embed_crops(inputs.query, models, cache, options, token)
+    if len(ref.paths) == 0:
+        raise DatasetError("none of the reference images could be read: " + "; ".join(
+            f"{p}: {why}" for p, why in ref.skipped[:5]))
+    return ref, query
+
+
+def classify_job(inputs: Inputs, models: list[str], params: EWCParams, cache: EmbeddingCache,
+                 options: EmbedOptions, token: CancelToken | None = None
+                 ) -> Job[tuple[FeatureSet, FeatureSet, Predictions, dict]]:
+    token = token or CancelToken()
+    ref, query = yield from embed_both(inputs, models, cache, options, token)
+    timings = {**{f"reference_{k}": v for k, v in ref.timings_s.items()},
+               **{f"query_{k}": v for k, v in query.timings_s.items()}}
+    t0 = time.perf_counter()
+    clf = EWCClassifier(params).fit(ref.features, ref.labels)
+    timings["index_build"] = time.perf_counter() - t0
+    t0 = time.perf_counter()
+    preds = clf.predict(query.features) if len(query.paths) else None
+    timings["classify"] = time.perf_counter() - t0
+    timings["index_kind"] = clf.index.resolved_kind
+    return ref, query, preds, timings
+
+
+def provenance(models: list[str], ref: FeatureSet, params: EWCParams, options: EmbedOptions) -> dict:
+    return {
+        "app_version": __version__,
+        "models": models,
+        "model_fingerprints": ref.fingerprints,
+        "weights": options.weights,
+        "per_model_l2": options.per_model_l2,
+        "preprocessing": {"resize": "whole crop to model input (square)", "clahe": False},
+        "params": params.as_dict(),
+    }
+
+
+def evaluate_job(inputs: Inputs, models: list[str], params: EWCParams, cache: EmbeddingCache,
+                 options: EmbedOptions, baselines: bool = False, token: CancelToken | None = None) -> Job[dict]:
+    ref, query, preds, timings = yield from classify_job(inputs, models, params, cache, options, token)
+    if preds is None:
+        raise DatasetError("none of the query images could be read")
+    result = evaluate_predictions(query.labels, preds.labels)
+    result.update(provenance(models, ref, params, options))
+    result.update({
+        "n_reference": len(ref.paths),
+        "n_query": len(query.paths),
+        "reference_counts": {c: ref.labels.count(c) for c in sorted(set(ref.labels))},
+        "mean_k": float(preds.k_used.mean()),
+        "mean_entropy": float(preds.entropy.mean()),
+        "index_kind": timings.pop("index_kind"),
+        "skipped": [{"path": p, "problem": why} for p, why in ref.skipped + query.skipped],
+        "notes": inputs.notes,
+        "timings_s": timings,
+    })
+    if baselines:
+        result["baselines"] = run_baselines(ref.features, ref.labels, query.features, query.labels)
+    return result
+
+
+def search_job(inputs: Inputs, models: list[str], grid: Grid, cache: EmbeddingCache, options: EmbedOptions,
+               token: CancelToken | None = None) -> Job[dict]:
+    token = token or CancelToken()
+    ref, val = yield from embed_both(inputs, models, cache, options, token)
+    t0 = time.perf_counter()
+    rows = yield from search_combinations(ref, val, models, grid, token)
+    return {
+        "ranking": rows,
+        "n_reference": len(ref.paths),
+        "n_validation": len(val.paths),
+        "models": models,
+        "grid": {"metrics": grid.metrics, "k_min": grid.k_mins, "k_max": grid.k_maxs,
+                 "thresholds": grid.thresholds},
+        "per_model_l2": options.per_model_l2,
+        "skipped": [{"path": p, "problem": why} for p, why in ref.skipped + val.skipped],
+        "notes": inputs.notes,
+        "timings_s": {"search": time.perf_counter() - t0},
+    }
+
+
+def spreadsheet_safe(value) -> str:
+    """Neutralise cells that a spreadsheet would run as a formula."""
+    text = str(value)
+    return "'" + text if text[:1] in ("=", "+", "-", "@", "\t", "\r") else text
+
+
+def write_predictions_csv(path: str | Path, query: FeatureSet, preds: Predictions, ref: FeatureSet,
+                          top: int = 5) -> None:
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_suffix(path.suffix + ".part")
+    with open(tmp, "w", newline="", encoding="utf-8") as handle:
+        writer = csv.writer(handle)
+        writer.writerow(["path", "true_label", "predicted_label", "k_used", "entropy",
+                         *[f"score_{c}" for c in preds.classes], "top_neighbours"])
+        for i, p in enumerate(query.paths):
+            neighbours = "; ".join(
+                f"{ref.paths[j].name}:{ref.labels[j]}:{d:.4g}"
+                for j, d in zip(preds.neighbour_ids[i, :top], preds.distances[i, :top]))
+            writer.writerow([spreadsheet_safe(v) for v in (
+                p, query.labels[i] or "", preds.labels[i], int(preds.k_used[i]),
+                f"{preds.entropy[i]:.4f}", *[f"{s:.4f}" for s in preds.scores[i]], neighbours)])
+    tmp.replace(path)

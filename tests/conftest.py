@@ -1,0 +1,69 @@
+import os
+import shutil
+from pathlib import Path
+
+os.environ.setdefault("HF_HUB_OFFLINE", "1")  # an accidental hub call fails at once
+os.environ.setdefault("QT_QPA_PLATFORM", "offscreen")
+
+import numpy as np
+import pytest
+
+REPO = Path(__file__).resolve().parents[1]
+SHARED = Path(os.environ.get("CELLSEARCH_SHARED", REPO.parent / "shared"))
+SHARED_MODELS = SHARED / "models"
+PBC = SHARED / "data" / "pbc_barcelona"
+BCCD_WBC = SHARED / "data" / "bccd_wbc"
+WBC5 = ["basophil", "eosinophil", "lymphocyte", "monocyte", "neutrophil"]
+
+needs_shared = pytest.mark.skipif(not (SHARED_MODELS.is_dir() and PBC.is_dir()),
+                                  reason=f"shared models/data not found at {SHARED}")
+
+
+@pytest.fixture(autouse=True)
+def _isolated_dirs(tmp_path_factory, monkeypatch):
+    """Each test gets its own weights folder and embedding cache; nothing touches the user's."""
+    base = tmp_path_factory.mktemp("cs")
+    monkeypatch.setenv("CELLSEARCH_WEIGHTS_DIR", str(base / "weights"))
+    monkeypatch.setenv("CELLSEARCH_CACHE_DIR", str(base / "cache"))
+
+
+@pytest.fixture(scope="session")
+def session_weights(tmp_path_factory):
+    """Real checkpoints imported once through `models import` into a session weights folder."""
+    if not SHARED_MODELS.is_dir():
+        pytest.skip(f"no shared models at {SHARED_MODELS}")
+    from cellsearch_gui.core import weights
+
+    folder = tmp_path_factory.mktemp("weights")
+    old = os.environ.get("CELLSEARCH_WEIGHTS_DIR")
+    os.environ["CELLSEARCH_WEIGHTS_DIR"] = str(folder)
+    try:
+        imported = weights.import_folder(SHARED_MODELS)
+    finally:
+        if old is None:
+            del os.environ["CELLSEARCH_WEIGHTS_DIR"]
+        else:
+            os.environ["CELLSEARCH_WEIGHTS_DIR"] = old
+    assert {m for m, _ in imported} >= {"mobilenetv2", "efficientnet_lite0"}
+    return folder
+
+
+@pytest.fixture
+def real_weights(session_weights, monkeypatch):
+    monkeypatch.setenv("CELLSEARCH_WEIGHTS_DIR", str(session_weights))
+    return session_weights
+
+
+def make_subset(src: Path, dest: Path, classes, per_class: int, offset: int = 0) -> Path:
+    """Copy a few real crops per class into DIR/<class>/ (a small, deterministic dataset)."""
+    for cls in classes:
+        files = sorted((src / cls).iterdir())[offset : offset + per_class]
+        (dest / cls).mkdir(parents=True, exist_ok=True)
+        for f in files:
+            shutil.copy(f, dest / cls / f.name)
+    return dest
+
+
+@pytest.fixture
+def rng():
+    return np.random.default_rng(1234)
