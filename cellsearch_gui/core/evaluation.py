@@ -41,8 +41,9 @@ def evaluate_predictions(truth: list[str], predicted: list[str]) -> dict:
 
 def format_confusion(result: dict) -> str:
     classes = result["classes"]
-    width = max(8, max(len(c) for c in classes) + 1)
-    lines = ["true \\ predicted".ljust(width) + "".join(c[:width - 1].rjust(width) for c in classes)]
+    first = max(len("true \\ predicted"), *(len(c) for c in classes)) + 2
+    width = max(6, *(min(len(c), 12) + 2 for c in classes))
+    lines = ["true \\ predicted".ljust(first) + "".join(c[:12].rjust(width) for c in classes)]
     for c, row in zip(classes, result["confusion"]):
-        lines.append(c.ljust(width) + "".join(str(v).rjust(width) for v in row))
+        lines.append(c.ljust(first) + "".join(str(v).rjust(width) for v in row))
     return "\n".join(lines)
