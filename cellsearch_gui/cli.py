@@ -20,38 +20,48 @@ def _floats(text: str) -> list[float]:
     return [float(v) for v in text.split(",") if v.strip()]
 
 
+def _pixel_size(text: str) -> float:
+    from cellsearch_gui.core.fields import parse_pixel_size
+
+    try:
+        value = parse_pixel_size(text)
+    except ValueError as exc:
+        raise argparse.ArgumentTypeError(str(exc)) from None
+    if not value or value <= 0:
+        raise argparse.ArgumentTypeError(f"pixel size must be positive, got '{text}'")
+    return value
+
+
 def _words(text: str) -> list[str]:
     return [v.strip() for v in text.split(",") if v.strip()]
 
 
 class ProgressPrinter:
-    """tqdm bars on stderr, one per stage; silent with --quiet."""
+    """One tqdm bar per stage on stderr (nested stages stack); silent with --quiet."""
 
     def __init__(self, quiet: bool):
         self.quiet = quiet
-        self.bar = None
-        self.stage = None
+        self.bars = {}
 
     def __call__(self, progress) -> None:
         if self.quiet:
             return
         from tqdm import tqdm
 
-        if progress.stage != self.stage:
-            self.close()
-            self.stage = progress.stage
-            self.bar = tqdm(total=progress.total, desc=progress.stage, unit="it", file=sys.stderr,
-                            leave=False, dynamic_ncols=True)
-        self.bar.total = progress.total
-        self.bar.n = progress.done
+        bar = self.bars.get(progress.stage)
+        if bar is None:
+            bar = self.bars[progress.stage] = tqdm(total=progress.total, desc=progress.stage, file=sys.stderr,
+                                                   position=len(self.bars), leave=False, dynamic_ncols=True)
+        bar.total = progress.total
+        bar.n = progress.done
         if progress.message:
-            self.bar.set_postfix_str(progress.message, refresh=False)
-        self.bar.refresh()
+            bar.set_postfix_str(progress.message, refresh=False)
+        bar.refresh()
 
     def close(self) -> None:
-        if self.bar is not None:
-            self.bar.close()
-            self.bar = None
+        for bar in self.bars.values():
+            bar.close()
+        self.bars.clear()
 
 
 def _add_embed_options(p: argparse.ArgumentParser) -> None:
@@ -116,6 +126,30 @@ def build_parser() -> argparse.ArgumentParser:
     _add_embed_options(cl)
     _add_ewc_options(cl)
 
+    sg = sub.add_parser("segment", help="segment microscope images into cell crops and a cells.csv")
+    sg.add_argument("inputs", nargs="+", type=Path, help="image files or folders")
+    sg.add_argument("--out", required=True, type=Path)
+    sg.add_argument("--segmenter", default="classical",
+                    help="classical (CPU, fast), mobilesam, sam_vit_b, sam_vit_l or sam_vit_h")
+    sg.add_argument("--objects", default="all", choices=["all", "nucleated"],
+                    help="all cells, or only cells with a stained nucleus (white cells in a blood smear)")
+    sg.add_argument("--pixel-size", type=_pixel_size, default=None,
+                    help="um per pixel of the images (overrides metadata), e.g. 0.322 or 322nm")
+    sg.add_argument("--target-pixel-size", type=_pixel_size, default=None,
+                    help="rescale to this um per pixel before segmenting and cropping")
+    sg.add_argument("--clahe", action="store_true", help="CLAHE contrast normalisation of the crops")
+    sg.add_argument("--cell-diameter", type=float, default=None, help="typical cell diameter in um")
+    sg.add_argument("--cell-diameter-px", type=float, default=None,
+                    help="typical cell diameter in working pixels (when the pixel size is unknown)")
+    sg.add_argument("--crop-size", type=int, default=224)
+    sg.add_argument("--mask-background", action="store_true", help="blank everything outside the cell mask")
+    sg.add_argument("--keep-border-cells", action="store_true", help="keep cells cut by the image border")
+    sg.add_argument("--tile-size", type=int, default=1024)
+    sg.add_argument("--overlap", type=int, default=None, help="tile overlap in pixels (default 1.5 diameters)")
+    sg.add_argument("--device", default="cpu")
+    sg.add_argument("--checkpoint", type=Path, default=None, help="SAM checkpoint file to use directly")
+    sg.add_argument("--quiet", action="store_true")
+
     sc = sub.add_parser("search-combinations", help="rank model subsets and hyper-parameters on a validation set")
     sc.add_argument("--reference", required=True, type=Path)
     sc.add_argument("--validation", type=Path, default=None)
@@ -134,7 +168,7 @@ def _embed_setup(args):
     from cellsearch_gui.core.embedding import EmbedOptions
     from cellsearch_gui.core.registry import parse_model_list
 
-    models = parse_model_list(args.models)
+    models = parse_model_list(args.models, role="embed")
     cache = EmbeddingCache(None if args.no_cache else (args.cache_dir or default_cache_dir()))
     options = EmbedOptions(weights="random" if args.random_init else "pretrained", device=args.device,
                            batch_size=args.batch_size, per_model_l2=args.per_model_l2, seed=args.seed)
@@ -275,7 +309,31 @@ def cmd_search(args) -> int:
     return 0
 
 
-COMMANDS = {"models": cmd_models, "evaluate": cmd_evaluate, "classify": cmd_classify,
+def cmd_segment(args) -> int:
+    from cellsearch_gui.core.normalise import Normalisation
+    from cellsearch_gui.core.segment_job import SegmentSettings, segment_images
+
+    settings = SegmentSettings(
+        segmenter=args.segmenter, objects=args.objects, pixel_size_um=args.pixel_size,
+        cell_diameter_um=args.cell_diameter, cell_diameter_px=args.cell_diameter_px,
+        drop_border_cells=not args.keep_border_cells, tile_size=args.tile_size, overlap=args.overlap,
+        crop_size=args.crop_size, mask_background=args.mask_background, device=args.device,
+        checkpoint=str(args.checkpoint) if args.checkpoint else None,
+        normalisation=Normalisation(clahe=args.clahe, target_pixel_size_um=args.target_pixel_size))
+    summary = _run(segment_images(args.inputs, args.out, settings), args.quiet)
+    for problem in summary["problems"]:
+        print(f"skipped: {problem}", file=sys.stderr)
+    for image in summary["per_image"]:
+        if image["problem"] is None and not args.quiet:
+            dropped = ", ".join(f"{n} {why}" for why, n in image["dropped"].items())
+            print(f"{image['path']}: {image['cells']} cells in {image['seconds']:.1f} s"
+                  + (f" (dropped: {dropped})" if dropped else ""))
+    print(f"{summary['cells']} cells from {summary['images'] - len([i for i in summary['per_image'] if i['problem']])}"
+          f" of {summary['images']} images -> {args.out / 'cells.csv'}")
+    return 0
+
+
+COMMANDS = {"segment": cmd_segment, "models": cmd_models, "evaluate": cmd_evaluate, "classify": cmd_classify,
             "search-combinations": cmd_search}
 
 

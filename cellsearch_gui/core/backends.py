@@ -75,3 +75,13 @@ def build_model(spec: ModelSpec, checkpoint: Path | str | None = None, seed: int
     for param in model.parameters():
         param.requires_grad_(False)
     return model
+
+
+def check_checkpoint_loads(spec: ModelSpec, path: Path) -> None:
+    """Build the model family's network from a checkpoint file; raises when it does not fit."""
+    if spec.family == "sam":
+        from cellsearch_gui.core.segmentation.sam import build_sam
+
+        build_sam(spec, path)
+    else:
+        build_model(spec, checkpoint=path)

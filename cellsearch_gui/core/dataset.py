@@ -89,6 +89,8 @@ def scan_query(root: str | Path) -> CropSet:
         return CropSet([root], [None])
     if not root.is_dir():
         raise DatasetError(f"{root}: no such file or folder")
+    if (root / "cells.csv").is_file():
+        return read_cells_csv(root / "cells.csv")
     problems: list[str] = []
     flat = _images_in(root, problems, is_class_folder=False)
     if flat:
@@ -111,3 +113,24 @@ def stratified_split(labels: list[str], fraction: float, seed: int) -> tuple[np.
         held += idx[:n_held].tolist()
         keep += idx[n_held:].tolist()
     return np.array(sorted(keep)), np.array(sorted(held))
+
+
+def read_cells_csv(path: Path) -> CropSet:
+    """Crops written by `cellsearch segment`; a 'label' column, when filled in, makes them labelled."""
+    import csv
+
+    paths, labels, problems = [], [], []
+    with open(path, newline="", encoding="utf-8") as handle:
+        reader = csv.DictReader(handle)
+        if not reader.fieldnames or "crop_path" not in reader.fieldnames:
+            raise DatasetError(f"{path}: not a cells.csv from 'cellsearch segment' (no crop_path column)")
+        for line, row in enumerate(reader, start=2):
+            crop = path.parent / (row.get("crop_path") or "")
+            if not row.get("crop_path") or not crop.is_file():
+                problems.append(f"{path}:{line}: crop file '{row.get('crop_path')}' is missing, skipped")
+                continue
+            paths.append(crop)
+            labels.append(row.get("label") or None)
+    if not paths:
+        raise DatasetError(f"{path}: lists no existing crops")
+    return CropSet(paths, labels, problems)

@@ -33,6 +33,7 @@ class ModelSpec:
     url: str | None = None
     weights_filename: str | None = None
     options: dict = field(default_factory=dict)
+    roles: tuple[str, ...] = ("embed",)
 
     @property
     def filename(self) -> str:
@@ -70,6 +71,30 @@ _SPECS = [
     ),
 ]
 
+_SAM_MEAN = (123.675 / 255, 116.28 / 255, 103.53 / 255)
+_SAM_STD = (58.395 / 255, 57.12 / 255, 57.375 / 255)
+_SAM_URL = "https://dl.fbaipublicfiles.com/segment_anything/"
+_SPECS += [
+    ModelSpec(
+        id="mobilesam", family="sam", arch="vit_t", dim=256, input_size=1024, mean=_SAM_MEAN, std=_SAM_STD,
+        licence="Apache-2.0", weights_source="MobileSAM mobile_sam.pt (TinyViT-5M encoder + SAM decoder)",
+        layer="segmentation: SAM prompt encoder + mask decoder on the TinyViT image embedding",
+        sha256="6dbb90523a35330fedd7f1d3dfc66f995213d81b29a5ca8108dbcdd4e37d6c2f",
+        url="https://github.com/ChaoningZhang/MobileSAM/raw/master/weights/mobile_sam.pt",
+        weights_filename="mobilesam.pt", roles=("segment",),
+    ),
+    *[
+        ModelSpec(
+            id=f"sam_{arch}", family="sam", arch=arch, dim=256, input_size=1024, mean=_SAM_MEAN, std=_SAM_STD,
+            licence="Apache-2.0", weights_source=f"Segment Anything {arch} checkpoint ({fname})",
+            layer="segmentation: SAM prompt encoder + mask decoder on the ViT image embedding",
+            url=_SAM_URL + fname, weights_filename=f"sam_{arch}.pth", roles=("segment",),
+        )
+        for arch, fname in (("vit_b", "sam_vit_b_01ec64.pth"), ("vit_l", "sam_vit_l_0b3195.pth"),
+                            ("vit_h", "sam_vit_h_4b8939.pth"))
+    ],
+]
+
 REGISTRY: dict[str, ModelSpec] = {spec.id: spec for spec in _SPECS}
 
 
@@ -84,12 +109,16 @@ def get_spec(model_id: str) -> ModelSpec:
         ) from None
 
 
-def parse_model_list(text: str) -> list[str]:
+def parse_model_list(text: str, role: str | None = None) -> list[str]:
     """Parse 'a,b' into validated, de-duplicated model ids, keeping the order given."""
     ids = [part.strip() for part in text.split(",") if part.strip()]
     if not ids:
         raise UnknownModelError("no model given: pass --models with ids such as "
                                 + ",".join(sorted(REGISTRY)))
     for model_id in ids:
-        get_spec(model_id)
+        spec = get_spec(model_id)
+        if role and role not in spec.roles:
+            usable = sorted(m for m, s in REGISTRY.items() if role in s.roles)
+            raise UnknownModelError(f"model '{model_id}' cannot {role} here (it is for "
+                                    f"{', '.join(spec.roles)}); models that can: {', '.join(usable)}")
     return list(dict.fromkeys(ids))

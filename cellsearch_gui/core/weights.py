@@ -108,9 +108,9 @@ def import_weights(model_id: str, file: str | Path, allow_unpinned: bool = False
             f"'{spec.id}' ({spec.sha256[:16]}...). This is a different or damaged file; "
             f"use --allow-unpinned only if you know it holds {spec.weights_source}."
         )
-    from cellsearch_gui.core.backends import build_model
+    from cellsearch_gui.core.backends import check_checkpoint_loads
 
-    build_model(spec, checkpoint=src)  # refuse files that do not load into the architecture
+    check_checkpoint_loads(spec, src)  # refuse files that do not load into the architecture
     return _atomic_copy_in(src, spec, digest)
 
 

@@ -1,0 +1,1 @@
+"""Cell segmentation: classical (threshold + watershed), SAM/MobileSAM prompted by proposals, tiling."""

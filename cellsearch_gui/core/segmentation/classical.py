@@ -1,0 +1,133 @@
+"""Classical segmentation for CPU-only machines and as a cross-check.
+
+``objects='all'``: foreground by Otsu on saturation and darkness (polarity chosen automatically, so
+bright cells on dark backgrounds work too), holes filled, touching cells split by a distance-transform
+watershed. ``objects='nucleated'``: stained nuclei (blue minus red, Giemsa/Wright-type stains) grouped
+into cells, the cell being the nucleus hull grown by a margin; this finds white cells among red cells.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+
+from cellsearch_gui.core.segmentation.masks import CellMask, from_full
+
+
+def _fill_holes(mask: np.ndarray) -> np.ndarray:
+    import cv2
+
+    contours, _ = cv2.findContours(mask.astype(np.uint8), cv2.RETR_EXTERNAL, cv2.CHAIN_APPROX_SIMPLE)
+    filled = np.zeros(mask.shape, np.uint8)
+    cv2.drawContours(filled, contours, -1, 1, thickness=cv2.FILLED)
+    return filled.astype(bool)
+
+
+def foreground(rgb: np.ndarray) -> np.ndarray:
+    import cv2
+
+    hsv = cv2.cvtColor(rgb, cv2.COLOR_RGB2HSV)
+    gray = cv2.cvtColor(rgb, cv2.COLOR_RGB2GRAY)
+    sat = cv2.GaussianBlur(hsv[:, :, 1], (5, 5), 0)
+    colourful = float(np.percentile(sat, 95)) > 40
+    signal = sat if colourful else cv2.GaussianBlur(gray, (5, 5), 0)
+    if float(signal.max()) - float(signal.min()) < 8:
+        return np.zeros(signal.shape, bool)  # flat image: nothing to segment
+    _, fg = cv2.threshold(signal, 0, 1, cv2.THRESH_BINARY + cv2.THRESH_OTSU)
+    fg = fg.astype(bool)
+    if not colourful and fg.mean() > 0.5:  # the minority phase is the cells
+        fg = ~fg
+    kernel = cv2.getStructuringElement(cv2.MORPH_ELLIPSE, (5, 5))
+    fg = cv2.morphologyEx(fg.astype(np.uint8), cv2.MORPH_OPEN, kernel).astype(bool)
+    return _fill_holes(fg)
+
+
+def split_touching(fg: np.ndarray, min_radius_px: float) -> np.ndarray:
+    """Label image: distance-transform peaks as markers, watershed on the inverted distance."""
+    import cv2
+
+    dist = cv2.distanceTransform(fg.astype(np.uint8), cv2.DIST_L2, 5)
+    size = max(3, int(min_radius_px) | 1)
+    local_max = (dist == cv2.dilate(dist, cv2.getStructuringElement(cv2.MORPH_ELLIPSE, (size, size))))
+    peaks = local_max & (dist >= 0.5 * min_radius_px)
+    n, markers = cv2.connectedComponents(peaks.astype(np.uint8))
+    if n <= 1:
+        return cv2.connectedComponents(fg.astype(np.uint8))[1]
+    markers = markers.astype(np.int32)
+    markers[~fg] = 0
+    relief = cv2.cvtColor((255 - np.clip(dist / max(dist.max(), 1e-6) * 255, 0, 255)).astype(np.uint8),
+                          cv2.COLOR_GRAY2BGR)
+    bg_label = n
+    markers[(~fg) & (dist == 0)] = 0
+    markers_ws = markers.copy()
+    markers_ws[~cv2.dilate(fg.astype(np.uint8), np.ones((3, 3), np.uint8)).astype(bool)] = bg_label
+    cv2.watershed(relief, markers_ws)
+    labels = np.where(fg & (markers_ws > 0) & (markers_ws != bg_label), markers_ws, 0)
+    return labels
+
+
+def nucleus_signal(rgb: np.ndarray) -> np.ndarray:
+    """Blue minus red: high on Giemsa/Wright-stained nuclei, low on red cells and background."""
+    import cv2
+
+    signal = rgb[:, :, 2].astype(np.int16) - rgb[:, :, 0].astype(np.int16)
+    return cv2.GaussianBlur(np.clip(signal, 0, 255).astype(np.uint8), (5, 5), 0)
+
+
+@dataclass
+class ClassicalSegmenter:
+    objects: str = "all"  # all | nucleated
+    cell_diameter_px: float = 60.0  # typical cell size at the working scale
+    nucleus_threshold: int = 35
+    name: str = "classical"
+
+    def segment(self, rgb: np.ndarray) -> list[CellMask]:
+        if self.objects == "nucleated":
+            return self._nucleated(rgb)
+        labels = split_touching(foreground(rgb), 0.25 * self.cell_diameter_px)
+        return _masks_by_slices(labels)
+
+    def _nucleated(self, rgb: np.ndarray) -> list[CellMask]:
+        import cv2
+
+        signal = nucleus_signal(rgb)
+        nuclei = signal > self.nucleus_threshold
+        lobe_gap = max(3, int(0.12 * self.cell_diameter_px) | 1)
+        kernel = cv2.getStructuringElement(cv2.MORPH_ELLIPSE, (lobe_gap, lobe_gap))
+        nuclei = cv2.morphologyEx(nuclei.astype(np.uint8), cv2.MORPH_OPEN,
+                                  cv2.getStructuringElement(cv2.MORPH_ELLIPSE, (5, 5)))
+        grouped = cv2.dilate(nuclei, kernel)  # lobes of one nucleus join
+        labels = cv2.connectedComponents(grouped)[1]
+        masks = []
+        min_nucleus = 0.02 * (np.pi / 4) * self.cell_diameter_px ** 2
+        margin = max(2, int(0.12 * self.cell_diameter_px))
+        for cell in _masks_by_slices(labels):
+            core = cell.mask & nuclei[cell.y0 : cell.y0 + cell.mask.shape[0],
+                                      cell.x0 : cell.x0 + cell.mask.shape[1]].astype(bool)
+            if core.sum() < min_nucleus:
+                continue
+            pts = np.argwhere(core)[:, ::-1].astype(np.int32) + [cell.x0, cell.y0]
+            hull = cv2.convexHull(pts)
+            full = np.zeros(rgb.shape[:2], np.uint8)
+            cv2.fillConvexPoly(full, hull, 1)
+            full = cv2.dilate(full, cv2.getStructuringElement(cv2.MORPH_ELLIPSE,
+                                                              (2 * margin + 1, 2 * margin + 1)))
+            grown = from_full(full.astype(bool))
+            if grown is not None:
+                masks.append(grown)
+        return masks
+
+
+def _masks_by_slices(labels: np.ndarray) -> list[CellMask]:
+    """One CellMask per label value, using bounding boxes from connected-component statistics."""
+    from scipy import ndimage
+
+    masks = []
+    for value, box in enumerate(ndimage.find_objects(labels), start=1):
+        if box is None:
+            continue
+        sub = labels[box] == value
+        if sub.any():
+            masks.append(CellMask(box[0].start, box[1].start, sub))
+    return masks
