@@ -139,14 +139,21 @@ class Field:
             self._range = (float(low), float(max(high, low + 1e-6)))
         return self._range
 
-    def read(self, y0: int, y1: int, x0: int, x1: int) -> np.ndarray:
-        region = np.asarray(self._array[max(0, y0):y1, max(0, x0):x1])
+    def _to_rgb8(self, region: np.ndarray) -> np.ndarray:
         rng = self._intensity_range()
         if rng is not None:
             low, high = rng
             data = np.nan_to_num(region.astype(np.float32), nan=low, posinf=high, neginf=low)
             region = np.clip((data - low) * (255.0 / (high - low)), 0, 255).astype(np.uint8)
         return to_rgb(region)
+
+    def read(self, y0: int, y1: int, x0: int, x1: int) -> np.ndarray:
+        return self._to_rgb8(np.asarray(self._array[max(0, y0):y1, max(0, x0):x1]))
+
+    def overview(self, max_side: int = 2048) -> np.ndarray:
+        """A strided (nearest-neighbour) view of the whole field, read without loading it all."""
+        step = max(1, int(np.ceil(max(self.shape) / max_side)))
+        return self._to_rgb8(np.asarray(self._array[::step, ::step]))
 
     def close(self) -> None:
         if self._tif is not None:

@@ -82,9 +82,18 @@ def collect_images(inputs: list[str | Path]) -> tuple[list[Path], list[str]]:
 
 def _to_source(mask: CellMask, scale: float, tile_y0: int, tile_x0: int) -> CellMask:
     if abs(scale - 1) > 1e-6:
-        small = rescale(mask.mask.astype(np.uint8), 1 / scale, nearest=True).astype(bool)
-        mask = CellMask(int(round(mask.y0 / scale)), int(round(mask.x0 / scale)), small, mask.score,
-                        mask.stability)
+        import cv2
+
+        y0, x0 = mask.y0 / scale, mask.x0 / scale
+        height = int(np.ceil((mask.y0 + mask.mask.shape[0]) / scale)) - int(y0)
+        width = int(np.ceil((mask.x0 + mask.mask.shape[1]) / scale)) - int(x0)
+        # pixel-centre aligned resampling of the mask to source pixels
+        grid_y = (np.arange(height) + int(y0) + 0.5) * scale - 0.5 - mask.y0
+        grid_x = (np.arange(width) + int(x0) + 0.5) * scale - 0.5 - mask.x0
+        map_x, map_y = np.meshgrid(grid_x.astype(np.float32), grid_y.astype(np.float32))
+        src = cv2.remap(mask.mask.astype(np.float32), map_x, map_y, cv2.INTER_LINEAR,
+                        borderMode=cv2.BORDER_CONSTANT, borderValue=0)
+        mask = CellMask(int(y0), int(x0), src >= 0.5, mask.score, mask.stability)
     return mask.shifted(tile_y0, tile_x0)
 
 
@@ -111,6 +120,8 @@ def segment_field(field_: Field, segmenter, settings: SegmentSettings, diameter_
     result = ImageResult(str(field_.path))
     kept, tile_ids = [], []
     tile_list = list(tiles(height, width, step_src, overlap_src))
+    if hasattr(segmenter, "prepare"):
+        segmenter.prepare(rescale(field_.overview(), scale))
     for tile in tile_list:
         token.raise_if_cancelled()
         yield Progress("segmenting", tile.index, len(tile_list), field_.path.name)

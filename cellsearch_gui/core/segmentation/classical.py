@@ -1,7 +1,7 @@
 """Classical segmentation for CPU-only machines and as a cross-check.
 
-``objects='all'``: foreground by Otsu on saturation and darkness (polarity chosen automatically, so
-bright cells on dark backgrounds work too), holes filled, touching cells split by a distance-transform
+``objects='all'``: foreground by Otsu on stain amount (colour images) or grey level (polarity chosen
+automatically, so bright cells on dark backgrounds work too), thresholds fixed once per field, holes filled, touching cells split by a distance-transform
 watershed. ``objects='nucleated'``: stained nuclei (blue minus red, Giemsa/Wright-type stains) grouped
 into cells, the cell being the nucleus hull grown by a margin; this finds white cells among red cells.
 """
@@ -24,23 +24,55 @@ def _fill_holes(mask: np.ndarray) -> np.ndarray:
     return filled.astype(bool)
 
 
-def foreground(rgb: np.ndarray) -> np.ndarray:
+@dataclass
+class ForegroundModel:
+    """How to split cells from background: which signal, its threshold and which side is the cells."""
+
+    colourful: bool
+    threshold: float
+    cells_above: bool
+    usable: bool = True
+
+    @classmethod
+    def fit(cls, rgb: np.ndarray) -> "ForegroundModel":
+        import cv2
+
+        colourful = float(np.percentile(_saturation(rgb), 95)) > 40
+        signal = _signal(rgb, colourful)
+        if float(np.percentile(signal, 99.5)) - float(np.percentile(signal, 0.5)) < 8:
+            return cls(colourful, 0.0, True, usable=False)  # flat image: nothing to segment
+        threshold, fg = cv2.threshold(signal, 0, 1, cv2.THRESH_BINARY + cv2.THRESH_OTSU)
+        cells_above = True if colourful else fg.mean() <= 0.5  # the minority phase is the cells
+        return cls(colourful, float(threshold), cells_above)
+
+    def apply(self, rgb: np.ndarray) -> np.ndarray:
+        import cv2
+
+        if not self.usable:
+            return np.zeros(rgb.shape[:2], bool)
+        signal = _signal(rgb, self.colourful)
+        fg = signal > self.threshold if self.cells_above else signal <= self.threshold
+        kernel = cv2.getStructuringElement(cv2.MORPH_ELLIPSE, (5, 5))
+        fg = cv2.morphologyEx(fg.astype(np.uint8), cv2.MORPH_OPEN, kernel).astype(bool)
+        return _fill_holes(fg)
+
+
+def _saturation(rgb: np.ndarray) -> np.ndarray:
     import cv2
 
-    hsv = cv2.cvtColor(rgb, cv2.COLOR_RGB2HSV)
-    gray = cv2.cvtColor(rgb, cv2.COLOR_RGB2GRAY)
-    sat = cv2.GaussianBlur(hsv[:, :, 1], (5, 5), 0)
-    colourful = float(np.percentile(sat, 95)) > 40
-    signal = sat if colourful else cv2.GaussianBlur(gray, (5, 5), 0)
-    if float(signal.max()) - float(signal.min()) < 8:
-        return np.zeros(signal.shape, bool)  # flat image: nothing to segment
-    _, fg = cv2.threshold(signal, 0, 1, cv2.THRESH_BINARY + cv2.THRESH_OTSU)
-    fg = fg.astype(bool)
-    if not colourful and fg.mean() > 0.5:  # the minority phase is the cells
-        fg = ~fg
-    kernel = cv2.getStructuringElement(cv2.MORPH_ELLIPSE, (5, 5))
-    fg = cv2.morphologyEx(fg.astype(np.uint8), cv2.MORPH_OPEN, kernel).astype(bool)
-    return _fill_holes(fg)
+    return cv2.cvtColor(rgb, cv2.COLOR_RGB2HSV)[:, :, 1]
+
+
+def _signal(rgb: np.ndarray, colourful: bool) -> np.ndarray:
+    import cv2
+
+    # stain amount: 255 - darkest channel (close to linear in partial-volume mixing, unlike saturation)
+    plane = 255 - rgb.min(axis=2) if colourful else cv2.cvtColor(rgb, cv2.COLOR_RGB2GRAY)
+    return cv2.GaussianBlur(plane, (5, 5), 0)
+
+
+def foreground(rgb: np.ndarray) -> np.ndarray:
+    return ForegroundModel.fit(rgb).apply(rgb)
 
 
 def split_touching(fg: np.ndarray, min_radius_px: float) -> np.ndarray:
@@ -56,7 +88,8 @@ def split_touching(fg: np.ndarray, min_radius_px: float) -> np.ndarray:
         return cv2.connectedComponents(fg.astype(np.uint8))[1]
     markers = markers.astype(np.int32)
     markers[~fg] = 0
-    relief = cv2.cvtColor((255 - np.clip(dist / max(dist.max(), 1e-6) * 255, 0, 255)).astype(np.uint8),
+    # fixed scale (not per-image max), so a tile and the whole image give the same relief
+    relief = cv2.cvtColor((255 - np.clip(dist * (64.0 / max(min_radius_px, 1.0)), 0, 255)).astype(np.uint8),
                           cv2.COLOR_GRAY2BGR)
     bg_label = n
     markers[(~fg) & (dist == 0)] = 0
@@ -64,6 +97,11 @@ def split_touching(fg: np.ndarray, min_radius_px: float) -> np.ndarray:
     markers_ws[~cv2.dilate(fg.astype(np.uint8), np.ones((3, 3), np.uint8)).astype(bool)] = bg_label
     cv2.watershed(relief, markers_ws)
     labels = np.where(fg & (markers_ws > 0) & (markers_ws != bg_label), markers_ws, 0)
+    # watershed draws -1 lines on region borders; give those foreground pixels a neighbouring label
+    lines = fg & (labels == 0)
+    if lines.any():
+        grown = cv2.dilate(labels.astype(np.float32), np.ones((3, 3), np.uint8)).astype(labels.dtype)
+        labels[lines] = grown[lines]
     return labels
 
 
@@ -81,11 +119,17 @@ class ClassicalSegmenter:
     cell_diameter_px: float = 60.0  # typical cell size at the working scale
     nucleus_threshold: int = 35
     name: str = "classical"
+    model: ForegroundModel | None = None
+
+    def prepare(self, overview: np.ndarray) -> None:
+        """Fix the thresholds on an overview of the whole field, so every tile is cut the same way."""
+        self.model = ForegroundModel.fit(overview)
 
     def segment(self, rgb: np.ndarray) -> list[CellMask]:
         if self.objects == "nucleated":
             return self._nucleated(rgb)
-        labels = split_touching(foreground(rgb), 0.25 * self.cell_diameter_px)
+        model = self.model or ForegroundModel.fit(rgb)
+        labels = split_touching(model.apply(rgb), 0.25 * self.cell_diameter_px)
         return _masks_by_slices(labels)
 
     def _nucleated(self, rgb: np.ndarray) -> list[CellMask]:

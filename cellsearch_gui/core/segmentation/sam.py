@@ -98,6 +98,9 @@ class SamSegmenter:
             self._predictor = SamPredictor(build_sam(self.spec, self.checkpoint, self.device))
         return self._predictor
 
+    def prepare(self, overview: np.ndarray) -> None:
+        self.proposals.prepare(overview)
+
     def segment(self, rgb: np.ndarray) -> list[CellMask]:
         import torch
 
