@@ -192,7 +192,7 @@ def test_mobilesam_real_weights_finds_the_white_cell(real_weights):
     masks = seg.segment(rgb)
     assert len(masks) == 1
     assert box_iou(masks[0].bbox, (260, 177, 491, 376)) > 0.7
-    assert masks[0].score > 0.8
+    assert masks[0].score > 0.8 and masks[0].stability > 0.9
 
 
 def test_sam_random_weights_run_through_the_same_path():
@@ -201,6 +201,16 @@ def test_sam_random_weights_run_through_the_same_path():
 
     img = disks_image(256, [(128, 128)], radius=40)
     seg = SamSegmenter("mobilesam", proposals=ClassicalSegmenter(cell_diameter_px=80), checkpoint="random",
-                       min_predicted_iou=-1e9)
+                       min_predicted_iou=-1e9, min_stability=-1e9)
     masks = seg.segment(img)
     assert len(masks) <= 1  # random decoder: runs, returns at most one mask per proposal
+
+
+@pytest.mark.slow
+def test_sam_vit_b_random_weights_build_and_run():
+    from cellsearch_gui.core.segmentation.classical import ClassicalSegmenter
+    from cellsearch_gui.core.segmentation.sam import SamSegmenter
+
+    seg = SamSegmenter("sam_vit_b", proposals=ClassicalSegmenter(cell_diameter_px=80), checkpoint="random",
+                       min_predicted_iou=-1e9, min_stability=-1e9)
+    assert len(seg.segment(disks_image(256, [(128, 128)], radius=40))) <= 1

@@ -83,6 +83,7 @@ class SamSegmenter:
     device: str = "cpu"
     batch: int = 64
     min_predicted_iou: float = 0.5
+    min_stability: float = 0.8  # IoU of the mask at logit thresholds -1 and +1 (as SAM's own generator)
     checkpoint: str | None = None
 
     def __post_init__(self):
@@ -103,6 +104,7 @@ class SamSegmenter:
 
     def segment(self, rgb: np.ndarray) -> list[CellMask]:
         import torch
+        from segment_anything.utils.amg import calculate_stability_score
 
         proposals = self.proposals.segment(rgb)
         if not proposals:
@@ -118,12 +120,17 @@ class SamSegmenter:
                                       device=self.device)
                 tb = predictor.transform.apply_boxes_torch(boxes, rgb.shape[:2])
                 tp = predictor.transform.apply_coords_torch(points, rgb.shape[:2])
-                masks, iou, _ = predictor.predict_torch(point_coords=tp,
-                                                        point_labels=torch.ones(tp.shape[:2], device=self.device),
-                                                        boxes=tb, multimask_output=False)
-                for mask, score in zip(masks[:, 0].cpu().numpy(), iou[:, 0].cpu().numpy()):
-                    cell = from_full(mask, float(score))
-                    if cell is not None and score >= self.min_predicted_iou:
+                logits, iou, _ = predictor.predict_torch(point_coords=tp,
+                                                         point_labels=torch.ones(tp.shape[:2], device=self.device),
+                                                         boxes=tb, multimask_output=False, return_logits=True)
+                threshold = predictor.model.mask_threshold
+                stability = calculate_stability_score(logits[:, 0], threshold, 1.0).cpu().numpy()
+                masks = (logits[:, 0] > threshold).cpu().numpy()
+                for mask, score, stable in zip(masks, iou[:, 0].cpu().numpy(), stability):
+                    if score < self.min_predicted_iou or stable < self.min_stability:
+                        continue
+                    cell = from_full(mask, float(score), float(stable))
+                    if cell is not None:
                         out.append(cell)
         return out
 

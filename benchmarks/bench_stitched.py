@@ -1,0 +1,78 @@
+"""A stitched field of at least 20000 x 20000 pixels built from BCCD smear fields, written as an
+uncompressed BigTIFF, segmented tile by tile (classical, white cells) with peak memory printed.
+
+Usage: python benchmarks/bench_stitched.py [--size 20000] [--keep PATH] [--json out/bench_stitched.json]
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import resource
+import tempfile
+import time
+from pathlib import Path
+
+import numpy as np
+import tifffile
+
+from cellsearch_gui.core.images import read_rgb
+from cellsearch_gui.core.jobs import run_job
+from cellsearch_gui.core.segment_job import SegmentSettings, segment_images
+
+SHARED = Path(__file__).resolve().parents[1].parent / "shared"
+
+
+def peak_rss_mb() -> float:
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+
+
+def build(path: Path, size: int) -> tuple[int, int]:
+    fields = sorted((SHARED / "data" / "bccd_fov" / "JPEGImages").glob("*.jpg"))
+    fh, fw = 480, 640
+    rows, cols = -(-size // fh), -(-size // fw)
+    out = tifffile.memmap(path, shape=(rows * fh, cols * fw, 3), dtype=np.uint8, bigtiff=True,
+                          photometric="rgb")
+    for r in range(rows):
+        for c in range(cols):
+            out[r * fh : (r + 1) * fh, c * fw : (c + 1) * fw] = read_rgb(fields[(r * cols + c) % len(fields)])
+        out.flush()
+    shape = out.shape
+    del out
+    return shape[0], shape[1]
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser()
+    ap.add_argument("--size", type=int, default=20000)
+    ap.add_argument("--tile-size", type=int, default=2048)
+    ap.add_argument("--json", type=Path, default=Path("out/bench_stitched.json"))
+    args = ap.parse_args()
+    with tempfile.TemporaryDirectory() as tmp:
+        path = Path(tmp) / "stitched.tif"
+        t0 = time.perf_counter()
+        height, width = build(path, args.size)
+        build_s = time.perf_counter() - t0
+        rss_before = peak_rss_mb()
+        settings = SegmentSettings(objects="nucleated", cell_diameter_px=160, tile_size=args.tile_size,
+                                   drop_border_cells=False)
+        t0 = time.perf_counter()
+        summary = run_job(segment_images([path], Path(tmp) / "out", settings))
+        seg_s = time.perf_counter() - t0
+        image = summary["per_image"][0]
+        result = {"height": height, "width": width, "megapixels": height * width / 1e6,
+                  "file_mb": path.stat().st_size / 2**20, "build_s": build_s, "segment_s": seg_s,
+                  "s_per_megapixel": seg_s / (height * width / 1e6), "tiles": image["tiles"],
+                  "cells": image["cells"], "dropped": image["dropped"],
+                  "peak_rss_mb_before_segmenting": rss_before, "peak_rss_mb": peak_rss_mb(),
+                  "image_mb_in_ram_if_loaded": height * width * 3 / 2**20}
+    print(f"stitched image {width} x {height} ({result['megapixels']:.0f} MP, {result['file_mb']:.0f} MB BigTIFF)")
+    print(f"segmented in {seg_s:.1f} s ({result['s_per_megapixel']:.3f} s/MP), {image['tiles']} tiles, "
+          f"{image['cells']} white cells")
+    print(f"peak memory {result['peak_rss_mb']:.0f} MB (whole image would be {result['image_mb_in_ram_if_loaded']:.0f} MB)")
+    args.json.parent.mkdir(parents=True, exist_ok=True)
+    args.json.write_text(json.dumps(result, indent=1))
+
+
+if __name__ == "__main__":
+    main()
