@@ -88,6 +88,8 @@ def _add_ewc_options(p: argparse.ArgumentParser) -> None:
     p.add_argument("--k-min", type=int, default=3)
     p.add_argument("--k-max", type=int, default=1000)
     p.add_argument("--entropy", type=float, default=0.3, help="normalised-entropy stopping threshold")
+    p.add_argument("--entropy-norm", default="log_k", choices=["log_k", "log_min_kc"],
+                   help="log_k: the paper's H/log k; log_min_kc: H/log min(k, classes), robust under device shift")
     p.add_argument("--index", default="auto", choices=["auto", "flat", "hnsw"],
                    help="exact search or HNSW; auto picks exact up to 20,000 references")
 
@@ -179,7 +181,8 @@ def _params(args):
     from cellsearch_gui.core.ewc import EWCParams
 
     return EWCParams(metric=args.metric, k_min=args.k_min, k_max=args.k_max,
-                     entropy_threshold=args.entropy, index=args.index).validate()
+                     entropy_threshold=args.entropy, index=args.index,
+                     entropy_norm=args.entropy_norm).validate()
 
 
 def _report_problems(result_skipped, notes) -> None:

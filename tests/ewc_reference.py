@@ -14,7 +14,7 @@ def distances(q, refs, metric):
     return np.array([distance.canberra(q, r) for r in refs])
 
 
-def ewc_predict_one(q, refs, labels, metric, k_min, k_max, threshold):
+def ewc_predict_one(q, refs, labels, metric, k_min, k_max, threshold, norm="log_k"):
     classes = sorted(set(labels))
     n, c = len(labels), len(classes)
     weights = {cl: n / (c * labels.count(cl)) for cl in classes}
@@ -24,12 +24,13 @@ def ewc_predict_one(q, refs, labels, metric, k_min, k_max, threshold):
     while True:
         near = [labels[i] for i in order[:k]]
         h = 0.0
-        if k > 1:
+        base = k if norm == "log_k" else min(k, c)
+        if base > 1:
             for cl in classes:
                 p = near.count(cl) / k
                 if p > 0:
                     h -= p * math.log(p)
-            h /= math.log(k)
+            h /= math.log(base)
         if h < threshold or k >= cap:
             break
         k = min(k * 2, cap)

@@ -19,16 +19,17 @@ def _data(rng, n_ref=240, n_q=60, dim=12, n_classes=4, positive=False):
     return x.astype(np.float32), labels, q.astype(np.float32)
 
 
+@pytest.mark.parametrize("norm", ["log_k", "log_min_kc"])
 @pytest.mark.parametrize("metric", ["l2", "cosine", "canberra"])
 @pytest.mark.parametrize("k_min,k_max,threshold", [(3, 1000, 0.3), (1, 50, 0.5), (5, 17, 0.05), (2, 8, 1.0)])
-def test_matches_bruteforce(rng, metric, k_min, k_max, threshold):
+def test_matches_bruteforce(rng, metric, k_min, k_max, threshold, norm):
     x, labels, q = _data(rng, positive=(metric == "canberra"))
-    clf = EWCClassifier(EWCParams(metric=metric, k_min=k_min, k_max=k_max,
-                                  entropy_threshold=threshold, index="flat")).fit(x, labels)
+    clf = EWCClassifier(EWCParams(metric=metric, k_min=k_min, k_max=k_max, entropy_threshold=threshold,
+                                  index="flat", entropy_norm=norm)).fit(x, labels)
     pred = clf.predict(q)
     for i in range(len(q)):
         label, k, h, scores = ewc_predict_one(q[i].astype(np.float64), x, labels, metric,
-                                              k_min, k_max, threshold)
+                                              k_min, k_max, threshold, norm)
         assert pred.labels[i] == label, i
         assert pred.k_used[i] == k
         assert pred.entropy[i] == pytest.approx(h, abs=1e-9)
@@ -65,3 +66,28 @@ def test_neighbour_distances_are_sorted_and_true(rng):
         for i in range(5):
             d = distances(q[i].astype(np.float64), x, metric)
             assert pred.distances[i] == pytest.approx(d[pred.neighbour_ids[i]], rel=1e-4, abs=1e-5)
+
+
+def test_paper_rule_always_stops_by_c_over_threshold_but_min_kc_does_not():
+    """With C classes the paper's H <= log C / log k: for C=5 and 0.3 it stops by k=384 even on a
+    perfectly mixed neighbourhood; the log min(k, C) rule keeps growing to k_max."""
+    labels = np.tile(np.arange(5), 200)[None, :]  # maximally mixed neighbours
+    from cellsearch_gui.core.ewc import adaptive_vote
+
+    paper = adaptive_vote(labels, np.ones(5), 3, 1000, 0.3)
+    fixed = adaptive_vote(labels, np.ones(5), 3, 1000, 0.3, entropy_norm="log_min_kc")
+    assert paper.k_used[0] <= 384 and paper.entropy[0] < 0.3
+    assert fixed.k_used[0] == 1000 and fixed.entropy[0] == pytest.approx(1.0)
+
+
+def test_class_weights_change_the_vote_on_an_imbalanced_library(rng):
+    """A rare class that holds 2 of 5 neighbours beats a common class holding 3 when its weight is larger."""
+    x = np.concatenate([rng.normal(0, 1, (90, 4)), rng.normal(0.3, 1, (10, 4))]).astype(np.float32)
+    labels = ["common"] * 90 + ["rare"] * 10
+    clf = EWCClassifier(EWCParams(k_min=5, k_max=5)).fit(x, labels)
+    assert clf.weights.tolist() == pytest.approx([100 / (2 * 90), 100 / (2 * 10)])
+    pred = clf.predict(rng.normal(0.15, 1, (400, 4)).astype(np.float32))
+    ids = clf.label_ids[pred.neighbour_ids[:, :5]]
+    rare_votes = (ids == 1).sum(1)
+    assert all(p == "rare" for p, v in zip(pred.labels, rare_votes) if v >= 1)  # weight 5 vs 0.56: 1 rare beats 4
+    assert any(v == 1 for v in rare_votes)  # the case occurs, so the weighting was exercised

@@ -36,7 +36,26 @@ class EmbeddingCache:
             "CREATE TABLE IF NOT EXISTS emb (model TEXT NOT NULL, content TEXT NOT NULL, "
             "dim INTEGER NOT NULL, vec BLOB NOT NULL, PRIMARY KEY (model, content))"
         )
+        self._db.execute(
+            "CREATE TABLE IF NOT EXISTS meta (kind TEXT NOT NULL, content TEXT NOT NULL, "
+            "value TEXT NOT NULL, PRIMARY KEY (kind, content))"
+        )
         self._db.commit()
+
+    def get_meta(self, kind: str, keys: list[str]) -> dict[str, str]:
+        found: dict[str, str] = {}
+        for start in range(0, len(keys), 500):
+            chunk = keys[start : start + 500]
+            rows = self._db.execute(
+                f"SELECT content, value FROM meta WHERE kind=? AND content IN ({','.join('?' * len(chunk))})",
+                [kind, *chunk])
+            found.update(dict(rows))
+        return found
+
+    def put_meta(self, kind: str, items: dict[str, str]) -> None:
+        with self._db:
+            self._db.executemany("INSERT OR REPLACE INTO meta VALUES (?, ?, ?)",
+                                 [(kind, k, v) for k, v in items.items()])
 
     def get_many(self, model: str, keys: list[str]) -> dict[str, np.ndarray]:
         found: dict[str, np.ndarray] = {}

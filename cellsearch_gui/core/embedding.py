@@ -9,7 +9,11 @@ from pathlib import Path
 
 import numpy as np
 
+import json
+from dataclasses import asdict
+
 from cellsearch_gui.core.backends import RANDOM_INIT, build_model
+from cellsearch_gui.core.cellcrop import CropPrep, prepare_crop
 from cellsearch_gui.core.dataset import CropSet
 from cellsearch_gui.core.embed_cache import EmbeddingCache
 from cellsearch_gui.core.errors import BadImageError
@@ -49,7 +53,7 @@ class ModelRunner:
     """One loaded model. ``weights='pretrained'`` uses the imported checkpoint; 'random' is explicit."""
 
     def __init__(self, model_id: str, weights: str = "pretrained", device: str = "auto",
-                 batch_size: int = 32, seed: int = 0):
+                 batch_size: int = 32, seed: int = 0, prep: CropPrep | None = None):
         self.spec = get_spec(model_id)
         self.random_init = weights == "random"
         if self.random_init:
@@ -60,11 +64,12 @@ class ModelRunner:
         self.device = pick_device(device)
         self.batch_size = batch_size
         self.seed = seed
+        self.prep = prep or CropPrep()
         self._model = None
 
     @property
     def fingerprint(self) -> str:
-        return f"{self.spec.id}|{self.weights_id}|{self.spec.input_size}|{PREPROCESS_VERSION}"
+        return f"{self.spec.id}|{self.weights_id}|{self.spec.input_size}|{PREPROCESS_VERSION}|{self.prep.tag()}"
 
     def load(self):
         if self._model is None:
@@ -105,6 +110,8 @@ class FeatureSet:
     skipped: list[tuple[str, str]] = field(default_factory=list)
     timings_s: dict[str, float] = field(default_factory=dict)
     per_model: dict[str, np.ndarray] = field(default_factory=dict)
+    prep: dict = field(default_factory=dict)
+    prep_notes: list[tuple[str, str]] = field(default_factory=list)
 
     def select(self, model_ids: list[str], per_model_l2: bool | None = None) -> np.ndarray:
         """Concatenate a sub-combination from the per-model blocks without re-embedding."""
@@ -125,6 +132,7 @@ class EmbedOptions:
     batch_size: int = 32
     per_model_l2: bool = False
     seed: int = 0
+    prep: CropPrep = field(default_factory=CropPrep)
 
 
 def embed_crops(crops: CropSet, model_ids: list[str], cache: EmbeddingCache,
@@ -132,7 +140,10 @@ def embed_crops(crops: CropSet, model_ids: list[str], cache: EmbeddingCache,
     """Embed every crop with every model (cache first), skip unreadable crops, concatenate."""
     opts = options or EmbedOptions()
     token = token or CancelToken()
-    runners = [ModelRunner(m, opts.weights, opts.device, opts.batch_size, opts.seed) for m in model_ids]
+    runners = [ModelRunner(m, opts.weights, opts.device, opts.batch_size, opts.seed, opts.prep)
+               for m in model_ids]
+    prep_tag = opts.prep.tag()
+    prep_records: dict[str, str] = {}
     timings: dict[str, float] = {}
     skipped: dict[str, str] = {}
     keys: list[str | None] = []
@@ -148,32 +159,45 @@ def embed_crops(crops: CropSet, model_ids: list[str], cache: EmbeddingCache,
             yield Progress("hashing", i, len(crops))
     timings["hash"] = time.perf_counter() - t0
 
-    vectors: dict[str, dict[str, np.ndarray]] = {}
-    for runner in runners:
-        t0 = time.perf_counter()
-        fp = runner.fingerprint
-        wanted = sorted({k for k in keys if k is not None})
-        have = cache.get_many(fp, wanted)
-        todo = [(p, k) for p, k in zip(crops.paths, keys)
-                if k is not None and k not in have and str(p) not in skipped]
-        todo = list({k: (p, k) for p, k in todo}.values())  # identical files embed once
-        for start in range(0, len(todo), runner.batch_size):
-            token.raise_if_cancelled()
-            yield Progress(f"embedding {runner.spec.id}", start, len(todo))
-            images, batch_keys = [], []
-            for path, key in todo[start : start + runner.batch_size]:
-                try:
-                    images.append(read_rgb(path))
-                    batch_keys.append(key)
-                except BadImageError as exc:
-                    skipped[str(path)] = exc.problem
-            if images:
-                new = dict(zip(batch_keys, runner.embed_arrays(images)))
-                cache.put_many(fp, new)
-                have.update(new)
-        yield Progress(f"embedding {runner.spec.id}", len(todo), len(todo))
-        vectors[runner.spec.id] = have
-        timings[f"embed_{runner.spec.id}"] = time.perf_counter() - t0
+    wanted = sorted({k for k in keys if k is not None})
+    vectors = {r.spec.id: cache.get_many(r.fingerprint, wanted) for r in runners}
+    first_path = {}
+    for path, key in zip(crops.paths, keys):
+        if key is not None and str(path) not in skipped:
+            first_path.setdefault(key, path)  # identical files are read and embedded once
+    todo = [k for k in first_path if any(k not in vectors[r.spec.id] for r in runners)]
+    batch_size = max(r.batch_size for r in runners)
+    t0 = time.perf_counter()
+    for start in range(0, len(todo), batch_size):
+        token.raise_if_cancelled()
+        yield Progress("embedding", start, len(todo), "+".join(model_ids))
+        images, batch_keys = [], []
+        for key in todo[start : start + batch_size]:
+            path = first_path[key]
+            try:
+                image = read_rgb(path)
+            except BadImageError as exc:
+                skipped[str(path)] = exc.problem
+                continue
+            if opts.prep.active:
+                image, record = prepare_crop(image, opts.prep)
+                prep_records[key] = json.dumps(asdict(record))
+            images.append(image)
+            batch_keys.append(key)
+        for runner in runners:
+            need = [i for i, k in enumerate(batch_keys) if k not in vectors[runner.spec.id]]
+            if not need:
+                continue
+            t_model = time.perf_counter()
+            new = dict(zip([batch_keys[i] for i in need], runner.embed_arrays([images[i] for i in need])))
+            cache.put_many(runner.fingerprint, new)
+            vectors[runner.spec.id].update(new)
+            name = f"embed_{runner.spec.id}"
+            timings[name] = timings.get(name, 0.0) + time.perf_counter() - t_model
+        if prep_records:
+            cache.put_meta(prep_tag, prep_records)
+    yield Progress("embedding", len(todo), len(todo), "+".join(model_ids))
+    timings["embed_total"] = time.perf_counter() - t0
 
     keep = [i for i, (p, k) in enumerate(zip(crops.paths, keys))
             if k is not None and str(p) not in skipped and all(k in vectors[m] for m in model_ids)]
@@ -181,7 +205,16 @@ def embed_crops(crops: CropSet, model_ids: list[str], cache: EmbeddingCache,
                  else np.zeros((0, get_spec(m).dim), np.float32) for m in model_ids}
     features = concat_blocks(list(per_model.values()), opts.per_model_l2) if keep else \
         np.zeros((0, sum(get_spec(m).dim for m in model_ids)), np.float32)
+    notes = []
+    if opts.prep.active:
+        stored = cache.get_meta(prep_tag, [keys[i] for i in keep])
+        for i in keep:
+            note = json.loads(stored[keys[i]])["note"] if keys[i] in stored else ""
+            if note:
+                notes.append((str(crops.paths[i]), note))
     return FeatureSet(
+        prep=opts.prep.as_dict(),
+        prep_notes=notes,
         paths=[crops.paths[i] for i in keep],
         labels=[crops.labels[i] for i in keep],
         features=features,

@@ -17,6 +17,9 @@ from cellsearch_gui.core.errors import FeatureError
 from cellsearch_gui.core.knn_index import KnnIndex, check_features
 
 
+ENTROPY_NORMS = ("log_k", "log_min_kc")
+
+
 @dataclass
 class EWCParams:
     metric: str = "l2"
@@ -25,12 +28,16 @@ class EWCParams:
     entropy_threshold: float = 0.3
     growth: float = 2.0
     index: str = "auto"
+    entropy_norm: str = "log_k"  # log_k: the paper's H / log k; log_min_kc: H / log min(k, C)
 
     def validate(self) -> "EWCParams":
         if self.k_min < 1 or self.k_max < self.k_min:
             raise FeatureError(f"need 1 <= k_min <= k_max, got k_min={self.k_min}, k_max={self.k_max}")
         if self.growth <= 1:
             raise FeatureError(f"k growth factor must be > 1, got {self.growth}")
+        if self.entropy_norm not in ENTROPY_NORMS:
+            raise FeatureError(f"unknown entropy normalisation '{self.entropy_norm}'; "
+                               f"choose one of {', '.join(ENTROPY_NORMS)}")
         if not 0 <= self.entropy_threshold <= 1:
             raise FeatureError(f"entropy threshold must be in [0, 1], got {self.entropy_threshold}")
         return self
@@ -56,14 +63,19 @@ def class_weights(label_ids: np.ndarray, n_classes: int) -> np.ndarray:
     return np.where(counts > 0, weights, 0.0)
 
 
-def normalised_entropy(counts: np.ndarray, k: int) -> np.ndarray:
-    """-sum p log p / log k over the last axis; 0 when k == 1."""
-    if k <= 1:
+def normalised_entropy(counts: np.ndarray, k: int, norm: str = "log_k") -> np.ndarray:
+    """-sum p log p / log k (the paper) or / log min(k, C) over the last axis; 0 when the divisor is 0.
+
+    With C classes, -sum p log p <= log min(k, C), so the paper's H can never exceed log C / log k and
+    falls below any threshold once k is large; dividing by log min(k, C) keeps H in [0, 1] for every k.
+    """
+    base = k if norm == "log_k" else min(k, counts.shape[-1])
+    if base <= 1:
         return np.zeros(counts.shape[:-1])
     p = counts / k
     with np.errstate(divide="ignore", invalid="ignore"):
         terms = np.where(p > 0, p * np.log(p), 0.0)
-    return -terms.sum(-1) / np.log(k)
+    return -terms.sum(-1) / np.log(base)
 
 
 def _row_counts(labels: np.ndarray, n_classes: int) -> np.ndarray:
@@ -90,7 +102,7 @@ class VoteResult:
 
 
 def adaptive_vote(neighbour_labels: np.ndarray, weights: np.ndarray, k_min: int, k_max: int,
-                  threshold: float, growth: float = 2.0) -> VoteResult:
+                  threshold: float, growth: float = 2.0, entropy_norm: str = "log_k") -> VoteResult:
     """Evaluate the whole k schedule on pre-fetched neighbour labels (Q, K), K >= min(k_max, N)."""
     n_q, fetched = neighbour_labels.shape
     n_classes = len(weights)
@@ -105,7 +117,7 @@ def adaptive_vote(neighbour_labels: np.ndarray, weights: np.ndarray, k_min: int,
     for k in ks:
         counts += _row_counts(neighbour_labels[:, start:k], n_classes)
         start = k
-        h = normalised_entropy(counts, k)
+        h = normalised_entropy(counts, k, entropy_norm)
         stop = ~done & ((h < threshold) | (k == ks[-1]))
         k_used[stop], entropy[stop], final_counts[stop] = k, h[stop], counts[stop]
         done |= stop
@@ -167,6 +179,6 @@ class EWCClassifier:
         p = self.params
         dist, ids = self.kneighbors(features, p.k_max)
         vote = adaptive_vote(self.label_ids[ids], self.weights, p.k_min, p.k_max,
-                             p.entropy_threshold, p.growth)
+                             p.entropy_threshold, p.growth, p.entropy_norm)
         return Predictions([self.classes[i] for i in vote.label_ids], vote.k_used, vote.entropy,
                            vote.scores, list(self.classes), ids, dist)
