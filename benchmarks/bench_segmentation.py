@@ -81,13 +81,27 @@ def detection(segmenter, names, fov, boxes) -> dict:
             "seconds": seconds, "s_per_megapixel": seconds / max(megapixels, 1e-9)}
 
 
-def end_to_end(names, fov, boxes, segmenter_id, work: Path) -> dict:
+def detection_from_cells(rows, names, boxes, summary) -> dict:
+    found: dict[str, list] = {}
+    for row in rows:
+        found.setdefault(Path(row["source_image"]).name, []).append(
+            tuple(int(row[k]) for k in ("bbox_x0", "bbox_y0", "bbox_x1", "bbox_y1")))
+    tp = sum(len(match([b["box"] for b in boxes[n]], found.get(n, []))) for n in names)
+    n_gt = sum(len(boxes[n]) for n in names)
+    seconds = sum(i["seconds"] for i in summary["per_image"])
+    return {"images": len(names), "recall": tp / max(1, n_gt), "precision": tp / max(1, len(rows)),
+            "true_positives": tp, "ground_truth": n_gt, "detections": len(rows), "seconds": seconds,
+            "s_per_megapixel": seconds / (len(names) * 640 * 480 / 1e6)}
+
+
+def end_to_end(names, fov, boxes, segmenter_id, work: Path) -> tuple[dict, dict]:
     settings = SegmentSettings(segmenter=segmenter_id, objects="nucleated", cell_diameter_px=DIAMETER_PX,
                                drop_border_cells=False)
     out = work / segmenter_id
-    run_job(segment_images([fov / "JPEGImages" / n for n in names], out, settings))
+    summary = run_job(segment_images([fov / "JPEGImages" / n for n in names], out, settings))
     crops = read_cells_csv(out / "cells.csv")
     rows = list(csv.DictReader(open(out / "cells.csv", newline="")))
+    detected = detection_from_cells(rows, names, boxes, summary)
     labels = []
     for row in rows:
         name = Path(row["source_image"]).name
@@ -104,9 +118,10 @@ def end_to_end(names, fov, boxes, segmenter_id, work: Path) -> dict:
                                           EWCParams(), cache, EmbedOptions()))
     scores = evaluate_predictions(q.labels, preds.labels)
     n_labelled = sum(1 for n in names for b in boxes[n] if b["label"])
-    return {"cells_segmented": len(rows), "matched_to_labelled_wbc": len(keep), "labelled_wbc_boxes": n_labelled,
-            "balanced_accuracy": scores["balanced_accuracy"], "macro_precision": scores["macro_precision"],
-            "per_class_recall": {c: v["recall"] for c, v in scores["per_class"].items()}}
+    return detected, {"cells_segmented": len(rows), "matched_to_labelled_wbc": len(keep),
+                      "labelled_wbc_boxes": n_labelled, "balanced_accuracy": scores["balanced_accuracy"],
+                      "macro_precision": scores["macro_precision"],
+                      "per_class_recall": {c: v["recall"] for c, v in scores["per_class"].items()}}
 
 
 def main() -> None:
@@ -120,8 +135,10 @@ def main() -> None:
     names = sorted(boxes)[: args.limit or None]
     classical = ClassicalSegmenter(objects="nucleated", cell_diameter_px=DIAMETER_PX)
     prompted = SamSegmenter("mobilesam", proposals=classical)
-    results = {"detection": {"classical": detection(classical, names, fov, boxes),
-                             "mobilesam_prompted": detection(prompted, names, fov, boxes)}}
+    results = {"detection": {}, "end_to_end": {}}
+    with tempfile.TemporaryDirectory() as work:
+        for seg in ("classical", "mobilesam"):
+            results["detection"][seg], results["end_to_end"][seg] = end_to_end(names, fov, boxes, seg, Path(work))
     grid_names = names[: args.grid_images]
     results["speed"] = {"images": grid_names,
                         "mobilesam_prompted": detection(prompted, grid_names, fov, boxes),
@@ -130,9 +147,6 @@ def main() -> None:
     speed = results["speed"]
     speed["speedup"] = (speed["mobilesam_point_grid_default"]["s_per_megapixel"]
                         / speed["mobilesam_prompted"]["s_per_megapixel"])
-    with tempfile.TemporaryDirectory() as work:
-        results["end_to_end"] = {seg: end_to_end(names, fov, boxes, seg, Path(work))
-                                 for seg in ("classical", "mobilesam")}
     print(f"fields: {len(names)}")
     for name, r in results["detection"].items():
         print(f"detection {name:<20} recall {r['recall']:.3f}  precision {r['precision']:.3f}  "

@@ -192,7 +192,7 @@ def test_mobilesam_real_weights_finds_the_white_cell(real_weights):
     masks = seg.segment(rgb)
     assert len(masks) == 1
     assert box_iou(masks[0].bbox, (260, 177, 491, 376)) > 0.7
-    assert masks[0].score > 0.8 and masks[0].stability > 0.9
+    assert masks[0].score > 0.8 and masks[0].stability > 0.7
 
 
 def test_sam_random_weights_run_through_the_same_path():

@@ -7,6 +7,7 @@ stored uncompressed and contiguous; other formats are decoded once. Regions come
 
 from __future__ import annotations
 
+import mmap
 import os
 import re
 import xml.etree.ElementTree as ET
@@ -154,6 +155,13 @@ class Field:
         """A strided (nearest-neighbour) view of the whole field, read without loading it all."""
         step = max(1, int(np.ceil(max(self.shape) / max_side)))
         return self._to_rgb8(np.asarray(self._array[::step, ::step]))
+
+    def release_pages(self) -> None:
+        """Drop the memory-mapped pages read so far from this process's resident memory (they are
+        clean file pages; the kernel re-reads them if needed). Keeps a tile-by-tile pass flat in RAM."""
+        mm = getattr(self._array, "_mmap", None)
+        if mm is not None and hasattr(mm, "madvise") and hasattr(mmap, "MADV_DONTNEED"):
+            mm.madvise(mmap.MADV_DONTNEED)
 
     def close(self) -> None:
         if self._tif is not None:

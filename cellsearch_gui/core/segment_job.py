@@ -126,6 +126,7 @@ def segment_field(field_: Field, segmenter, settings: SegmentSettings, diameter_
         token.raise_if_cancelled()
         yield Progress("segmenting", tile.index, len(tile_list), field_.path.name)
         region = rescale(field_.read(tile.y0, tile.y1, tile.x0, tile.x1), scale)
+        field_.release_pages()
         for mask in segmenter.segment(region):
             if not lo <= mask.area <= hi:
                 reason = "smaller than the size filter" if mask.area < lo else "larger than the size filter"

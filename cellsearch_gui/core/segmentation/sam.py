@@ -2,7 +2,7 @@
 segment-anything's automatic mask generator (dense point grid) as the reference to beat.
 
 Prompting: instead of a dense grid of 1024 points (each decoded and upsampled to full size), cells are
-proposed by the classical segmenter and each proposal is given to SAM as a box plus its centre point.
+proposed by the classical segmenter and each proposal's box (grown by 10 %) is given to SAM as a prompt.
 One encoder pass per tile, one decoder call per proposal batch.
 """
 
@@ -76,14 +76,15 @@ def build_sam(spec: ModelSpec, checkpoint: Path | str | None = None, device: str
 
 @dataclass
 class SamSegmenter:
-    """Proposal-prompted SAM: classical proposals -> box + point prompts -> one mask per cell."""
+    """Proposal-prompted SAM: classical proposals -> box prompts -> one mask per cell."""
 
     model_id: str = "mobilesam"
     proposals: ClassicalSegmenter = field(default_factory=ClassicalSegmenter)
     device: str = "cpu"
     batch: int = 64
     min_predicted_iou: float = 0.5
-    min_stability: float = 0.8  # IoU of the mask at logit thresholds -1 and +1 (as SAM's own generator)
+    min_stability: float = 0.6  # IoU of the mask at logit thresholds -1 and +1 (faint cytoplasm edges score 0.7)
+    box_margin: float = 0.1
     checkpoint: str | None = None
 
     def __post_init__(self):
@@ -102,6 +103,13 @@ class SamSegmenter:
     def prepare(self, overview: np.ndarray) -> None:
         self.proposals.prepare(overview)
 
+    def _prompt_box(self, proposal: CellMask, shape) -> list[float]:
+        """The proposal's box grown by ``box_margin`` per side: SAM then finds the cell's own edge.
+        (A centre point prompt pulled masks towards the nucleus; box-only gave higher IoU on BCCD.)"""
+        x0, y0, x1, y1 = proposal.bbox
+        dx, dy = self.box_margin * (x1 - x0), self.box_margin * (y1 - y0)
+        return [max(0, x0 - dx), max(0, y0 - dy), min(shape[1], x1 + dx), min(shape[0], y1 + dy)]
+
     def segment(self, rgb: np.ndarray) -> list[CellMask]:
         import torch
         from segment_anything.utils.amg import calculate_stability_score
@@ -115,14 +123,11 @@ class SamSegmenter:
             out = []
             for start in range(0, len(proposals), self.batch):
                 chunk = proposals[start : start + self.batch]
-                boxes = torch.tensor([m.bbox for m in chunk], dtype=torch.float32, device=self.device)
-                points = torch.tensor([[m.centroid[::-1]] for m in chunk], dtype=torch.float32,
-                                      device=self.device)
+                boxes = torch.tensor([self._prompt_box(m, rgb.shape) for m in chunk], dtype=torch.float32,
+                                     device=self.device)
                 tb = predictor.transform.apply_boxes_torch(boxes, rgb.shape[:2])
-                tp = predictor.transform.apply_coords_torch(points, rgb.shape[:2])
-                logits, iou, _ = predictor.predict_torch(point_coords=tp,
-                                                         point_labels=torch.ones(tp.shape[:2], device=self.device),
-                                                         boxes=tb, multimask_output=False, return_logits=True)
+                logits, iou, _ = predictor.predict_torch(point_coords=None, point_labels=None, boxes=tb,
+                                                         multimask_output=False, return_logits=True)
                 threshold = predictor.model.mask_threshold
                 stability = calculate_stability_score(logits[:, 0], threshold, 1.0).cpu().numpy()
                 masks = (logits[:, 0] > threshold).cpu().numpy()
