@@ -8,7 +8,8 @@ from dataclasses import asdict, dataclass, fields
 import numpy as np
 
 from cellsearch_gui.core.fields import Field
-from cellsearch_gui.core.normalise import Normalisation, apply_clahe, rescale
+from cellsearch_gui.core.cellcrop import frame_cell
+from cellsearch_gui.core.normalise import Normalisation
 from cellsearch_gui.core.segmentation.masks import CellMask, encode_rle
 
 
@@ -48,32 +49,16 @@ def cell_id(image_path, cy: float, cx: float) -> str:
 
 def cut_crop(field: Field, mask: CellMask, crop_size: int, norm: Normalisation, scale: float,
              mask_background: bool) -> np.ndarray:
-    """Crop centred on the mask centroid, at the working scale; pads with edge pixels at the image border."""
-    import cv2
-
+    """Crop centred on the mask centroid at the working scale, through the same ``frame_cell`` that
+    prepares ready-made crops (so both paths give the same pixels for the same cell)."""
     cy, cx = mask.centroid
-    half_src = crop_size / (2 * scale)
-    y0, x0 = int(np.floor(cy - half_src)), int(np.floor(cx - half_src))
-    side = int(np.ceil(2 * half_src))
+    half = int(np.ceil(crop_size / (2 * scale))) + 2
     height, width = field.shape
-    region = field.read(max(0, y0), min(height, y0 + side), max(0, x0), min(width, x0 + side))
-    pad = (max(0, -y0), max(0, y0 + side - height), max(0, -x0), max(0, x0 + side - width))
-    if any(pad):
-        region = cv2.copyMakeBorder(region, *pad, cv2.BORDER_REPLICATE)
-    crop = cv2.resize(region, (crop_size, crop_size),
-                      interpolation=cv2.INTER_AREA if scale < 1 else cv2.INTER_LINEAR)
-    if norm.clahe:
-        crop = apply_clahe(crop, norm.clahe_clip, norm.clahe_grid)
-    if mask_background:
-        canvas = np.zeros((side, side), np.uint8)
-        my0, mx0 = mask.y0 - y0, mask.x0 - x0
-        sy0, sx0 = max(0, -my0), max(0, -mx0)
-        sub = mask.mask[sy0 : side - my0, sx0 : side - mx0]
-        canvas[my0 + sy0 : my0 + sy0 + sub.shape[0], mx0 + sx0 : mx0 + sx0 + sub.shape[1]] = sub
-        inside = rescale(canvas, crop_size / side, nearest=True)[:crop_size, :crop_size].astype(bool)
-        fill = np.median(crop[~inside], axis=0) if (~inside).any() else np.array([255, 255, 255])
-        crop = np.where(inside[:, :, None], crop, fill.astype(np.uint8))
-    return crop
+    y0, x0 = max(0, int(cy) - half), max(0, int(cx) - half)
+    region = field.read(y0, min(height, int(cy) + half + 1), x0, min(width, int(cx) + half + 1))
+    local = mask.shifted(-y0, -x0)
+    colour = "clahe" if norm.clahe else norm.colour
+    return frame_cell(region, local, scale, crop_size, mask_background, colour, (cy - y0, cx - x0))
 
 
 def make_record(field: Field, mask: CellMask, tile: int, crop_path: str, scale: float,

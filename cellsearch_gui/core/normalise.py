@@ -13,6 +13,7 @@ class Normalisation:
     clahe_clip: float = 2.0
     clahe_grid: int = 8
     target_pixel_size_um: float | None = None
+    colour: str = "none"  # none | reinhard | macenko | grayscale (CLAHE via ``clahe``)
 
     def scale_for(self, pixel_size_um: float | None) -> float:
         """Rescale factor = source um/px / target um/px (1 when either is unknown)."""
