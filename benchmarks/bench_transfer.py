@@ -30,6 +30,8 @@ STEPS = {
     "centre+scale": CropPrep(centre=True, scale="cell_size"),
     "centre+scale+mask": CropPrep(centre=True, scale="cell_size", mask=True),
     "centre+scale+mask+reinhard": CropPrep(centre=True, scale="cell_size", mask=True, colour="reinhard"),
+    "centre+scale+mask+device_reinhard": CropPrep(centre=True, scale="cell_size", mask=True,
+                                                  colour="device_reinhard"),
     "centre+scale+mask+macenko": CropPrep(centre=True, scale="cell_size", mask=True, colour="macenko"),
     "centre+scale+mask+grayscale": CropPrep(centre=True, scale="cell_size", mask=True, colour="grayscale"),
     "centre+scale+mask+clahe": CropPrep(centre=True, scale="cell_size", mask=True, colour="clahe"),

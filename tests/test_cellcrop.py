@@ -83,7 +83,7 @@ def test_two_cells_picks_the_central_one():
 @pytest.mark.parametrize("mode", COLOUR_MODES)
 def test_colour_modes_keep_shape_and_type(mode):
     img = blob_image(120, 120, [(60, 60, 30)])
-    out = normalise_colour(img, mode)
+    out = normalise_colour(img, mode, stats=(180, 140, 120, 30, 8, 8))
     assert out.shape == img.shape and out.dtype == np.uint8
     if mode == "grayscale":
         assert (out[:, :, 0] == out[:, :, 1]).all()
@@ -119,3 +119,28 @@ def test_frame_cell_without_mask_centres_the_crop():
     img = np.arange(100 * 100 * 3, dtype=np.uint8).reshape(100, 100, 3)
     out = frame_cell(img, None, 1.0, 100, False)
     assert np.array_equal(out, img)
+
+
+def test_device_reinhard_keeps_colour_differences_within_a_device():
+    """Per-image Reinhard erases the colour that tells two cells apart; one transform per device keeps it."""
+    import cv2
+
+    from cellsearch_gui.core.cellcrop import with_device_colour
+
+    lilac = blob_image(150, 150, [(75, 75, 40)])
+    red = lilac.copy()
+    cell = (lilac != lilac[0, 0]).any(axis=2)
+    red[cell, 1] = red[cell, 1] // 3  # less green: a more magenta-red (eosinophil-like) cell
+    prep = with_device_colour(CropPrep(centre=True, mask=True, colour="device_reinhard", crop_size=96),
+                              [red, lilac], read=lambda image: image)
+    assert prep.device_colour is not None and len(prep.device_colour) == 6
+
+    def a_channel(img, p):  # mean red-green axis over the cell (the masked-out background is white)
+        crop = prepare_crop(img, p)[0]
+        cell = (crop != 255).any(axis=2)
+        return cv2.cvtColor(crop, cv2.COLOR_RGB2LAB)[:, :, 1][cell].astype(float).mean()
+
+    per_device = a_channel(red, prep) - a_channel(lilac, prep)
+    per_image = a_channel(red, CropPrep(centre=True, mask=True, colour="reinhard", crop_size=96)) - a_channel(
+        lilac, CropPrep(centre=True, mask=True, colour="reinhard", crop_size=96))
+    assert per_device > 2 and abs(per_image) < per_device / 4

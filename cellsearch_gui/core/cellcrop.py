@@ -30,6 +30,7 @@ class CropPrep:
     colour: str = "none"
     objects: str = "nucleated"  # how to find the cell in a crop: nucleated | all
     crop_size: int = 224
+    device_colour: tuple[float, ...] | None = None  # LAB mean+std of this device (device_reinhard)
 
     def __post_init__(self):
         if self.scale not in SCALE_MODES:
@@ -87,7 +88,8 @@ def _warp(image: np.ndarray, scale: float, cy: float, cx: float, size: int, bord
 
 
 def frame_cell(image: np.ndarray, mask: CellMask | None, scale: float, crop_size: int, mask_background: bool,
-               colour: str = "none", centre: tuple[float, float] | None = None) -> np.ndarray:
+               colour: str = "none", centre: tuple[float, float] | None = None, colour_stats=None,
+               return_mask: bool = False):
     """Crop ``crop_size`` pixels (after scaling by ``scale``) centred on the mask, then normalise and mask."""
     import cv2
 
@@ -96,16 +98,17 @@ def frame_cell(image: np.ndarray, mask: CellMask | None, scale: float, crop_size
     cy, cx = centre
     crop = _warp(image, scale, cy, cx, crop_size, cv2.BORDER_REPLICATE)
     inside = None
-    if mask is not None and (mask_background or colour == "reinhard"):
+    if mask is not None and (mask_background or colour == "reinhard" or return_mask):
         full = np.zeros(image.shape[:2], np.float32)
         h = min(mask.mask.shape[0], image.shape[0] - mask.y0)
         w = min(mask.mask.shape[1], image.shape[1] - mask.x0)
         full[mask.y0 : mask.y0 + h, mask.x0 : mask.x0 + w] = mask.mask[:h, :w]
         inside = _warp(full, scale, cy, cx, crop_size, cv2.BORDER_CONSTANT) >= 0.5
-    crop = normalise_colour(crop, colour, inside)
+    crop = normalise_colour(crop, colour, inside, colour_stats)
     if mask_background and inside is not None:
         crop = np.where(inside[:, :, None], crop, np.uint8(BACKGROUND))
-    return np.ascontiguousarray(crop)
+    crop = np.ascontiguousarray(crop)
+    return (crop, inside) if return_mask else crop
 
 
 @dataclass
@@ -117,8 +120,8 @@ class PrepRecord:
     note: str = ""
 
 
-def prepare_crop(rgb: np.ndarray, prep: CropPrep, pixel_size_um: float | None = None
-                 ) -> tuple[np.ndarray, PrepRecord]:
+def prepare_crop(rgb: np.ndarray, prep: CropPrep, pixel_size_um: float | None = None,
+                 return_mask: bool = False):
     """A ready-made crop -> the prepared crop, with a record of what was done."""
     if not prep.active:
         return rgb, PrepRecord(False, 0, 1.0, "not rescaled")
@@ -148,5 +151,35 @@ def prepare_crop(rgb: np.ndarray, prep: CropPrep, pixel_size_um: float | None = 
             notes.append("scale could not be set (no pixel size, no cell): whole crop fitted")
     centre = mask.centroid if (prep.centre and mask is not None) else ((rgb.shape[0] - 1) / 2,
                                                                         (rgb.shape[1] - 1) / 2)
-    out = frame_cell(rgb, mask, scale, prep.crop_size, prep.mask and mask is not None, prep.colour, centre)
-    return out, PrepRecord(mask is not None, n_found, float(scale), source, "; ".join(notes))
+    colour = prep.colour
+    if colour == "device_reinhard" and prep.device_colour is None:
+        colour = "none"  # statistics pass: the device transform is being measured
+    out = frame_cell(rgb, mask, scale, prep.crop_size, prep.mask and mask is not None, colour, centre,
+                     prep.device_colour, return_mask)
+    record = PrepRecord(mask is not None, n_found, float(scale), source, "; ".join(notes))
+    if return_mask:
+        return out[0], record, out[1]
+    return out, record
+
+
+def with_device_colour(prep: CropPrep, paths, read, sample: int = 64) -> CropPrep:
+    """For device_reinhard: measure the device's LAB statistics on up to ``sample`` of its crops."""
+    import dataclasses
+
+    from cellsearch_gui.core.colour import lab_statistics
+
+    if prep.colour != "device_reinhard" or prep.device_colour is not None or not paths:
+        return prep
+    step = max(1, len(paths) // sample)
+    crops, masks = [], []
+    for path in list(paths)[::step][:sample]:
+        try:
+            image = read(path)
+        except Exception:  # noqa: BLE001 - unreadable crops are reported by the embedding pass
+            continue
+        crop, _, inside = prepare_crop(image, prep, return_mask=True)
+        crops.append(crop)
+        masks.append(inside)
+    if not crops:
+        return prep
+    return dataclasses.replace(prep, device_colour=lab_statistics(crops, masks))

@@ -1,6 +1,7 @@
 """Colour and contrast normalisation of cell crops: CLAHE, Reinhard, Macenko, grayscale.
 
-Reinhard matches each LAB channel's mean and standard deviation to fixed targets; Macenko estimates the
+Reinhard matches each LAB channel's mean and standard deviation to fixed targets, per image or (device
+Reinhard) with one transform per device computed from the cell pixels of a sample of its crops; Macenko estimates the
 two stain vectors (haematoxylin-like and eosin-like) of each image in optical density space and maps
 the stain concentrations onto a fixed reference. Both targets are constants of the method, not fitted
 to any data set, so every device is mapped to the same appearance.
@@ -12,7 +13,7 @@ import numpy as np
 
 from cellsearch_gui.core.normalise import apply_clahe
 
-COLOUR_MODES = ("none", "clahe", "reinhard", "macenko", "grayscale")
+COLOUR_MODES = ("none", "clahe", "reinhard", "device_reinhard", "macenko", "grayscale")
 
 # Reinhard target: LAB (OpenCV 8-bit scale) statistics of a typical May-Gruenwald-Giemsa smear crop.
 REINHARD_MEAN = np.array([190.0, 140.0, 118.0])
@@ -22,12 +23,17 @@ MACENKO_REF = np.array([[0.5626, 0.2159], [0.7201, 0.8012], [0.4062, 0.5581]])
 MACENKO_MAX_C = np.array([1.9705, 1.0308])
 
 
-def reinhard(rgb: np.ndarray, mask: np.ndarray | None = None) -> np.ndarray:
+def reinhard(rgb: np.ndarray, mask: np.ndarray | None = None, stats=None) -> np.ndarray:
+    """Match LAB mean/std to the target; ``stats`` (mean, std) of a whole device instead of this image
+    keeps the colour differences between cells of one device (eosinophil red vs neutrophil lilac)."""
     import cv2
 
     lab = cv2.cvtColor(rgb, cv2.COLOR_RGB2LAB).astype(np.float32)
-    sample = lab[mask] if mask is not None and mask.any() else lab.reshape(-1, 3)
-    mean, std = sample.mean(0), sample.std(0) + 1e-6
+    if stats is not None:
+        mean, std = np.asarray(stats[:3]), np.asarray(stats[3:]) + 1e-6
+    else:
+        sample = lab[mask] if mask is not None and mask.any() else lab.reshape(-1, 3)
+        mean, std = sample.mean(0), sample.std(0) + 1e-6
     out = (lab - mean) / std * REINHARD_STD + REINHARD_MEAN
     return cv2.cvtColor(np.clip(out, 0, 255).astype(np.uint8), cv2.COLOR_LAB2RGB)
 
@@ -61,13 +67,27 @@ def grayscale(rgb: np.ndarray) -> np.ndarray:
     return np.repeat(gray[:, :, None], 3, axis=2)
 
 
-def normalise_colour(rgb: np.ndarray, mode: str, mask: np.ndarray | None = None) -> np.ndarray:
+def lab_statistics(crops: list[np.ndarray], masks: list[np.ndarray | None]) -> tuple[float, ...]:
+    """LAB mean and std over the cell pixels of a sample of one device's crops."""
+    import cv2
+
+    pixels = [cv2.cvtColor(c, cv2.COLOR_RGB2LAB).reshape(-1, 3)[m.ravel()] if m is not None and m.any()
+              else cv2.cvtColor(c, cv2.COLOR_RGB2LAB).reshape(-1, 3) for c, m in zip(crops, masks)]
+    data = np.concatenate(pixels).astype(np.float64)
+    return tuple(round(float(v), 2) for v in (*data.mean(0), *data.std(0)))
+
+
+def normalise_colour(rgb: np.ndarray, mode: str, mask: np.ndarray | None = None, stats=None) -> np.ndarray:
     if mode == "none":
         return rgb
     if mode == "clahe":
         return apply_clahe(rgb)
     if mode == "reinhard":
         return reinhard(rgb, mask)
+    if mode == "device_reinhard":
+        if stats is None:
+            raise ValueError("device_reinhard needs the device's colour statistics")
+        return reinhard(rgb, stats=stats)
     if mode == "macenko":
         return macenko(rgb)
     if mode == "grayscale":

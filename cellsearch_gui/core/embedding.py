@@ -13,7 +13,7 @@ import json
 from dataclasses import asdict
 
 from cellsearch_gui.core.backends import RANDOM_INIT, build_model
-from cellsearch_gui.core.cellcrop import CropPrep, prepare_crop
+from cellsearch_gui.core.cellcrop import CropPrep, prepare_crop, with_device_colour
 from cellsearch_gui.core.dataset import CropSet
 from cellsearch_gui.core.embed_cache import EmbeddingCache
 from cellsearch_gui.core.errors import BadImageError
@@ -140,6 +140,11 @@ def embed_crops(crops: CropSet, model_ids: list[str], cache: EmbeddingCache,
     """Embed every crop with every model (cache first), skip unreadable crops, concatenate."""
     opts = options or EmbedOptions()
     token = token or CancelToken()
+    if opts.prep.colour == "device_reinhard" and opts.prep.device_colour is None:
+        import dataclasses
+
+        yield Progress("measuring device colour", 0, 1)
+        opts = dataclasses.replace(opts, prep=with_device_colour(opts.prep, crops.paths, read_rgb))
     runners = [ModelRunner(m, opts.weights, opts.device, opts.batch_size, opts.seed, opts.prep)
                for m in model_ids]
     prep_tag = opts.prep.tag()
