@@ -81,6 +81,19 @@ def _add_embed_options(p: argparse.ArgumentParser) -> None:
                    help="without --query: hold out this stratified fraction of the reference as queries")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--quiet", action="store_true", help="no progress bars")
+    g = p.add_argument_group("crop preprocessing (device invariance)")
+    g.add_argument("--centre", action="store_true", help="find the cell in each crop and centre on it")
+    g.add_argument("--scale", default="none", choices=["none", "physical", "cell_size"],
+                   help="physical: by pixel sizes; cell_size: the cell's own diameter sets the scale")
+    g.add_argument("--mask", action="store_true", help="blank the background and neighbouring cells")
+    g.add_argument("--colour", default="none",
+                   choices=["none", "clahe", "reinhard", "device_reinhard", "macenko", "grayscale"])
+    g.add_argument("--reference-pixel-size", type=_pixel_size, default=None, help="um/px of the reference crops")
+    g.add_argument("--query-pixel-size", type=_pixel_size, default=None, help="um/px of the query crops")
+    g.add_argument("--crop-target-pixel-size", type=_pixel_size, default=0.3,
+                   help="um/px that crops are brought to with --scale physical")
+    g.add_argument("--find-cell", default="nucleated", choices=["nucleated", "all"],
+                   help="which object is the cell: one with a stained nucleus, or any")
 
 
 def _add_ewc_options(p: argparse.ArgumentParser) -> None:
@@ -160,6 +173,11 @@ def build_parser() -> argparse.ArgumentParser:
     sc.add_argument("--k-min", type=_ints, default=[3])
     sc.add_argument("--k-max", type=_ints, default=[1000])
     sc.add_argument("--thresholds", type=_floats, default=_floats(DEFAULT_SEARCH_THRESHOLDS))
+    sc.add_argument("--entropy-norms", type=_words, default=["log_k"], help="log_k,log_min_kc")
+    sc.add_argument("--preps", type=_words, default=None,
+                    help="also rank crop preprocessing presets: " + ",".join(
+                        ["raw", "centred", "centred_scaled", "cell", "cell_device_colour", "cell_grayscale",
+                         "cell_clahe"]) + " or 'all'")
     sc.add_argument("--top", type=int, default=15, help="rows of the ranking to print")
     sc.add_argument("--json", type=Path, default=None)
     return parser
@@ -172,9 +190,23 @@ def _embed_setup(args):
 
     models = parse_model_list(args.models, role="embed")
     cache = EmbeddingCache(None if args.no_cache else (args.cache_dir or default_cache_dir()))
+    from cellsearch_gui.core.cellcrop import CropPrep
+
+    prep = CropPrep(centre=args.centre, scale=args.scale, mask=args.mask, colour=args.colour,
+                    target_pixel_size_um=args.crop_target_pixel_size, objects=args.find_cell)
     options = EmbedOptions(weights="random" if args.random_init else "pretrained", device=args.device,
-                           batch_size=args.batch_size, per_model_l2=args.per_model_l2, seed=args.seed)
+                           batch_size=args.batch_size, per_model_l2=args.per_model_l2, seed=args.seed, prep=prep)
     return models, cache, options
+
+
+def _load_inputs(args, query_dir, needs_labels: bool):
+    from cellsearch_gui.core.workflows import load_inputs
+
+    inputs = load_inputs(args.reference, query_dir, args.split, args.seed, args.classes, args.shared_classes,
+                         query_needs_labels=needs_labels)
+    inputs.reference_pixel_size = args.reference_pixel_size
+    inputs.query_pixel_size = args.query_pixel_size or (None if query_dir else args.reference_pixel_size)
+    return inputs
 
 
 def _params(args):
@@ -247,12 +279,11 @@ def _run(job, quiet: bool):
 
 def cmd_evaluate(args) -> int:
     from cellsearch_gui.core.evaluation import format_confusion
-    from cellsearch_gui.core.workflows import evaluate_job, load_inputs
+    from cellsearch_gui.core.workflows import evaluate_job
 
     models, cache, options = _embed_setup(args)
     params = _params(args)
-    inputs = load_inputs(args.reference, args.query, args.split, args.seed, args.classes,
-                         args.shared_classes, query_needs_labels=True)
+    inputs = _load_inputs(args, args.query, needs_labels=True)
     result = _run(evaluate_job(inputs, models, params, cache, options, args.baselines), args.quiet)
     _report_problems(result["skipped"], result["notes"])
     print(f"models: {','.join(models)}   metric: {params.metric}   k: {params.k_min}..{params.k_max}   "
@@ -261,6 +292,8 @@ def cmd_evaluate(args) -> int:
     print(f"macro accuracy (balanced): {100 * result['balanced_accuracy']:.1f} %")
     print(f"macro precision:           {100 * result['macro_precision']:.1f} %")
     print(f"mean k used: {result['mean_k']:.1f}   mean entropy: {result['mean_entropy']:.3f}")
+    if result["preprocessing_notes"]:
+        print(f"preprocessing notes for {len(result['preprocessing_notes'])} crops (see --json)")
     print(format_confusion(result))
     for name, base in result.get("baselines", {}).items():
         print(f"baseline {name}: macro accuracy {100 * base['balanced_accuracy']:.1f} %, "
@@ -271,10 +304,11 @@ def cmd_evaluate(args) -> int:
 
 
 def cmd_classify(args) -> int:
-    from cellsearch_gui.core.workflows import classify_job, load_inputs, write_predictions_csv
+    from cellsearch_gui.core.workflows import classify_job, write_predictions_csv
 
     models, cache, options = _embed_setup(args)
-    inputs = load_inputs(args.reference, args.query, None, args.seed, args.classes, args.shared_classes)
+    args.split = None
+    inputs = _load_inputs(args, args.query, needs_labels=False)
     ref, query, preds, _ = _run(classify_job(inputs, models, _params(args), cache, options), args.quiet)
     _report_problems(ref.skipped + query.skipped, inputs.notes)
     if preds is None:
@@ -288,25 +322,44 @@ def cmd_classify(args) -> int:
 
 def cmd_search(args) -> int:
     from cellsearch_gui.core.combinations import Grid
-    from cellsearch_gui.core.workflows import load_inputs, search_job
+    from cellsearch_gui.core.workflows import search_job
 
     models, cache, options = _embed_setup(args)
-    grid = Grid(metrics=args.metrics, k_mins=args.k_min, k_maxs=args.k_max, thresholds=args.thresholds)
+    grid = Grid(metrics=args.metrics, k_mins=args.k_min, k_maxs=args.k_max, thresholds=args.thresholds,
+                entropy_norms=args.entropy_norms)
+    preps = None
+    if args.preps:
+        from cellsearch_gui.core.cellcrop import PRESETS, preset
+
+        names = list(PRESETS) if args.preps == ["all"] else args.preps
+        try:
+            preps = {n: preset(n, objects=args.find_cell, target_pixel_size_um=args.crop_target_pixel_size,
+                               scale="physical" if args.scale == "physical" and PRESETS[n].get("scale") else
+                               PRESETS[n].get("scale", "none")) for n in names}
+        except (KeyError, ValueError) as exc:
+            raise CellSearchError(str(exc).strip("'")) from None
     from cellsearch_gui.core.knn_index import KnnIndex
 
     for metric in grid.metrics:
         KnnIndex(metric=metric)  # validates the name before any embedding work
-    inputs = load_inputs(args.reference, args.validation, args.split, args.seed, args.classes,
-                         args.shared_classes, query_needs_labels=True)
-    result = _run(search_job(inputs, models, grid, cache, options), args.quiet)
+    inputs = _load_inputs(args, args.validation, needs_labels=True)
+    result = _run(search_job(inputs, models, grid, cache, options, preps=preps), args.quiet)
     _report_problems(result["skipped"], result["notes"])
     print(f"{len(result['ranking'])} settings on {result['n_validation']} validation cells "
           f"({result['n_reference']} references):")
-    print(f"{'rank':>4}  {'macro acc':>9}  {'macro prec':>10}  {'metric':<8}{'k':>10}{'H<':>6}  models")
+    print(f"{'rank':>4}  {'macro acc':>9}  {'macro prec':>10}  {'metric':<9}{'k':>10}{'H<':>5} {'H norm':<11}"
+          f"{'preprocessing':<20}models")
     for rank, row in enumerate(result["ranking"][: args.top], 1):
         print(f"{rank:>4}  {100 * row['balanced_accuracy']:>8.1f}%  {100 * row['macro_precision']:>9.1f}%  "
-              f"{row['metric']:<8}{row['k_min']:>4}..{row['k_max']:<5}{row['entropy_threshold']:>6}  "
-              f"{','.join(row['models'])}")
+              f"{row['metric']:<9}{row['k_min']:>4}..{row['k_max']:<5}{row['entropy_threshold']:>5} "
+              f"{row['entropy_norm']:<11}{row['preprocessing']:<20}{','.join(row['models'])}")
+    if result["ranking"]:
+        best = result["ranking"][0]
+        prep = result["preprocessing"][best["preprocessing"]]
+        flags = " ".join(f for f, on in (("--centre", prep["centre"]), ("--mask", prep["mask"])) if on)
+        print(f"suggested: --models {','.join(best['models'])} --metric {best['metric']} --k-min {best['k_min']} "
+              f"--k-max {best['k_max']} --entropy {best['entropy_threshold']} --entropy-norm {best['entropy_norm']} "
+              f"--scale {prep['scale']} --colour {prep['colour']} {flags}".rstrip())
     if args.json:
         _write_json(args.json, result)
     return 0

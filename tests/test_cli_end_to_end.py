@@ -134,3 +134,26 @@ def test_models_list_and_import(tmp_path, capsys):
     assert main(["models", "verify"]) == 0
     listing = capsys.readouterr().out
     assert "mobilenetv2" in listing and " ok " in listing and "BSD-3-Clause" in listing
+
+
+def test_transfer_options_and_preprocessing_ranking(real_weights, small_sets, tmp_path, capsys):
+    ref, query = small_sets
+    out = tmp_path / "r.json"
+    assert main(["evaluate", "--reference", str(ref), "--query", str(query), "--models", "mobilenetv2",
+                 "--centre", "--scale", "cell_size", "--mask", "--colour", "device_reinhard",
+                 "--entropy-norm", "log_min_kc", "--json", str(out), "--quiet"]) == 0
+    data = json.loads(out.read_text())
+    prep = data["preprocessing"]["reference"]
+    assert prep["centre"] and prep["mask"] and prep["scale"] == "cell_size" and prep["colour"] == "device_reinhard"
+    assert len(prep["device_colour"]) == 6  # each set's own colour statistics are recorded
+    assert len(data["preprocessing"]["query"]["device_colour"]) == 6
+    assert data["params"]["entropy_norm"] == "log_min_kc"
+    capsys.readouterr()
+    search = tmp_path / "s.json"
+    assert main(["search-combinations", "--reference", str(ref), "--validation", str(query), "--models",
+                 "mobilenetv2", "--metrics", "l2", "--thresholds", "0.3", "--entropy-norms", "log_k,log_min_kc",
+                 "--preps", "raw,cell", "--json", str(search), "--quiet"]) == 0
+    ranking = json.loads(search.read_text())["ranking"]
+    assert {r["preprocessing"] for r in ranking} == {"raw", "cell"}
+    assert {r["entropy_norm"] for r in ranking} == {"log_k", "log_min_kc"}
+    assert "suggested: --models mobilenetv2" in capsys.readouterr().out

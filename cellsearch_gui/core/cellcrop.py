@@ -111,6 +111,24 @@ def frame_cell(image: np.ndarray, mask: CellMask | None, scale: float, crop_size
     return (crop, inside) if return_mask else crop
 
 
+PRESETS = {
+    "raw": {},
+    "centred": {"centre": True},
+    "centred_scaled": {"centre": True, "scale": "cell_size"},
+    "cell": {"centre": True, "scale": "cell_size", "mask": True},
+    "cell_device_colour": {"centre": True, "scale": "cell_size", "mask": True, "colour": "device_reinhard"},
+    "cell_grayscale": {"centre": True, "scale": "cell_size", "mask": True, "colour": "grayscale"},
+    "cell_clahe": {"centre": True, "scale": "cell_size", "mask": True, "colour": "clahe"},
+}
+
+
+def preset(name: str, **overrides) -> CropPrep:
+    try:
+        return CropPrep(**{**PRESETS[name], **overrides})
+    except KeyError:
+        raise ValueError(f"unknown preprocessing preset '{name}'; choose from {', '.join(PRESETS)}") from None
+
+
 @dataclass
 class PrepRecord:
     cell_found: bool

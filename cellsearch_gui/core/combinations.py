@@ -25,10 +25,12 @@ class Grid:
     k_mins: list[int] = field(default_factory=lambda: [3])
     k_maxs: list[int] = field(default_factory=lambda: [1000])
     thresholds: list[float] = field(default_factory=lambda: [0.1, 0.3, 0.5])
+    entropy_norms: list[str] = field(default_factory=lambda: ["log_k"])
     growth: float = 2.0
 
     def size(self) -> int:
-        return len(self.metrics) * len(self.k_mins) * len(self.k_maxs) * len(self.thresholds)
+        return (len(self.metrics) * len(self.k_mins) * len(self.k_maxs) * len(self.thresholds)
+                * len(self.entropy_norms))
 
 
 def power_set(items: list[str]) -> list[tuple[str, ...]]:
@@ -55,14 +57,15 @@ def search_combinations(ref: FeatureSet, val: FeatureSet, model_ids: list[str], 
             t0 = time.perf_counter()
             _, nn = KnnIndex(metric=metric).build(ref_x).search(val_x, k_fetch)
             labels = ref_ids[nn]
-            for k_min, k_max, thr in itertools.product(grid.k_mins, grid.k_maxs, grid.thresholds):
+            for k_min, k_max, thr, norm in itertools.product(grid.k_mins, grid.k_maxs, grid.thresholds,
+                                                             grid.entropy_norms):
                 if k_min > k_max:
                     continue
-                vote = adaptive_vote(labels, weights, k_min, k_max, thr, grid.growth)
+                vote = adaptive_vote(labels, weights, k_min, k_max, thr, grid.growth, norm)
                 scores = evaluate_predictions(val.labels, [classes[i] for i in vote.label_ids])
                 rows.append({
                     "models": list(subset), "metric": metric, "k_min": k_min, "k_max": k_max,
-                    "entropy_threshold": thr,
+                    "entropy_threshold": thr, "entropy_norm": norm,
                     "balanced_accuracy": scores["balanced_accuracy"],
                     "macro_precision": scores["macro_precision"],
                     "mean_k": float(vote.k_used.mean()),

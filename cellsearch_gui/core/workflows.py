@@ -24,6 +24,8 @@ class Inputs:
     reference: CropSet
     query: CropSet
     notes: list[str] = field(default_factory=list)
+    reference_pixel_size: float | None = None  # um/px of each set's crops (per-folder setting)
+    query_pixel_size: float | None = None
 
 
 def load_inputs(reference_dir, query_dir=None, split: float | None = None, seed: int = 0,
@@ -61,8 +63,13 @@ def load_inputs(reference_dir, query_dir=None, split: float | None = None, seed:
 
 def embed_both(inputs: Inputs, models: list[str], cache: EmbeddingCache, options: EmbedOptions,
                token: CancelToken) -> Job[tuple[FeatureSet, FeatureSet]]:
-    ref = yield from embed_crops(inputs.reference, models, cache, options, token)
-    query = yield from embed_crops(inputs.query, models, cache, options, token)
+    import dataclasses
+
+    def for_set(pixel_size):
+        return dataclasses.replace(options, prep=dataclasses.replace(options.prep, pixel_size_um=pixel_size))
+
+    ref = yield from embed_crops(inputs.reference, models, cache, for_set(inputs.reference_pixel_size), token)
+    query = yield from embed_crops(inputs.query, models, cache, for_set(inputs.query_pixel_size), token)
     if len(ref.paths) == 0:
         raise DatasetError("none of the reference images could be read: " + "; ".join(
             f"{p}: {why}" for p, why in ref.skipped[:5]))
@@ -86,14 +93,16 @@ def classify_job(inputs: Inputs, models: list[str], params: EWCParams, cache: Em
     return ref, query, preds, timings
 
 
-def provenance(models: list[str], ref: FeatureSet, params: EWCParams, options: EmbedOptions) -> dict:
+def provenance(models: list[str], ref: FeatureSet, query: FeatureSet, params: EWCParams,
+               options: EmbedOptions) -> dict:
     return {
         "app_version": __version__,
         "models": models,
         "model_fingerprints": ref.fingerprints,
         "weights": options.weights,
         "per_model_l2": options.per_model_l2,
-        "preprocessing": {"resize": "whole crop to model input (square)", "clahe": False},
+        "preprocessing": {"reference": ref.prep, "query": query.prep,
+                          "resize": "prepared crop resized to each model's input size"},
         "params": params.as_dict(),
     }
 
@@ -104,7 +113,7 @@ def evaluate_job(inputs: Inputs, models: list[str], params: EWCParams, cache: Em
     if preds is None:
         raise DatasetError("none of the query images could be read")
     result = evaluate_predictions(query.labels, preds.labels)
-    result.update(provenance(models, ref, params, options))
+    result.update(provenance(models, ref, query, params, options))
     result.update({
         "n_reference": len(ref.paths),
         "n_query": len(query.paths),
@@ -114,6 +123,7 @@ def evaluate_job(inputs: Inputs, models: list[str], params: EWCParams, cache: Em
         "index_kind": timings.pop("index_kind"),
         "skipped": [{"path": p, "problem": why} for p, why in ref.skipped + query.skipped],
         "notes": inputs.notes,
+        "preprocessing_notes": [{"path": p, "note": n} for p, n in ref.prep_notes + query.prep_notes],
         "timings_s": timings,
     })
     if baselines:
@@ -122,20 +132,29 @@ def evaluate_job(inputs: Inputs, models: list[str], params: EWCParams, cache: Em
 
 
 def search_job(inputs: Inputs, models: list[str], grid: Grid, cache: EmbeddingCache, options: EmbedOptions,
-               token: CancelToken | None = None) -> Job[dict]:
+               token: CancelToken | None = None, preps: dict | None = None) -> Job[dict]:
+    """Rank model subsets x hyper-parameters, and optionally x preprocessing presets, on validation cells."""
+    import dataclasses
+
     token = token or CancelToken()
-    ref, val = yield from embed_both(inputs, models, cache, options, token)
-    t0 = time.perf_counter()
-    rows = yield from search_combinations(ref, val, models, grid, token)
+    preps = preps or {"as given": options.prep}
+    rows, skipped, t0 = [], [], time.perf_counter()
+    for name, prep in preps.items():
+        ref, val = yield from embed_both(inputs, models, cache, dataclasses.replace(options, prep=prep), token)
+        for row in (yield from search_combinations(ref, val, models, grid, token)):
+            rows.append({**row, "preprocessing": name})
+        skipped = ref.skipped + val.skipped
+    rows.sort(key=lambda r: (-r["balanced_accuracy"], -r["macro_precision"], len(r["models"])))
     return {
         "ranking": rows,
         "n_reference": len(ref.paths),
         "n_validation": len(val.paths),
         "models": models,
         "grid": {"metrics": grid.metrics, "k_min": grid.k_mins, "k_max": grid.k_maxs,
-                 "thresholds": grid.thresholds},
+                 "thresholds": grid.thresholds, "entropy_norms": grid.entropy_norms},
+        "preprocessing": {name: prep.as_dict() for name, prep in preps.items()},
         "per_model_l2": options.per_model_l2,
-        "skipped": [{"path": p, "problem": why} for p, why in ref.skipped + val.skipped],
+        "skipped": [{"path": p, "problem": why} for p, why in skipped],
         "notes": inputs.notes,
         "timings_s": {"search": time.perf_counter() - t0},
     }
