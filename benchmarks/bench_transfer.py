@@ -32,6 +32,13 @@ STEPS = {
     "centre+scale+mask+reinhard": CropPrep(centre=True, scale="cell_size", mask=True, colour="reinhard"),
     "centre+scale+mask+device_reinhard": CropPrep(centre=True, scale="cell_size", mask=True,
                                                   colour="device_reinhard"),
+    "centre+scale+mask+detail2": CropPrep(centre=True, scale="cell_size", mask=True, detail=2.0),
+    "centre+scale+mask+device_reinhard+detail2": CropPrep(centre=True, scale="cell_size", mask=True,
+                                                          colour="device_reinhard", detail=2.0),
+    "centre+scale+mask+device_reinhard+detail2+rot4": (CropPrep(centre=True, scale="cell_size", mask=True,
+                                                                colour="device_reinhard", detail=2.0), 4),
+    "centre+scale+mask+device_reinhard+rot4": (CropPrep(centre=True, scale="cell_size", mask=True,
+                                                        colour="device_reinhard"), 4),
     "centre+scale+mask+macenko": CropPrep(centre=True, scale="cell_size", mask=True, colour="macenko"),
     "centre+scale+mask+grayscale": CropPrep(centre=True, scale="cell_size", mask=True, colour="grayscale"),
     "centre+scale+mask+clahe": CropPrep(centre=True, scale="cell_size", mask=True, colour="clahe"),
@@ -58,12 +65,12 @@ def main() -> None:
     results = {}
     print(f"{'preprocessing':<30}{'BCCD paper rule':>16}{'BCCD min(k,C)':>15}{'PBC internal':>14}  (macro acc / macro prec)")
     for name in args.steps.split(","):
-        prep = STEPS[name]
+        prep, views = STEPS[name] if isinstance(STEPS[name], tuple) else (STEPS[name], 1)
         t0 = time.perf_counter()
-        opts = EmbedOptions(prep=prep)
+        opts = EmbedOptions(prep=prep, views=views)
         ref = run_job(embed_crops(pbc, MODELS, cache, opts))
         query = run_job(embed_crops(bccd, MODELS, cache, opts))
-        row = {"prep": prep.as_dict(), "embed_s": time.perf_counter() - t0,
+        row = {"prep": prep.as_dict(), "views": views, "embed_s": time.perf_counter() - t0,
                "prep_notes": len(ref.prep_notes) + len(query.prep_notes)}
         for rule in ("log_k", "log_min_kc"):
             row[f"bccd_{rule}"] = score(ref.features, ref.labels, query.features, query.labels,

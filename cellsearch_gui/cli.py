@@ -92,6 +92,10 @@ def _add_embed_options(p: argparse.ArgumentParser) -> None:
     g.add_argument("--query-pixel-size", type=_pixel_size, default=None, help="um/px of the query crops")
     g.add_argument("--crop-target-pixel-size", type=_pixel_size, default=0.3,
                    help="um/px that crops are brought to with --scale physical")
+    g.add_argument("--views", type=int, default=1, choices=[1, 4, 8],
+                   help="embed each crop in 4 rotations (8: and flips) and average: orientation-invariant")
+    g.add_argument("--detail", type=float, default=0.0,
+                   help="blur crops to a common level of detail (Gaussian sigma in crop pixels, e.g. 2)")
     g.add_argument("--find-cell", default="nucleated", choices=["nucleated", "all"],
                    help="which object is the cell: one with a stained nucleus, or any")
 
@@ -193,9 +197,10 @@ def _embed_setup(args):
     from cellsearch_gui.core.cellcrop import CropPrep
 
     prep = CropPrep(centre=args.centre, scale=args.scale, mask=args.mask, colour=args.colour,
-                    target_pixel_size_um=args.crop_target_pixel_size, objects=args.find_cell)
+                    target_pixel_size_um=args.crop_target_pixel_size, objects=args.find_cell, detail=args.detail)
     options = EmbedOptions(weights="random" if args.random_init else "pretrained", device=args.device,
-                           batch_size=args.batch_size, per_model_l2=args.per_model_l2, seed=args.seed, prep=prep)
+                           batch_size=args.batch_size, per_model_l2=args.per_model_l2, seed=args.seed, prep=prep,
+                           views=args.views)
     return models, cache, options
 
 

@@ -31,6 +31,7 @@ class CropPrep:
     objects: str = "nucleated"  # how to find the cell in a crop: nucleated | all
     crop_size: int = 224
     device_colour: tuple[float, ...] | None = None  # LAB mean+std of this device (device_reinhard)
+    detail: float = 0.0  # >0: Gaussian low-pass (sigma in output px) to a common, coarser level of detail
 
     def __post_init__(self):
         if self.scale not in SCALE_MODES:
@@ -89,7 +90,7 @@ def _warp(image: np.ndarray, scale: float, cy: float, cx: float, size: int, bord
 
 def frame_cell(image: np.ndarray, mask: CellMask | None, scale: float, crop_size: int, mask_background: bool,
                colour: str = "none", centre: tuple[float, float] | None = None, colour_stats=None,
-               return_mask: bool = False):
+               return_mask: bool = False, detail: float = 0.0):
     """Crop ``crop_size`` pixels (after scaling by ``scale``) centred on the mask, then normalise and mask."""
     import cv2
 
@@ -97,6 +98,8 @@ def frame_cell(image: np.ndarray, mask: CellMask | None, scale: float, crop_size
         centre = mask.centroid if mask is not None else ((image.shape[0] - 1) / 2, (image.shape[1] - 1) / 2)
     cy, cx = centre
     crop = _warp(image, scale, cy, cx, crop_size, cv2.BORDER_REPLICATE)
+    if detail > 0:  # devices differ in sharpness; blur all to one level of detail
+        crop = cv2.GaussianBlur(crop, (0, 0), detail)
     inside = None
     if mask is not None and (mask_background or colour == "reinhard" or return_mask):
         full = np.zeros(image.shape[:2], np.float32)
@@ -173,7 +176,7 @@ def prepare_crop(rgb: np.ndarray, prep: CropPrep, pixel_size_um: float | None = 
     if colour == "device_reinhard" and prep.device_colour is None:
         colour = "none"  # statistics pass: the device transform is being measured
     out = frame_cell(rgb, mask, scale, prep.crop_size, prep.mask and mask is not None, colour, centre,
-                     prep.device_colour, return_mask)
+                     prep.device_colour, return_mask, prep.detail)
     record = PrepRecord(mask is not None, n_found, float(scale), source, "; ".join(notes))
     if return_mask:
         return out[0], record, out[1]

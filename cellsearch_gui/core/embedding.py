@@ -53,7 +53,7 @@ class ModelRunner:
     """One loaded model. ``weights='pretrained'`` uses the imported checkpoint; 'random' is explicit."""
 
     def __init__(self, model_id: str, weights: str = "pretrained", device: str = "auto",
-                 batch_size: int = 32, seed: int = 0, prep: CropPrep | None = None):
+                 batch_size: int = 32, seed: int = 0, prep: CropPrep | None = None, views: int = 1):
         self.spec = get_spec(model_id)
         self.random_init = weights == "random"
         if self.random_init:
@@ -65,11 +65,16 @@ class ModelRunner:
         self.batch_size = batch_size
         self.seed = seed
         self.prep = prep or CropPrep()
+        if views not in (1, 4, 8):
+            raise ValueError(f"views must be 1, 4 (rotations) or 8 (rotations and flips), got {views}")
+        self.views = views
         self._model = None
 
     @property
     def fingerprint(self) -> str:
-        return f"{self.spec.id}|{self.weights_id}|{self.spec.input_size}|{PREPROCESS_VERSION}|{self.prep.tag()}"
+        views = "" if self.views == 1 else f"|views={self.views}"
+        return (f"{self.spec.id}|{self.weights_id}|{self.spec.input_size}|{PREPROCESS_VERSION}|"
+                f"{self.prep.tag()}{views}")
 
     def load(self):
         if self._model is None:
@@ -78,6 +83,21 @@ class ModelRunner:
         return self._model
 
     def embed_arrays(self, images: list[np.ndarray]) -> np.ndarray:
+        """Features of each image; with views > 1 the mean over its rotations (and flips): a cell has
+        no canonical orientation, so this makes the embedding orientation-invariant."""
+        if self.views == 1:
+            return self._embed(images)
+        rotated = [np.rot90(im, r) for im in images for r in range(4)]
+        if self.views == 8:
+            rotated += [np.ascontiguousarray(v[:, ::-1]) for v in rotated]
+        feats = self._embed([np.ascontiguousarray(v) for v in rotated])
+        n = len(images)
+        stacked = feats[: 4 * n].reshape(n, 4, -1)
+        if self.views == 8:
+            stacked = np.concatenate([stacked, feats[4 * n :].reshape(n, 4, -1)], axis=1)
+        return stacked.mean(axis=1).astype(np.float32)
+
+    def _embed(self, images: list[np.ndarray]) -> np.ndarray:
         import torch
 
         model = self.load()
@@ -133,6 +153,7 @@ class EmbedOptions:
     per_model_l2: bool = False
     seed: int = 0
     prep: CropPrep = field(default_factory=CropPrep)
+    views: int = 1  # 4: mean over rotations; 8: rotations and flips
 
 
 def embed_crops(crops: CropSet, model_ids: list[str], cache: EmbeddingCache,
@@ -145,7 +166,7 @@ def embed_crops(crops: CropSet, model_ids: list[str], cache: EmbeddingCache,
 
         yield Progress("measuring device colour", 0, 1)
         opts = dataclasses.replace(opts, prep=with_device_colour(opts.prep, crops.paths, read_rgb))
-    runners = [ModelRunner(m, opts.weights, opts.device, opts.batch_size, opts.seed, opts.prep)
+    runners = [ModelRunner(m, opts.weights, opts.device, opts.batch_size, opts.seed, opts.prep, opts.views)
                for m in model_ids]
     prep_tag = opts.prep.tag()
     prep_records: dict[str, str] = {}

@@ -101,6 +101,7 @@ def provenance(models: list[str], ref: FeatureSet, query: FeatureSet, params: EW
         "model_fingerprints": ref.fingerprints,
         "weights": options.weights,
         "per_model_l2": options.per_model_l2,
+        "views": options.views,
         "preprocessing": {"reference": ref.prep, "query": query.prep,
                           "resize": "prepared crop resized to each model's input size"},
         "params": params.as_dict(),
