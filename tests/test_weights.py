@@ -127,3 +127,16 @@ def test_models_verify_detects_tampering(real_weights, tmp_path, monkeypatch):
         handle.write(b"\x00\x01\x02")
     assert weights.status(get_spec("mobilenetv2"), verify=True).state == "CHECKSUM MISMATCH"
     assert RANDOM_INIT == "random"
+
+
+def test_views_make_embeddings_rotation_invariant():
+    img = np.random.default_rng(0).integers(0, 255, (64, 64, 3), np.uint8)
+    four = ModelRunner("mobilenetv2", weights="random", views=4)
+    assert np.allclose(four.embed_arrays([img]), four.embed_arrays([np.rot90(img).copy()]), atol=1e-5)
+    eight = ModelRunner("mobilenetv2", weights="random", views=8)
+    assert np.allclose(eight.embed_arrays([img]), eight.embed_arrays([img[:, ::-1].copy()]), atol=1e-5)
+    one = ModelRunner("mobilenetv2", weights="random")
+    assert not np.allclose(one.embed_arrays([img]), one.embed_arrays([np.rot90(img).copy()]), atol=1e-3)
+    assert four.fingerprint != one.fingerprint
+    with pytest.raises(ValueError, match="views must be"):
+        ModelRunner("mobilenetv2", weights="random", views=3)
