@@ -154,7 +154,12 @@ class Field:
     def overview(self, max_side: int = 2048) -> np.ndarray:
         """A strided (nearest-neighbour) view of the whole field, read without loading it all."""
         step = max(1, int(np.ceil(max(self.shape) / max_side)))
-        return self._to_rgb8(np.asarray(self._array[::step, ::step]))
+        band = step * 256  # rows per band; mapped pages are released after each band
+        parts = []
+        for y0 in range(0, self.shape[0], band):
+            parts.append(np.array(self._array[y0 : y0 + band : step, ::step]))
+            self.release_pages()
+        return self._to_rgb8(np.concatenate(parts))
 
     def release_pages(self) -> None:
         """Drop the memory-mapped pages read so far from this process's resident memory (they are
