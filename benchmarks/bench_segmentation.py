@@ -19,7 +19,6 @@ import tempfile
 import time
 from pathlib import Path
 
-import numpy as np
 
 from cellsearch_gui.core.cellcrop import CropPrep
 from cellsearch_gui.core.dataset import read_cells_csv, scan_class_folders
