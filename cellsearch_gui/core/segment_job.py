@@ -178,7 +178,9 @@ def segment_images(inputs: list[str | Path], out_dir: str | Path, settings: Segm
                                         f"{pixel_size or 'unknown'} ({field_.info.pixel_size_source}); "
                                         f"scale {scale:.4g}")
                     rows = []
-                    for mask, tile in zip(masks, tile_ids):
+                    for number_in_image, (mask, tile) in enumerate(zip(masks, tile_ids)):
+                        if number_in_image % 32 == 31:
+                            field_.release_pages()  # crops of a huge field must not map it all in
                         record = make_record(field_, mask, tile, "", scale, segmenters[key].name)
                         record.crop_path = f"crops/{record.cell_id}.png"
                         crop = cut_crop(field_, mask, settings.crop_size, settings.normalisation, scale,
