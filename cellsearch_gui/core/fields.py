@@ -17,7 +17,7 @@ from pathlib import Path
 import numpy as np
 
 from cellsearch_gui.core.errors import BadImageError
-from cellsearch_gui.core.images import read_rgb, to_rgb
+from cellsearch_gui.core.images import intensity_range, read_rgb, stretch, to_rgb
 
 MAX_FIELD_PIXELS = int(float(os.environ.get("CELLSEARCH_MAX_FIELD_PIXELS", 4e9)))
 _UNIT_TO_UM = {"nm": 1e-3, "µm": 1.0, "um": 1.0, "micron": 1.0, "microns": 1.0, "\\u00B5m": 1.0,
@@ -129,37 +129,37 @@ class Field:
     def shape(self) -> tuple[int, int]:
         return self.info.height, self.info.width
 
+    def _strided(self, step: int) -> np.ndarray:
+        """Every ``step``-th row and column, read in bands with mapped pages released after each."""
+        band = step * 256
+        parts = []
+        for y0 in range(0, self.shape[0], band):
+            parts.append(np.array(self._array[y0 : y0 + band : step, ::step]))
+            self.release_pages()
+        return np.concatenate(parts)
+
     def _intensity_range(self) -> tuple[float, float] | None:
+        """One range for the whole field (from a ~4-megapixel sample), so all its tiles match."""
         if self._array.dtype == np.uint8:
             return None
         if self._range is None:
-            step = max(1, int(np.sqrt(self._array.shape[0] * self._array.shape[1] / 4e6)))
-            sample = np.asarray(self._array[::step, ::step], dtype=np.float32)
-            finite = sample[np.isfinite(sample)]
-            low, high = np.percentile(finite, [0.5, 99.5]) if finite.size else (0.0, 1.0)
-            self._range = (float(low), float(max(high, low + 1e-6)))
+            step = max(1, int(np.sqrt(self.shape[0] * self.shape[1] / 4e6)))
+            try:
+                self._range = intensity_range(self._strided(step))
+            except ValueError:
+                self._range = (0.0, 1.0)
         return self._range
 
     def _to_rgb8(self, region: np.ndarray) -> np.ndarray:
         rng = self._intensity_range()
-        if rng is not None:
-            low, high = rng
-            data = np.nan_to_num(region.astype(np.float32), nan=low, posinf=high, neginf=low)
-            region = np.clip((data - low) * (255.0 / (high - low)), 0, 255).astype(np.uint8)
-        return to_rgb(region)
+        return to_rgb(stretch(region, *rng) if rng is not None else region)
 
     def read(self, y0: int, y1: int, x0: int, x1: int) -> np.ndarray:
         return self._to_rgb8(np.asarray(self._array[max(0, y0):y1, max(0, x0):x1]))
 
     def overview(self, max_side: int = 2048) -> np.ndarray:
         """A strided (nearest-neighbour) view of the whole field, read without loading it all."""
-        step = max(1, int(np.ceil(max(self.shape) / max_side)))
-        band = step * 256  # rows per band; mapped pages are released after each band
-        parts = []
-        for y0 in range(0, self.shape[0], band):
-            parts.append(np.array(self._array[y0 : y0 + band : step, ::step]))
-            self.release_pages()
-        return self._to_rgb8(np.concatenate(parts))
+        return self._to_rgb8(self._strided(max(1, int(np.ceil(max(self.shape) / max_side)))))
 
     def release_pages(self) -> None:
         """Drop the memory-mapped pages read so far from this process's resident memory (they are

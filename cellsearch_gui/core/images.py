@@ -17,22 +17,32 @@ def is_image_name(path: Path) -> bool:
     return path.suffix.lower() in IMAGE_SUFFIXES
 
 
+def intensity_range(data: np.ndarray) -> tuple[float, float]:
+    """The 0.5 and 99.5 percentiles of the finite values (min and max when those coincide)."""
+    values = np.asarray(data, dtype=np.float32)
+    finite = values[np.isfinite(values)]
+    if finite.size == 0:
+        raise ValueError("no finite pixel values")
+    low, high = np.percentile(finite, [0.5, 99.5])
+    if high <= low:
+        low, high = finite.min(), finite.max()
+    return float(low), float(high)
+
+
+def stretch(data: np.ndarray, low: float, high: float) -> np.ndarray:
+    """Linear map of [low, high] to 0..255 (NaN to low, infinities clipped)."""
+    values = np.nan_to_num(data.astype(np.float32), nan=low, posinf=high, neginf=low)
+    scale = 255.0 / (high - low) if high > low else 0.0
+    return np.clip((values - low) * scale, 0, 255).astype(np.uint8)
+
+
 def to_uint8(array: np.ndarray) -> np.ndarray:
     """Map any depth to 0..255; 16-bit and float data are stretched between the 0.5 and 99.5 percentiles."""
     if array.dtype == np.uint8:
         return array
     if array.dtype == bool:
         return array.astype(np.uint8) * 255
-    data = array.astype(np.float32)
-    finite = data[np.isfinite(data)]
-    if finite.size == 0:
-        raise ValueError("no finite pixel values")
-    low, high = np.percentile(finite, [0.5, 99.5])
-    if high <= low:
-        low, high = float(finite.min()), float(finite.max())
-    scale = 255.0 / (high - low) if high > low else 0.0
-    data = np.nan_to_num(data, nan=low, posinf=high, neginf=low)
-    return np.clip((data - low) * scale, 0, 255).astype(np.uint8)
+    return stretch(array, *intensity_range(array))
 
 
 def to_rgb(array: np.ndarray) -> np.ndarray:
