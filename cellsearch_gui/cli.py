@@ -338,11 +338,10 @@ def cmd_search(args) -> int:
 
         names = list(PRESETS) if args.preps == ["all"] else args.preps
         try:
-            preps = {n: preset(n, objects=args.find_cell, target_pixel_size_um=args.crop_target_pixel_size,
-                               scale="physical" if args.scale == "physical" and PRESETS[n].get("scale") else
-                               PRESETS[n].get("scale", "none")) for n in names}
-        except (KeyError, ValueError) as exc:
-            raise CellSearchError(str(exc).strip("'")) from None
+            preps = {n: preset(n, physical=args.scale == "physical", objects=args.find_cell,
+                               target_pixel_size_um=args.crop_target_pixel_size) for n in names}
+        except ValueError as exc:
+            raise CellSearchError(str(exc)) from None
     from cellsearch_gui.core.knn_index import KnnIndex
 
     for metric in grid.metrics:

@@ -125,11 +125,14 @@ PRESETS = {
 }
 
 
-def preset(name: str, **overrides) -> CropPrep:
-    try:
-        return CropPrep(**{**PRESETS[name], **overrides})
-    except KeyError:
-        raise ValueError(f"unknown preprocessing preset '{name}'; choose from {', '.join(PRESETS)}") from None
+def preset(name: str, physical: bool = False, **overrides) -> CropPrep:
+    """A named preset; ``physical`` swaps its cell-size scaling for pixel-size scaling."""
+    if name not in PRESETS:
+        raise ValueError(f"unknown preprocessing preset '{name}'; choose from {', '.join(PRESETS)}")
+    settings = {**PRESETS[name], **overrides}
+    if physical and settings.get("scale") == "cell_size":
+        settings["scale"] = "physical"
+    return CropPrep(**settings)
 
 
 @dataclass
