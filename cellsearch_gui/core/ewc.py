@@ -139,6 +139,7 @@ class Predictions:
     classes: list[str]
     neighbour_ids: np.ndarray  # (Q, K) nearest first
     distances: np.ndarray  # (Q, K)
+    index_kind: str = "flat"  # the search that produced the neighbours: flat (exact) or hnsw
 
 
 class EWCClassifier:
@@ -181,4 +182,4 @@ class EWCClassifier:
         vote = adaptive_vote(self.label_ids[ids], self.weights, p.k_min, p.k_max,
                              p.entropy_threshold, p.growth, p.entropy_norm)
         return Predictions([self.classes[i] for i in vote.label_ids], vote.k_used, vote.entropy,
-                           vote.scores, list(self.classes), ids, dist)
+                           vote.scores, list(self.classes), ids, dist, self.index.resolved_kind)

@@ -43,7 +43,7 @@ class SegmentSettings:
     device: str = "cpu"
     checkpoint: str | None = None  # a SAM checkpoint file instead of the imported weights
 
-    def diameter_px(self, pixel_size_um: float | None, scale: float) -> tuple[float, str]:
+    def diameter_px(self, pixel_size_um: float | None) -> tuple[float, str]:
         working_px = self.normalisation.target_pixel_size_um or pixel_size_um
         if self.cell_diameter_um and working_px:
             return self.cell_diameter_um / working_px, f"{self.cell_diameter_um} um"
@@ -168,7 +168,7 @@ def segment_images(inputs: list[str | Path], out_dir: str | Path, settings: Segm
                         field_.info.pixel_size_um = settings.pixel_size_um
                         field_.info.pixel_size_source = "given by the user"
                     scale = settings.normalisation.scale_for(pixel_size)
-                    diameter, how = settings.diameter_px(pixel_size, scale)
+                    diameter, how = settings.diameter_px(pixel_size)
                     key = round(diameter, 3)
                     if key not in segmenters:
                         segmenters[key] = make_segmenter(settings, diameter)

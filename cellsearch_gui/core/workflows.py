@@ -89,7 +89,6 @@ def classify_job(inputs: Inputs, models: list[str], params: EWCParams, cache: Em
     t0 = time.perf_counter()
     preds = clf.predict(query.features) if len(query.paths) else None
     timings["classify"] = time.perf_counter() - t0
-    timings["index_kind"] = clf.index.resolved_kind
     return ref, query, preds, timings
 
 
@@ -121,7 +120,7 @@ def evaluate_job(inputs: Inputs, models: list[str], params: EWCParams, cache: Em
         "reference_counts": {c: ref.labels.count(c) for c in sorted(set(ref.labels))},
         "mean_k": float(preds.k_used.mean()),
         "mean_entropy": float(preds.entropy.mean()),
-        "index_kind": timings.pop("index_kind"),
+        "index_kind": preds.index_kind,
         "skipped": [{"path": p, "problem": why} for p, why in ref.skipped + query.skipped],
         "notes": inputs.notes,
         "preprocessing_notes": [{"path": p, "note": n} for p, n in ref.prep_notes + query.prep_notes],
