@@ -1,0 +1,141 @@
+"""One analysis as the app runs it: settings, the pipeline job (segment -> embed -> classify) and its result."""
+
+from __future__ import annotations
+
+import dataclasses
+import time
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+
+import numpy as np
+
+from cellsearch_gui.core.cellcrop import PRESETS, preset
+from cellsearch_gui.core.dataset import CropSet, scan_class_folders
+from cellsearch_gui.core.embed_cache import EmbeddingCache
+from cellsearch_gui.core.embedding import EmbedOptions, FeatureSet
+from cellsearch_gui.core.errors import DatasetError
+from cellsearch_gui.core.ewc import EWCClassifier, EWCParams, Predictions
+from cellsearch_gui.core.jobs import CancelToken, Job, Progress
+from cellsearch_gui.core.query_cells import QueryCell, collect_query_cells
+from cellsearch_gui.core.segment_job import SegmentSettings
+from cellsearch_gui.core.workflows import Inputs, embed_both
+
+DEFAULT_MODELS = ("mobilenetv2", "efficientnet_lite0")
+
+
+@dataclass
+class AnalysisSettings:
+    """Everything that decides a result; saved with the project."""
+
+    models: list[str] = field(default_factory=lambda: list(DEFAULT_MODELS))
+    weights: str = "pretrained"  # or "random" (controls and tests)
+    params: dict = field(default_factory=lambda: EWCParams().as_dict())
+    preprocessing: str = "cell_device_colour"  # a preset of cellcrop.PRESETS
+    views: int = 1
+    segmenter: str = "classical"
+    objects: str = "nucleated"
+    query_kind: str = "auto"  # auto | fields | crops
+    reference_pixel_size_um: float | None = None
+    query_pixel_size_um: float | None = None
+    batch_size: int = 16
+
+    def ewc_params(self) -> EWCParams:
+        known = {f.name for f in dataclasses.fields(EWCParams)}
+        return EWCParams(**{k: v for k, v in self.params.items() if k in known}).validate()
+
+    @classmethod
+    def from_dict(cls, raw: dict) -> "AnalysisSettings":
+        known = {f.name for f in dataclasses.fields(cls)}
+        settings = cls(**{k: v for k, v in raw.items() if k in known})
+        if settings.preprocessing not in PRESETS:
+            settings.preprocessing = cls.preprocessing
+        return settings
+
+    def as_dict(self) -> dict:
+        return asdict(self)
+
+
+@dataclass(frozen=True)
+class RunPlan:
+    """An immutable snapshot of what to run, taken on the GUI thread."""
+
+    reference_dirs: tuple[str, ...]
+    query_paths: tuple[str, ...]
+    settings: AnalysisSettings
+    work_dir: Path
+    cache_path: Path
+    device: str = "auto"
+
+
+@dataclass
+class AnalysisResult:
+    cells: list[QueryCell]
+    reference: FeatureSet
+    query: FeatureSet
+    classifier: EWCClassifier
+    predictions: Predictions
+    pca_mean: np.ndarray
+    pca_axes: np.ndarray  # (2, D)
+    notes: list[str]
+    timings_s: dict
+    models: list[str]
+
+    def project(self, features: np.ndarray) -> np.ndarray:
+        return (features - self.pca_mean) @ self.pca_axes.T
+
+
+def load_reference(dirs) -> CropSet:
+    sets = [scan_class_folders(d) for d in dirs]
+    if not sets:
+        raise DatasetError("no reference library: add a folder with one sub-folder of cell images per class")
+    return CropSet(sum((s.paths for s in sets), []), sum((s.labels for s in sets), []),
+                   sum((s.problems for s in sets), []))
+
+
+def pca_2d(features: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Mean and the two leading principal axes of the reference cells, sign fixed for stable plots."""
+    mean = features.mean(axis=0)
+    centred = features - mean
+    if len(features) < 2:
+        return mean, np.eye(2, features.shape[1], dtype=np.float32)
+    _, _, vt = np.linalg.svd(centred, full_matrices=False)
+    axes = vt[:2]
+    if len(axes) < 2:
+        axes = np.vstack([axes, np.zeros_like(axes)])
+    signs = np.sign(axes[np.arange(2), np.abs(axes).argmax(axis=1)])
+    return mean, (axes * signs[:, None]).astype(np.float32)
+
+
+def pipeline_job(plan: RunPlan, token: CancelToken | None = None) -> Job[AnalysisResult]:
+    token = token or CancelToken()
+    s = plan.settings
+    seg_device = "cpu"
+    if s.segmenter != "classical":
+        from cellsearch_gui.core.embedding import pick_device
+
+        seg_device = pick_device(plan.device)
+    seg = SegmentSettings(segmenter=s.segmenter, objects=s.objects, pixel_size_um=s.query_pixel_size_um,
+                          device=seg_device)
+    cells, notes = yield from collect_query_cells(list(plan.query_paths), plan.work_dir, seg, s.query_kind, token)
+    reference = load_reference(plan.reference_dirs)
+    inputs = Inputs(reference, CropSet([Path(c.crop_path) for c in cells], [c.true_label for c in cells]),
+                    notes + reference.problems, s.reference_pixel_size_um, s.query_pixel_size_um)
+    options = EmbedOptions(weights=s.weights, device=plan.device, batch_size=s.batch_size,
+                           prep=preset(s.preprocessing), views=s.views)
+    cache = EmbeddingCache(plan.cache_path)
+    try:
+        ref, query = yield from embed_both(inputs, s.models, cache, options, token)
+    finally:
+        cache.close()
+    token.raise_if_cancelled()
+    yield Progress("classifying", 0, 1)
+    t0 = time.perf_counter()
+    classifier = EWCClassifier(s.ewc_params()).fit(ref.features, ref.labels)
+    by_path = {c.crop_path: c for c in cells}
+    kept = [by_path[str(p)] for p in query.paths]
+    preds = classifier.predict(query.features)
+    mean, axes = pca_2d(ref.features)
+    yield Progress("classifying", 1, 1)
+    notes = inputs.notes + [f"{p}: {why}" for p, why in ref.skipped + query.skipped]
+    timings = {**ref.timings_s, "classify": time.perf_counter() - t0}
+    return AnalysisResult(kept, ref, query, classifier, preds, mean, axes, notes, timings, list(s.models))

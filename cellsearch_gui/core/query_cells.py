@@ -1,0 +1,122 @@
+"""What the user dropped -> query cells: fields are segmented into crops, ready-made crops are used as they are."""
+
+from __future__ import annotations
+
+import csv
+import hashlib
+import json
+from dataclasses import asdict, dataclass
+from pathlib import Path
+
+from cellsearch_gui.core.dataset import scan_class_folders
+from cellsearch_gui.core.errors import DatasetError
+from cellsearch_gui.core.images import is_image_name
+from cellsearch_gui.core.jobs import CancelToken, Job, Progress
+from cellsearch_gui.core.segment_job import SegmentSettings, collect_images, segment_images
+
+FIELD_MIN_SIDE = 512  # an image at least this wide or tall is a field of view to segment, not a crop
+
+
+@dataclass
+class QueryCell:
+    cell_id: str
+    crop_path: str
+    source_image: str  # the field it was cut from, or the crop file itself
+    bbox: tuple[int, int, int, int] | None = None  # x0, y0, x1, y1 in source pixels
+    centroid: tuple[float, float] | None = None  # x, y
+    area_px: int | None = None
+    mask_rle: str | None = None
+    true_label: str | None = None  # from a class-per-folder query set
+
+    def as_dict(self) -> dict:
+        return asdict(self)
+
+
+def image_side(path: Path) -> int:
+    """Largest side in pixels from the file header only; 0 when it cannot be read (reported later)."""
+    try:
+        if path.suffix.lower() in (".tif", ".tiff"):
+            import tifffile
+
+            with tifffile.TiffFile(path) as tif:
+                shape = tif.series[0].shape
+                return max(shape[-3:-1] if shape[-1] in (3, 4) else shape[-2:])
+        from PIL import Image
+
+        with Image.open(path) as image:
+            return max(image.size)
+    except Exception:  # noqa: BLE001 - unreadable files are reported by the step that reads them
+        return 0
+
+
+def _crop_cell(path: Path, label: str | None = None) -> QueryCell:
+    digest = hashlib.sha1(str(path).encode()).hexdigest()[:8]
+    return QueryCell(f"{path.stem}_{digest}", str(path), str(path), true_label=label)
+
+
+def cells_from_csv(csv_path: Path) -> list[QueryCell]:
+    cells = []
+    with open(csv_path, newline="", encoding="utf-8") as handle:
+        for row in csv.DictReader(handle):
+            crop = csv_path.parent / row["crop_path"]
+            if not crop.is_file():
+                continue
+            cells.append(QueryCell(
+                row["cell_id"], str(crop), row["source_image"],
+                tuple(int(row[k]) for k in ("bbox_x0", "bbox_y0", "bbox_x1", "bbox_y1")),
+                (float(row["centroid_x"]), float(row["centroid_y"])), int(row["area_px"]), row["mask_rle"],
+                row.get("label") or None))
+    return cells
+
+
+def sort_inputs(paths: list[str | Path], kind: str = "auto") -> tuple[list[Path], list[QueryCell], list[str]]:
+    """(fields to segment, ready-made crop cells, notes). ``kind``: auto | fields | crops."""
+    fields: list[Path] = []
+    crops: list[QueryCell] = []
+    notes: list[str] = []
+    for item in map(Path, paths):
+        if item.is_dir() and (item / "cells.csv").is_file():
+            crops += cells_from_csv(item / "cells.csv")
+            continue
+        if item.is_dir() and kind != "fields" and _is_class_folder_set(item):
+            labelled = scan_class_folders(item)
+            notes += labelled.problems
+            crops += [_crop_cell(p, lab) for p, lab in zip(labelled.paths, labelled.labels)]
+            continue
+        images, problems = collect_images([item])
+        notes += problems
+        for image in images:
+            is_field = kind == "fields" or (kind == "auto" and image_side(image) >= FIELD_MIN_SIDE)
+            (fields.append(image) if is_field else crops.append(_crop_cell(image)))
+    return fields, crops, notes
+
+
+def _is_class_folder_set(folder: Path) -> bool:
+    subdirs = [d for d in folder.iterdir() if d.is_dir() and not d.name.startswith((".", "_"))]
+    loose = [p for p in folder.iterdir() if p.is_file() and is_image_name(p)]
+    return bool(subdirs) and not loose
+
+
+def _segment_key(fields: list[Path], settings: SegmentSettings) -> str:
+    stamp = [(str(p), p.stat().st_mtime_ns, p.stat().st_size) for p in fields]
+    blob = json.dumps([stamp, asdict(settings)], default=str, sort_keys=True)
+    return hashlib.sha256(blob.encode()).hexdigest()[:16]
+
+
+def collect_query_cells(paths: list[str | Path], work_dir: Path, settings: SegmentSettings, kind: str = "auto",
+                        token: CancelToken | None = None) -> Job[tuple[list[QueryCell], list[str]]]:
+    """Segment the fields (reusing an earlier identical run) and gather every query cell."""
+    token = token or CancelToken()
+    fields, cells, notes = sort_inputs(paths, kind)
+    if fields:
+        out = Path(work_dir) / "segmented" / _segment_key(fields, settings)
+        if not (out / "segment.json").is_file():
+            summary = yield from segment_images(fields, out, settings, token)
+            notes += summary["problems"]
+        else:
+            yield Progress("segmenting", 1, 1, "reusing the earlier segmentation of these images")
+            notes += json.loads((out / "segment.json").read_text())["problems"]
+        cells = cells_from_csv(out / "cells.csv") + cells
+    if not cells:
+        raise DatasetError("no cells to classify: " + ("; ".join(notes[:3]) or "the dropped items hold no images"))
+    return cells, notes

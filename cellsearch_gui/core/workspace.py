@@ -1,0 +1,172 @@
+"""The open project: inputs, settings, the latest result and the user's labels. Qt-free; the GUI drives it."""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+
+from cellsearch_gui.core.analysis import AnalysisResult, AnalysisSettings, RunPlan
+from cellsearch_gui.core.embed_cache import default_cache_dir
+from cellsearch_gui.core.errors import DatasetError
+
+PROJECT_FILE = "project.json"
+PROJECT_VERSION = 1
+
+
+@dataclass
+class Neighbour:
+    reference_index: int
+    path: str
+    label: str
+    distance: float
+
+
+class Workspace:
+    def __init__(self, folder: str | Path | None = None):
+        self.folder = Path(folder) if folder else None
+        self.settings = AnalysisSettings()
+        self.reference_dirs: list[str] = []
+        self.query_paths: list[str] = []
+        self.user_labels: dict[str, str] = {}  # cell_id -> label the user gave
+        self.added_to_reference: set[str] = set()
+        self.result: AnalysisResult | None = None
+
+    # --- inputs -------------------------------------------------------------------------------------
+    def add_reference_dir(self, folder: str | Path) -> None:
+        if str(folder) not in self.reference_dirs:
+            self.reference_dirs.append(str(folder))
+
+    def add_query_paths(self, paths) -> None:
+        for path in map(str, paths):
+            if path not in self.query_paths:
+                self.query_paths.append(path)
+
+    def plan(self, device: str = "auto") -> RunPlan:
+        if not self.reference_dirs:
+            raise DatasetError("add a reference library first (a folder with one sub-folder of cells per class)")
+        if not self.query_paths:
+            raise DatasetError("drop images or a folder of cells to classify")
+        work = self.work_dir()
+        return RunPlan(tuple(self.reference_dirs), tuple(self.query_paths),
+                       AnalysisSettings.from_dict(self.settings.as_dict()), work,
+                       (self.folder / "embeddings.sqlite") if self.folder else default_cache_dir() / "cache.sqlite",
+                       device)
+
+    def work_dir(self) -> Path:
+        if self.folder:
+            return self.folder
+        import tempfile
+
+        return Path(tempfile.gettempdir()) / "cellsearch-unsaved"
+
+    # --- results and labels -------------------------------------------------------------------------
+    def apply(self, result: AnalysisResult) -> None:
+        self.result = result
+        self.added_to_reference.clear()
+
+    @property
+    def cells(self):
+        return self.result.cells if self.result else []
+
+    def classes(self) -> list[str]:
+        return list(self.result.classifier.classes) if self.result else []
+
+    def label_of(self, index: int) -> str | None:
+        return self.user_labels.get(self.cells[index].cell_id)
+
+    def set_label(self, index: int, label: str | None) -> None:
+        cell_id = self.cells[index].cell_id
+        if label:
+            self.user_labels[cell_id] = label
+        else:
+            self.user_labels.pop(cell_id, None)
+
+    def accept(self, index: int) -> None:
+        self.set_label(index, self.result.predictions.labels[index])
+
+    def review_queue(self) -> list[int]:
+        """Cells the user has not labelled, most uncertain (highest entropy) first."""
+        if not self.result:
+            return []
+        entropy = self.result.predictions.entropy
+        todo = [i for i, c in enumerate(self.cells) if c.cell_id not in self.user_labels]
+        return sorted(todo, key=lambda i: (-float(entropy[i]), i))
+
+    def add_to_reference(self, indices) -> int:
+        """Add labelled cells to the index (no re-embedding) and re-predict every cell."""
+        r = self.result
+        picked = [i for i in indices if self.label_of(i) and self.cells[i].cell_id not in self.added_to_reference]
+        if not picked:
+            return 0
+        labels = [self.label_of(i) for i in picked]
+        r.classifier.add(r.query.features[picked], labels)
+        r.reference.paths += [r.query.paths[i] for i in picked]
+        r.reference.labels += labels
+        r.reference.features = np.concatenate([r.reference.features, r.query.features[picked]])
+        for model in r.reference.per_model:
+            r.reference.per_model[model] = np.concatenate([r.reference.per_model[model],
+                                                           r.query.per_model[model][picked]])
+        self.added_to_reference.update(self.cells[i].cell_id for i in picked)
+        r.predictions = r.classifier.predict(r.query.features)
+        return len(picked)
+
+    def neighbours(self, index: int, count: int = 12) -> list[Neighbour]:
+        r = self.result
+        ids = r.predictions.neighbour_ids[index, :count]
+        dists = r.predictions.distances[index, :count]
+        return [Neighbour(int(j), str(r.reference.paths[j]), r.reference.labels[j], float(d))
+                for j, d in zip(ids, dists) if j >= 0]
+
+    def votes(self, index: int) -> dict[str, float]:
+        r = self.result
+        return dict(zip(r.predictions.classes, map(float, r.predictions.scores[index])))
+
+    def scatter(self) -> tuple[np.ndarray, list[str], np.ndarray]:
+        """2-D PCA of reference cells (with their labels) and of the query cells."""
+        r = self.result
+        return r.project(r.reference.features), list(r.reference.labels), r.project(r.query.features)
+
+    def reference_counts(self) -> dict[str, int]:
+        if self.result:
+            labels = self.result.reference.labels
+            return {c: labels.count(c) for c in sorted(set(labels))}
+        from cellsearch_gui.core.analysis import load_reference
+
+        return load_reference(self.reference_dirs).counts() if self.reference_dirs else {}
+
+    # --- project file -------------------------------------------------------------------------------
+    def to_dict(self) -> dict:
+        return {"version": PROJECT_VERSION, "settings": self.settings.as_dict(),
+                "reference_dirs": self.reference_dirs, "query_paths": self.query_paths,
+                "user_labels": self.user_labels}
+
+    def save(self, folder: str | Path | None = None) -> Path:
+        if folder:
+            self.folder = Path(folder)
+        if not self.folder:
+            raise DatasetError("choose a project folder first")
+        self.folder.mkdir(parents=True, exist_ok=True)
+        path = self.folder / PROJECT_FILE
+        tmp = path.with_suffix(".json.part")
+        tmp.write_text(json.dumps(self.to_dict(), indent=1))
+        tmp.replace(path)
+        return path
+
+    @classmethod
+    def open(cls, folder: str | Path) -> "Workspace":
+        path = Path(folder) / PROJECT_FILE
+        try:
+            raw = json.loads(path.read_text(encoding="utf-8"))
+        except FileNotFoundError:
+            raise DatasetError(f"{folder}: not a CellSearch project (no {PROJECT_FILE})") from None
+        except ValueError as exc:
+            raise DatasetError(f"{path}: unreadable project file ({exc})") from None
+        ws = cls(folder)
+        ws.settings = AnalysisSettings.from_dict(raw.get("settings", {}))
+        ws.reference_dirs = list(raw.get("reference_dirs", []))
+        ws.query_paths = list(raw.get("query_paths", []))
+        ws.user_labels = dict(raw.get("user_labels", {}))
+        return ws

@@ -1,0 +1,87 @@
+"""The app's Qt-free analysis flow: dropped fields -> segmented cells -> predictions -> labels -> export."""
+
+import csv
+import shutil
+
+import numpy as np
+import pytest
+
+from cellsearch_gui.core.analysis import pca_2d, pipeline_job
+from cellsearch_gui.core.export import EXPORT_COLUMNS, export_cells_csv
+from cellsearch_gui.core.jobs import run_job
+from cellsearch_gui.core.query_cells import sort_inputs
+from cellsearch_gui.core.workspace import Workspace
+
+from conftest import PBC, SHARED, WBC5, make_subset, needs_shared
+
+FOV = SHARED / "data" / "bccd_fov" / "JPEGImages"
+
+
+@pytest.fixture
+def small_project(tmp_path, real_weights):
+    ref = make_subset(PBC, tmp_path / "ref", WBC5, 6)
+    fields = tmp_path / "fields"
+    fields.mkdir()
+    for name in ("BloodImage_00001.jpg", "BloodImage_00003.jpg", "BloodImage_00005.jpg", "BloodImage_00008.jpg"):
+        shutil.copy(FOV / name, fields / name)
+    ws = Workspace(tmp_path / "project")
+    ws.add_reference_dir(ref)
+    ws.add_query_paths([fields])
+    ws.settings.models = ["mobilenetv2"]
+    ws.settings.preprocessing = "cell"
+    return ws
+
+
+@needs_shared
+def test_fields_are_segmented_and_classified_then_labels_grow_the_index(small_project, tmp_path):
+    ws = small_project
+    progress = []
+    result = run_job(pipeline_job(ws.plan("cpu")), progress.append)
+    ws.apply(result)
+    assert {p.stage for p in progress} >= {"images", "embedding", "classifying"}
+    assert len(ws.cells) >= 2
+    assert all(c.bbox and c.source_image.endswith(".jpg") for c in ws.cells)
+    assert result.predictions.labels[0] in WBC5
+    queue = ws.review_queue()
+    assert result.predictions.entropy[queue[0]] == result.predictions.entropy.max()
+
+    n_ref = len(result.reference.labels)
+    ws.set_label(queue[0], "monocyte")
+    assert ws.add_to_reference([queue[0]]) == 1
+    assert len(result.reference.labels) == n_ref + 1
+    assert result.classifier.index.size == n_ref + 1
+    # the added cell's nearest reference is now itself, at distance 0
+    assert ws.neighbours(queue[0])[0].reference_index == n_ref
+    assert ws.neighbours(queue[0])[0].distance == pytest.approx(0, abs=1e-4)
+    assert queue[0] not in ws.review_queue()
+
+    out = tmp_path / "export" / "cells.csv"
+    assert export_cells_csv(ws, out, with_crops=True) == len(ws.cells)
+    rows = list(csv.DictReader(open(out, encoding="utf-8")))
+    assert list(rows[0]) == EXPORT_COLUMNS
+    labelled = [r for r in rows if r["user_label"]]
+    assert len(labelled) == 1 and labelled[0]["user_label"] == "monocyte"
+    assert (out.parent / "cells_crops" / "monocyte").is_dir()
+
+    ws.save()
+    again = Workspace.open(ws.folder)
+    assert again.user_labels == ws.user_labels and again.settings == ws.settings
+
+
+def test_dropped_items_are_sorted_into_fields_and_crops(tmp_path):
+    from PIL import Image
+
+    Image.new("RGB", (640, 480)).save(tmp_path / "field.png")
+    Image.new("RGB", (100, 100)).save(tmp_path / "crop.png")
+    fields, crops, notes = sort_inputs([tmp_path / "field.png", tmp_path / "crop.png", tmp_path / "nothing"])
+    assert [f.name for f in fields] == ["field.png"]
+    assert [c.crop_path for c in crops] == [str(tmp_path / "crop.png")]
+    assert any("nothing" in n for n in notes)
+
+
+def test_pca_axes_are_orthonormal_and_sign_stable(rng):
+    x = rng.normal(size=(50, 8)) * np.arange(1, 9)
+    mean, axes = pca_2d(x.astype(np.float32))
+    assert np.allclose(axes @ axes.T, np.eye(2), atol=1e-5)
+    _, axes_flipped = pca_2d(-x.astype(np.float32))
+    assert np.allclose(np.abs(axes), np.abs(axes_flipped), atol=1e-4)
