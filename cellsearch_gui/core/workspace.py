@@ -9,6 +9,7 @@ from pathlib import Path
 import numpy as np
 
 from cellsearch_gui.core.analysis import AnalysisResult, AnalysisSettings, RunPlan
+from cellsearch_gui.core.dataset import CropSet
 from cellsearch_gui.core.embed_cache import default_cache_dir
 from cellsearch_gui.core.errors import DatasetError
 
@@ -112,6 +113,11 @@ class Workspace:
         self.added_to_reference.update(self.cells[i].cell_id for i in picked)
         r.predictions = r.classifier.predict(r.query.features)
         return len(picked)
+
+    def labelled_set(self) -> CropSet:
+        """The query cells the user has labelled: validation cells of this device (for suggestions)."""
+        picked = [(Path(c.crop_path), self.user_labels[c.cell_id]) for c in self.cells if c.cell_id in self.user_labels]
+        return CropSet([p for p, _ in picked], [lab for _, lab in picked])
 
     def neighbours(self, index: int, count: int = 12) -> list[Neighbour]:
         r = self.result
