@@ -115,6 +115,11 @@ def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="cellsearch", description=__doc__)
     sub = parser.add_subparsers(dest="command")
 
+    gui = sub.add_parser("gui", help="open the CellSearch window (the default without a command)")
+    gui.add_argument("paths", nargs="*", type=Path, help="images or folders of cells to classify")
+    gui.add_argument("--reference", type=Path, help="reference library: one sub-folder of cell images per class")
+    gui.add_argument("--project", type=Path, help="open a saved project folder")
+
     models = sub.add_parser("models", help="list, import, download or verify model weights")
     msub = models.add_subparsers(dest="models_command", required=True)
     msub.add_parser("list", help="each model, whether its weights are present, its licence")
@@ -393,13 +398,22 @@ def cmd_segment(args) -> int:
     return 0
 
 
-COMMANDS = {"segment": cmd_segment, "models": cmd_models, "evaluate": cmd_evaluate, "classify": cmd_classify,
+def cmd_gui(args) -> int:
+    try:
+        from cellsearch_gui.gui.app import main as gui_main
+    except ImportError as exc:
+        print(f"error: the window needs PySide6 and pyqtgraph ({exc}); run ./setup.sh", file=sys.stderr)
+        return 2
+    return gui_main(args.paths, args.reference, args.project)
+
+
+COMMANDS = {"gui": cmd_gui, "segment": cmd_segment, "models": cmd_models, "evaluate": cmd_evaluate, "classify": cmd_classify,
             "search-combinations": cmd_search}
 
 
 def main(argv: list[str] | None = None) -> int:
     parser = build_parser()
-    args = parser.parse_args(argv)
+    args = parser.parse_args(argv if argv is not None else (sys.argv[1:] or ["gui"]))
     if args.command is None:
         parser.print_help()
         return 0

@@ -25,6 +25,22 @@ class Neighbour:
     distance: float
 
 
+@dataclass
+class CellView:
+    """What the inspector shows for one cell: a query cell, or a reference cell reached from a gallery."""
+
+    kind: str  # query | reference
+    index: int
+    crop_path: str
+    predicted: str
+    entropy: float
+    k_used: int
+    votes: dict[str, float]
+    neighbours: list[Neighbour]
+    label: str | None  # the user's label (query) or the library label (reference)
+    true_label: str | None = None
+
+
 class Workspace:
     def __init__(self, folder: str | Path | None = None):
         self.folder = Path(folder) if folder else None
@@ -52,9 +68,10 @@ class Workspace:
             raise DatasetError("drop images or a folder of cells to classify")
         work = self.work_dir()
         return RunPlan(tuple(self.reference_dirs), tuple(self.query_paths),
-                       AnalysisSettings.from_dict(self.settings.as_dict()), work,
-                       (self.folder / "embeddings.sqlite") if self.folder else default_cache_dir() / "cache.sqlite",
-                       device)
+                       AnalysisSettings.from_dict(self.settings.as_dict()), work, self.cache_path(), device)
+
+    def cache_path(self) -> Path:
+        return (self.folder / "embeddings.sqlite") if self.folder else default_cache_dir() / "cache.sqlite"
 
     def work_dir(self) -> Path:
         if self.folder:
@@ -126,9 +143,22 @@ class Workspace:
         return [Neighbour(int(j), str(r.reference.paths[j]), r.reference.labels[j], float(d))
                 for j, d in zip(ids, dists) if j >= 0]
 
-    def votes(self, index: int) -> dict[str, float]:
+    def query_view(self, index: int, count: int = 12) -> CellView:
+        r, cell = self.result, self.cells[index]
+        p = r.predictions
+        return CellView("query", index, cell.crop_path, p.labels[index], float(p.entropy[index]),
+                        int(p.k_used[index]), dict(zip(p.classes, map(float, p.scores[index]))),
+                        self.neighbours(index, count), self.label_of(index), cell.true_label)
+
+    def reference_view(self, ref_index: int, count: int = 12) -> CellView:
+        """A library cell seen the same way: its own weighted vote among the other references."""
         r = self.result
-        return dict(zip(r.predictions.classes, map(float, r.predictions.scores[index])))
+        p = r.classifier.predict(r.reference.features[ref_index : ref_index + 1])
+        neighbours = [Neighbour(int(j), str(r.reference.paths[j]), r.reference.labels[j], float(d))
+                      for j, d in zip(p.neighbour_ids[0, :count], p.distances[0, :count]) if j >= 0]
+        return CellView("reference", ref_index, str(r.reference.paths[ref_index]), p.labels[0],
+                        float(p.entropy[0]), int(p.k_used[0]), dict(zip(p.classes, map(float, p.scores[0]))),
+                        neighbours, r.reference.labels[ref_index])
 
     def scatter(self) -> tuple[np.ndarray, list[str], np.ndarray]:
         """2-D PCA of reference cells (with their labels) and of the query cells."""

@@ -1,0 +1,84 @@
+"""Start the desktop app: QApplication, remembered settings, the main window; heavy libraries load later."""
+
+from __future__ import annotations
+
+import os
+import sys
+import threading
+from pathlib import Path
+
+from PySide6.QtCore import QObject, QSettings, QTimer, Signal
+from PySide6.QtWidgets import QApplication
+
+CONFIG_ENV = "CELLSEARCH_CONFIG_DIR"
+
+
+def config_dir() -> Path:
+    env = os.environ.get(CONFIG_ENV)
+    if env:
+        return Path(env).expanduser()
+    import platformdirs
+
+    return Path(platformdirs.user_config_dir("cellsearch", appauthor=False))
+
+
+def app_settings() -> QSettings:
+    folder = config_dir()
+    folder.mkdir(parents=True, exist_ok=True)
+    return QSettings(str(folder / "cellsearch.ini"), QSettings.Format.IniFormat)
+
+
+class DeviceProbe(QObject):
+    """Finds the compute device off the GUI thread (importing torch takes seconds)."""
+
+    found = Signal(str)
+
+    def start(self, requested: str) -> None:
+        threading.Thread(target=lambda: self.found.emit(describe_device(requested)), daemon=True).start()
+
+
+def describe_device(requested: str) -> str:
+    from cellsearch_gui.core.embedding import pick_device
+
+    device = pick_device(requested)
+    if device == "cuda":
+        import torch
+
+        return f"GPU: {torch.cuda.get_device_name(0)}"
+    return {"mps": "GPU: Apple MPS", "cpu": "CPU (no GPU found)" if requested == "auto" else "CPU"}.get(device, device)
+
+
+def create_window(argv_paths=(), reference=None, project=None):
+    import pyqtgraph as pg
+
+    from cellsearch_gui.gui.controller import Controller
+    from cellsearch_gui.gui.main_window import MainWindow
+
+    pg.setConfigOptions(imageAxisOrder="row-major", antialias=True)
+    settings = app_settings()
+    controller = Controller(device=str(settings.value("device", "auto")))
+    window = MainWindow(controller, settings, "device: finding…")
+    if project:
+        controller.open_project(project)
+    if reference:
+        controller.add_reference(reference)
+    if argv_paths:
+        controller.add_queries(list(argv_paths))
+    probe = DeviceProbe(window)
+    probe.found.connect(window.device_label.setText)  # a QObject slot: queued onto the GUI thread
+    probe.start(controller.device)
+    window.device_probe = probe
+    return window
+
+
+def main(paths=(), reference=None, project=None) -> int:
+    app = QApplication.instance() or QApplication(sys.argv[:1])
+    app.setApplicationName("CellSearch")
+    app.setOrganizationName("CellSearch")
+    window = create_window(paths, reference, project)
+    window.show()
+    quit_after = os.environ.get("CELLSEARCH_QUIT_AFTER")
+    if quit_after:  # smoke tests: start, show, quit
+        QTimer.singleShot(int(float(quit_after) * 1000), app.quit)
+    app.aboutToQuit.connect(lambda: (window.controller.cancel(), window.controller.runner.wait(5000)))
+    return app.exec()

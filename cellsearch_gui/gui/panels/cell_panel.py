@@ -1,0 +1,128 @@
+"""The selected cell: crop, prediction, entropy, weighted votes, labelling, and its nearest reference cells."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from PySide6.QtCore import QSize, Qt
+from PySide6.QtGui import QIcon
+from PySide6.QtWidgets import (QComboBox, QHBoxLayout, QLabel, QListView, QListWidget, QListWidgetItem,
+                               QPushButton, QVBoxLayout, QWidget)
+
+from cellsearch_gui.gui.pixmaps import thumbnail
+
+REF_INDEX = Qt.ItemDataRole.UserRole
+
+
+class CellPanel(QWidget):
+    def __init__(self, controller, parent=None):
+        super().__init__(parent)
+        self.controller = controller
+        self.view = None
+        self.crop = QLabel()
+        self.crop.setFixedSize(160, 160)
+        self.crop.setAlignment(Qt.AlignmentFlag.AlignCenter)
+        self.title = QLabel("Click a cell in the image, the table or the scatter.")
+        self.title.setWordWrap(True)
+        self.votes = QLabel()
+        self.votes.setTextFormat(Qt.TextFormat.RichText)
+        self.label_choice = QComboBox()
+        self.label_choice.setEditable(True)  # a new class can be typed in
+        self.accept_button = QPushButton("Accept prediction")
+        self.set_button = QPushButton("Set label")
+        self.add_button = QPushButton("Add labelled cells to reference")
+        self.next_button = QPushButton("Next uncertain cell")
+        self.accept_button.clicked.connect(lambda: self._label(accept=True))
+        self.set_button.clicked.connect(lambda: self._label(accept=False))
+        self.add_button.clicked.connect(controller.add_labelled_to_reference)
+        self.next_button.clicked.connect(controller.next_uncertain)
+        self.gallery = QListWidget()
+        self.gallery.setViewMode(QListView.ViewMode.IconMode)
+        self.gallery.setIconSize(QSize(88, 88))
+        self.gallery.setResizeMode(QListView.ResizeMode.Adjust)
+        self.gallery.setMovement(QListView.Movement.Static)
+        self.gallery.setSpacing(4)
+        self.gallery.itemClicked.connect(self._open_neighbour)
+
+        top = QHBoxLayout()
+        top.addWidget(self.crop)
+        text = QVBoxLayout()
+        text.addWidget(self.title)
+        text.addWidget(self.votes)
+        text.addStretch(1)
+        top.addLayout(text, 1)
+        labelling = QHBoxLayout()
+        labelling.addWidget(self.label_choice, 1)
+        labelling.addWidget(self.set_button)
+        layout = QVBoxLayout(self)
+        layout.addLayout(top)
+        layout.addLayout(labelling)
+        for button in (self.accept_button, self.add_button, self.next_button):
+            layout.addWidget(button)
+        layout.addWidget(QLabel("Nearest reference cells (click one to inspect it):"))
+        layout.addWidget(self.gallery, 1)
+        controller.selection_changed.connect(self.show_query)
+        controller.result_changed.connect(self.clear)
+        controller.labels_changed.connect(self._refresh)
+        self._enable(False)
+
+    def _enable(self, on: bool) -> None:
+        for widget in (self.label_choice, self.accept_button, self.set_button):
+            widget.setEnabled(on)
+
+    def clear(self) -> None:
+        self.view = None
+        self.crop.clear()
+        self.votes.clear()
+        self.gallery.clear()
+        self.title.setText("Click a cell in the image, the table or the scatter.")
+        self._enable(False)
+
+    def _refresh(self) -> None:
+        if self.view is not None and self.view.kind == "query":
+            self.show_query(self.view.index)
+
+    def show_query(self, index: int) -> None:
+        self._show(self.controller.workspace.query_view(index))
+
+    def show_reference(self, ref_index: int) -> None:
+        self._show(self.controller.workspace.reference_view(ref_index))
+
+    def _show(self, view) -> None:
+        self.view = view
+        ws = self.controller.workspace
+        self.crop.setPixmap(thumbnail(view.crop_path, 160))
+        name = Path(view.crop_path).name
+        if view.kind == "query":
+            label = f"<br>your label: <b>{view.label}</b>" if view.label else ""
+            truth = f"<br>folder label: {view.true_label}" if view.true_label else ""
+            self.title.setText(f"<b>{name}</b><br>predicted <b>{view.predicted}</b>, entropy {view.entropy:.3f}, "
+                               f"k = {view.k_used}{label}{truth}")
+        else:
+            self.title.setText(f"<b>reference cell</b> {name}<br>library label <b>{view.label}</b>; its own vote: "
+                               f"{view.predicted} (entropy {view.entropy:.3f}, k = {view.k_used})")
+        total = sum(view.votes.values()) or 1.0
+        rows = [f"<tr><td>{c}</td><td>{'█' * round(20 * v / total)}</td><td>{v / total:.0%}</td></tr>"
+                for c, v in sorted(view.votes.items(), key=lambda kv: -kv[1]) if v > 0]
+        self.votes.setText("weighted votes:<table>" + "".join(rows) + "</table>")
+        self.gallery.clear()
+        for n in view.neighbours:
+            item = QListWidgetItem(QIcon(thumbnail(n.path, 88)), f"{n.label}\nd={n.distance:.3g}")
+            item.setData(REF_INDEX, n.reference_index)
+            item.setToolTip(n.path)
+            self.gallery.addItem(item)
+        self.label_choice.clear()
+        self.label_choice.addItems(ws.classes())
+        self.label_choice.setCurrentText(view.label or view.predicted)
+        self._enable(view.kind == "query")
+
+    def _open_neighbour(self, item) -> None:
+        self.show_reference(int(item.data(REF_INDEX)))
+
+    def _label(self, accept: bool) -> None:
+        if self.view is None or self.view.kind != "query":
+            return
+        if accept:
+            self.controller.accept(self.view.index)
+        else:
+            self.controller.set_label(self.view.index, self.label_choice.currentText().strip() or None)

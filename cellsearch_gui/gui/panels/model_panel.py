@@ -1,0 +1,147 @@
+"""Model combination (a checklist of the zoo) and the classifier's hyper-parameters; saved with the project."""
+
+from __future__ import annotations
+
+from PySide6.QtCore import Qt
+from PySide6.QtWidgets import (QCheckBox, QComboBox, QDoubleSpinBox, QFileDialog, QFormLayout, QHBoxLayout,
+                               QListWidget, QListWidgetItem, QPushButton, QSpinBox, QVBoxLayout, QWidget)
+
+from cellsearch_gui.core.analysis import AnalysisSettings
+from cellsearch_gui.core.cellcrop import PRESETS
+from cellsearch_gui.core.errors import CellSearchError
+from cellsearch_gui.core.ewc import ENTROPY_NORMS
+from cellsearch_gui.core.registry import REGISTRY
+from cellsearch_gui.core.segment_job import SEGMENTERS
+
+MODEL_ID = Qt.ItemDataRole.UserRole
+
+
+class ModelPanel(QWidget):
+    def __init__(self, controller, parent=None):
+        super().__init__(parent)
+        self.controller = controller
+        self.models = QListWidget()
+        self.models.itemChanged.connect(self._changed)
+        self.import_button = QPushButton("Import weights…")
+        self.import_button.clicked.connect(self._import)
+        self.download_button = QPushButton("Download")
+        self.download_button.clicked.connect(self._download)
+        buttons = QHBoxLayout()
+        buttons.addWidget(self.import_button)
+        buttons.addWidget(self.download_button)
+
+        self.metric = QComboBox()
+        self.metric.addItems(["l2", "cosine", "canberra"])
+        self.k_min, self.k_max = QSpinBox(), QSpinBox()
+        self.k_min.setRange(1, 1000)
+        self.k_max.setRange(1, 100000)
+        self.threshold = QDoubleSpinBox()
+        self.threshold.setRange(0.0, 1.0)
+        self.threshold.setSingleStep(0.05)
+        self.entropy_norm = QComboBox()
+        self.entropy_norm.addItems(list(ENTROPY_NORMS))
+        self.entropy_norm.setToolTip("log_k: the paper's H / log k; log_min_kc: H / log min(k, C), "
+                                     "which stops earlier on a new device")
+        self.preprocessing = QComboBox()
+        self.preprocessing.addItems(list(PRESETS))
+        self.views = QComboBox()
+        self.views.addItems(["1", "4", "8"])
+        self.views.setToolTip("4 or 8: average over rotations (and flips); slower, orientation-invariant")
+        self.segmenter = QComboBox()
+        self.segmenter.addItems(list(SEGMENTERS))
+        self.random_weights = QCheckBox("random weights (control)")
+        form = QFormLayout()
+        for text, widget in (("metric", self.metric), ("k min", self.k_min), ("k max", self.k_max),
+                             ("entropy threshold", self.threshold), ("stopping rule", self.entropy_norm),
+                             ("crop preparation", self.preprocessing), ("views", self.views),
+                             ("segmenter", self.segmenter), ("", self.random_weights)):
+            form.addRow(text, widget)
+            signal = getattr(widget, "currentIndexChanged", None) or getattr(widget, "valueChanged", None) \
+                or widget.toggled
+            signal.connect(self._changed)
+        layout = QVBoxLayout(self)
+        layout.addWidget(self.models)
+        layout.addLayout(buttons)
+        layout.addLayout(form)
+        self._loading = False
+        controller.settings_changed.connect(self.load)
+        controller.runner.idle.connect(self.load)  # after a download: weights now present
+        self.load()
+
+    def load(self) -> None:
+        from cellsearch_gui.core.weights import status
+
+        self._loading = True
+        s = self.controller.workspace.settings
+        self.models.clear()
+        for spec in REGISTRY.values():
+            if "embed" not in spec.roles:
+                continue
+            present = status(spec).present
+            item = QListWidgetItem(f"{spec.id}  ({spec.dim}-d, {spec.licence.split(' ')[0]})"
+                                   + ("" if present else "  — weights missing"))
+            item.setData(MODEL_ID, spec.id)
+            item.setToolTip(f"{spec.weights_source}\nembeds: {spec.layer}\nlicence: {spec.licence}")
+            item.setFlags(item.flags() | Qt.ItemFlag.ItemIsUserCheckable)
+            item.setCheckState(Qt.CheckState.Checked if spec.id in s.models else Qt.CheckState.Unchecked)
+            self.models.addItem(item)
+        p = s.params
+        self.metric.setCurrentText(p["metric"])
+        self.k_min.setValue(p["k_min"])
+        self.k_max.setValue(p["k_max"])
+        self.threshold.setValue(p["entropy_threshold"])
+        self.entropy_norm.setCurrentText(p["entropy_norm"])
+        self.preprocessing.setCurrentText(s.preprocessing)
+        self.views.setCurrentText(str(s.views))
+        self.segmenter.setCurrentText(s.segmenter)
+        self.random_weights.setChecked(s.weights == "random")
+        self._loading = False
+
+    def current(self) -> AnalysisSettings:
+        s = AnalysisSettings.from_dict(self.controller.workspace.settings.as_dict())
+        s.models = [self.models.item(i).data(MODEL_ID) for i in range(self.models.count())
+                    if self.models.item(i).checkState() == Qt.CheckState.Checked]
+        s.params = {**s.params, "metric": self.metric.currentText(), "k_min": self.k_min.value(),
+                    "k_max": self.k_max.value(), "entropy_threshold": round(self.threshold.value(), 4),
+                    "entropy_norm": self.entropy_norm.currentText()}
+        s.preprocessing = self.preprocessing.currentText()
+        s.views = int(self.views.currentText())
+        s.segmenter = self.segmenter.currentText()
+        s.weights = "random" if self.random_weights.isChecked() else "pretrained"
+        return s
+
+    def _changed(self, *_):
+        if not self._loading:
+            self.controller.workspace.settings = self.current()
+
+    def _selected_model(self) -> str | None:
+        item = self.models.currentItem()
+        return item.data(MODEL_ID) if item else None
+
+    def _import(self) -> None:
+        from cellsearch_gui.core.weights import import_weights
+
+        model = self._selected_model()
+        if not model:
+            self.controller.message.emit("select a model in the list first")
+            return
+        path, _ = QFileDialog.getOpenFileName(self, f"Weights file for {model}")
+        if path:
+            try:
+                import_weights(model, path)
+            except CellSearchError as exc:
+                self.controller.error.emit(str(exc), "")
+            self.load()
+
+    def _download(self) -> None:
+        from functools import partial
+
+        from cellsearch_gui.core.weights import download_weights
+
+        model = self._selected_model()
+        if model:
+            def job(token):
+                yield from ()
+                return download_weights(model)
+
+            self.controller._start(f"download of {model}", partial(job))

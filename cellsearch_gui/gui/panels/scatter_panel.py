@@ -1,0 +1,144 @@
+"""PCA scatter (the paper's Figure 2): reference cells by class, query cells on top; hover, click, box-label."""
+
+from __future__ import annotations
+
+import numpy as np
+import pyqtgraph as pg
+from PySide6.QtCore import QRectF, Qt, Signal
+from PySide6.QtWidgets import QComboBox, QHBoxLayout, QLabel, QPushButton, QVBoxLayout, QWidget
+
+from cellsearch_gui.gui.pixmaps import class_colour, thumbnail
+
+
+class BoxSelectViewBox(pg.ViewBox):
+    """Drag with the left button to draw a box when box mode is on; otherwise pan and zoom as usual."""
+
+    box_selected = Signal(QRectF)
+
+    def __init__(self):
+        super().__init__()
+        self.box_mode = False
+        self._band = pg.QtWidgets.QGraphicsRectItem()
+        self._band.setPen(pg.mkPen("#ffcc00", width=1, style=Qt.PenStyle.DashLine))
+        self._band.hide()
+        self.addItem(self._band, ignoreBounds=True)
+
+    def mouseDragEvent(self, ev, axis=None):
+        if not self.box_mode or ev.button() != Qt.MouseButton.LeftButton:
+            return super().mouseDragEvent(ev, axis)
+        ev.accept()
+        start, end = self.mapSceneToView(ev.buttonDownScenePos()), self.mapSceneToView(ev.scenePos())
+        rect = QRectF(start, end).normalized()
+        self._band.setRect(rect)
+        self._band.show()
+        if ev.isFinish():
+            self._band.hide()
+            self.box_selected.emit(rect)
+
+
+class ScatterPanel(QWidget):
+    reference_clicked = Signal(int)
+
+    def __init__(self, controller, parent=None):
+        super().__init__(parent)
+        self.controller = controller
+        self.view_box = BoxSelectViewBox()
+        self.plot = pg.PlotWidget(viewBox=self.view_box)
+        self.plot.setLabel("bottom", "PC 1")
+        self.plot.setLabel("left", "PC 2")
+        self.legend = self.plot.addLegend(offset=(10, 10))
+        self.references = pg.ScatterPlotItem(size=6, pen=None, hoverable=True, hoverSize=10)
+        self.queries = pg.ScatterPlotItem(size=11, symbol="star", hoverable=True, hoverSize=16)
+        self.plot.addItem(self.references)
+        self.plot.addItem(self.queries)
+        self.references.sigClicked.connect(lambda _, pts, __: pts and self.reference_clicked.emit(int(pts[0].data())))
+        self.queries.sigClicked.connect(lambda _, pts, __: pts and controller.select_cell(int(pts[0].data())))
+        self.references.sigHovered.connect(self._hover_reference)
+        self.queries.sigHovered.connect(self._hover_query)
+        self.preview = QLabel(self.plot)
+        self.preview.setFixedSize(100, 118)
+        self.preview.setStyleSheet("background: rgba(0,0,0,160); color: white;")
+        self.preview.setAlignment(Qt.AlignmentFlag.AlignCenter)
+        self.preview.hide()
+        self.box_button = QPushButton("Box-select query cells")
+        self.box_button.setCheckable(True)
+        self.box_button.toggled.connect(lambda on: setattr(self.view_box, "box_mode", on))
+        self.box_label = QComboBox()
+        self.box_label.setEditable(True)
+        self.status = QLabel("")
+        self.view_box.box_selected.connect(self._box_selected)
+        bar = QHBoxLayout()
+        bar.addWidget(self.box_button)
+        bar.addWidget(QLabel("label as"))
+        bar.addWidget(self.box_label, 1)
+        bar.addWidget(self.status, 2)
+        layout = QVBoxLayout(self)
+        layout.addLayout(bar)
+        layout.addWidget(self.plot, 1)
+        self._ref_xy = np.zeros((0, 2))
+        self._query_xy = np.zeros((0, 2))
+        controller.result_changed.connect(self.refresh)
+        controller.predictions_changed.connect(self.refresh)
+        controller.labels_changed.connect(self.refresh)
+
+    def refresh(self) -> None:
+        ws = self.controller.workspace
+        self.legend.clear()
+        if ws.result is None:
+            self.references.clear()
+            self.queries.clear()
+            return
+        ref_xy, ref_labels, query_xy = ws.scatter()
+        classes = ws.classes()
+        self._ref_xy, self._query_xy = ref_xy, query_xy
+        self.references.setData(x=ref_xy[:, 0], y=ref_xy[:, 1], data=np.arange(len(ref_xy)),
+                                brush=[pg.mkBrush(class_colour(classes, lab)) for lab in ref_labels])
+        shown = [ws.label_of(i) or p for i, p in enumerate(ws.result.predictions.labels)]
+        self.queries.setData(x=query_xy[:, 0], y=query_xy[:, 1], data=np.arange(len(query_xy)),
+                             brush=[pg.mkBrush(class_colour(classes, lab)) for lab in shown],
+                             pen=[pg.mkPen("k" if ws.label_of(i) else "w", width=1.5) for i in range(len(shown))])
+        for name in classes:
+            self.legend.addItem(pg.ScatterPlotItem(size=8, pen=None, brush=pg.mkBrush(class_colour(classes, name))),
+                                name)
+        self.legend.addItem(pg.ScatterPlotItem(size=11, symbol="star", brush=pg.mkBrush("w")), "query cells")
+        current = self.box_label.currentText()
+        self.box_label.clear()
+        self.box_label.addItems(classes)
+        if current:
+            self.box_label.setCurrentText(current)
+
+    def _hover(self, points, path_of, caption_of) -> None:
+        if not len(points):
+            self.preview.hide()
+            return
+        index = int(points[0].data())
+        pixmap = thumbnail(path_of(index), 96)
+        self.preview.setPixmap(pixmap)
+        self.preview.setToolTip(caption_of(index))
+        self.preview.move(self.plot.width() - 110, 10)
+        self.preview.show()
+
+    def _hover_reference(self, _item, points, _ev) -> None:
+        r = self.controller.workspace.result
+        self._hover(points, lambda i: str(r.reference.paths[i]), lambda i: r.reference.labels[i])
+
+    def _hover_query(self, _item, points, _ev) -> None:
+        ws = self.controller.workspace
+        self._hover(points, lambda i: ws.cells[i].crop_path, lambda i: ws.result.predictions.labels[i])
+
+    def query_cells_in(self, rect: QRectF) -> list[int]:
+        xy = self._query_xy
+        inside = ((xy[:, 0] >= rect.left()) & (xy[:, 0] <= rect.right())
+                  & (xy[:, 1] >= rect.top()) & (xy[:, 1] <= rect.bottom()))
+        return np.flatnonzero(inside).tolist()
+
+    def _box_selected(self, rect: QRectF) -> None:
+        label = self.box_label.currentText().strip()
+        picked = self.query_cells_in(rect)
+        if not label or not picked:
+            self.status.setText("no query cells in the box" if label else "choose a label first")
+            return
+        for index in picked:
+            self.controller.workspace.set_label(index, label)
+        self.controller.labels_changed.emit()
+        self.status.setText(f"{len(picked)} cells labelled '{label}'")

@@ -1,0 +1,160 @@
+"""The real main window, offscreen: drop a folder, run, click a cell, inspect neighbours, label, export."""
+
+import csv
+import shutil
+import time
+
+import pytest
+
+pytest.importorskip("pytestqt")
+from PySide6.QtCore import QMimeData, QPoint, QPointF, Qt, QUrl  # noqa: E402
+from PySide6.QtGui import QDragEnterEvent, QDropEvent  # noqa: E402
+from PySide6.QtWidgets import QApplication, QDockWidget, QFileDialog, QMessageBox  # noqa: E402
+
+from conftest import PBC, SHARED, WBC5, make_subset, needs_shared  # noqa: E402
+
+pytestmark = pytest.mark.filterwarnings("ignore:Function.*QDragEnterEvent:DeprecationWarning")
+
+FOV = SHARED / "data" / "bccd_fov" / "JPEGImages"
+
+
+@pytest.fixture
+def window(qtbot, tmp_path, monkeypatch):
+    monkeypatch.setenv("CELLSEARCH_CONFIG_DIR", str(tmp_path / "config"))
+    from cellsearch_gui.gui.app import create_window
+
+    win = create_window()
+    win.show_dialogs = False
+    qtbot.addWidget(win)
+    win.show()
+    yield win
+    win.controller.cancel()
+    win.controller.runner.wait(5000)
+
+
+def drop(widget, paths):
+    mime = QMimeData()
+    mime.setUrls([QUrl.fromLocalFile(str(p)) for p in paths])
+    args = (Qt.DropAction.CopyAction, mime, Qt.MouseButton.LeftButton, Qt.KeyboardModifier.NoModifier)
+    enter = QDragEnterEvent(QPoint(10, 10), *args)
+    QApplication.sendEvent(widget, enter)
+    assert enter.isAccepted()
+    QApplication.sendEvent(widget, QDropEvent(QPointF(10, 10), *args))
+
+
+@pytest.fixture
+def inputs(tmp_path):
+    ref = make_subset(PBC, tmp_path / "ref", WBC5, 5)
+    fields = tmp_path / "fields"
+    fields.mkdir()
+    for name in ("BloodImage_00001.jpg", "BloodImage_00003.jpg", "BloodImage_00005.jpg"):
+        shutil.copy(FOV / name, fields / name)
+    return ref, fields
+
+
+@needs_shared
+def test_drop_run_click_label_export(window, qtbot, inputs, tmp_path, real_weights, monkeypatch):
+    ref, fields = inputs
+    c = window.controller
+    c.add_reference(ref)
+    assert window.reference_panel.tree.topLevelItemCount() == 5
+    drop(window, [fields])
+    assert c.workspace.query_paths == [str(fields)]
+    window.model_panel.models.item(1).setCheckState(Qt.CheckState.Unchecked)  # efficientnet off: faster
+    assert c.workspace.settings.models == ["mobilenetv2"]
+    with qtbot.waitSignal(c.result_changed, timeout=120_000):
+        window.run_action.trigger()
+    qtbot.waitUntil(lambda: not c.runner.busy and window.export_action.isEnabled(), timeout=5000)
+    assert window.last_error is None
+    n = len(c.workspace.cells)
+    assert n >= 2 and window.cells_table.model().rowCount() == n
+    assert window.image_panel.chooser.count() >= 2  # fields shown with outlines
+    assert len(window.image_panel._overlays) >= 2
+
+    # click the first row of the table -> the inspector and the gallery follow
+    table = window.cells_table
+    window.tabs.setCurrentWidget(table)
+    rect = table.visualRect(table.model().index(0, 0))
+    qtbot.mouseClick(table.viewport(), Qt.MouseButton.LeftButton, pos=rect.center())
+    row = table.proxy.mapToSource(table.model().index(0, 0)).row()
+    assert c.selected == row
+    gallery = window.cell_panel.gallery
+    assert gallery.count() == min(12, len(c.workspace.result.reference.labels))
+    first = gallery.item(0).text().split("\n")[0]
+    assert first in WBC5
+
+    # a neighbour opens the same way
+    window.cell_panel._open_neighbour(gallery.item(0))
+    assert window.cell_panel.view.kind == "reference"
+    c.select_cell(row)
+
+    # label the cell with a class typed in, add it to the library without re-embedding
+    window.cell_panel.label_choice.setCurrentText("monocyte")
+    qtbot.mouseClick(window.cell_panel.set_button, Qt.MouseButton.LeftButton)
+    assert c.workspace.label_of(row) == "monocyte"
+    assert table.model().index(0, 5).data() == "monocyte"
+    n_ref = len(c.workspace.result.reference.labels)
+    qtbot.mouseClick(window.cell_panel.add_button, Qt.MouseButton.LeftButton)
+    assert len(c.workspace.result.reference.labels) == n_ref + 1
+    assert window.cell_panel.gallery.item(0).text().startswith("monocyte\nd=0")
+
+    # PCA scatter: every reference and query cell is a point; a box labels several at once
+    scatter = window.scatter_panel
+    assert len(scatter.references.data) == n_ref + 1 and len(scatter.queries.data) == n
+    from PySide6.QtCore import QRectF
+
+    scatter.box_label.setCurrentText("lymphocyte")
+    scatter._box_selected(QRectF(-1e9, -1e9, 2e9, 2e9))
+    assert all(c.workspace.label_of(i) == "lymphocyte" for i in range(n))
+
+    # export through the menu action, with crops
+    out = tmp_path / "out" / "cells.csv"
+    out.parent.mkdir()
+    monkeypatch.setattr(QFileDialog, "getSaveFileName", lambda *a, **k: (str(out), "CSV (*.csv)"))
+    monkeypatch.setattr(QMessageBox, "exec", lambda self: QMessageBox.StandardButton.Yes)
+    window.export_action.trigger()
+    rows = list(csv.DictReader(open(out, encoding="utf-8")))
+    assert len(rows) == n and {r["user_label"] for r in rows} == {"lymphocyte"}
+    assert all(r["models"] == "mobilenetv2" and r["bbox_x1"] for r in rows)
+    assert len(list((out.parent / "cells_crops" / "lymphocyte").iterdir())) == n
+
+
+@needs_shared
+def test_cancel_stops_the_job_quickly_and_window_stays_usable(window, qtbot, tmp_path, real_weights):
+    c = window.controller
+    c.add_reference(make_subset(PBC, tmp_path / "ref", WBC5, 20))
+    c.add_queries([make_subset(PBC, tmp_path / "q", WBC5, 20, offset=20)])
+    c.workspace.settings.views = 8  # slow on purpose
+    with qtbot.waitSignal(c.runner.progress, timeout=60_000, check_params_cb=lambda p, _: p.stage == "embedding"):
+        assert c.run_analysis()
+    t0 = time.monotonic()
+    with qtbot.waitSignal(c.runner.cancelled, timeout=10_000):
+        window.cancel_button.click()
+    assert time.monotonic() - t0 < 5  # the benchmark measures the real figure
+    qtbot.waitUntil(lambda: not c.runner.busy, timeout=5000)
+    assert window.run_action.isEnabled() and c.workspace.result is None
+
+
+def test_errors_are_shown_not_raised(window):
+    window.run_action.trigger()  # nothing added yet
+    assert "reference library" in window.last_error[0]
+
+
+def test_settings_are_remembered(qtbot, tmp_path, monkeypatch):
+    monkeypatch.setenv("CELLSEARCH_CONFIG_DIR", str(tmp_path / "config"))
+    from cellsearch_gui.gui.app import create_window
+
+    first = create_window()
+    qtbot.addWidget(first)
+    first.show()
+    first.set_device("cpu")
+    first.findChild(QDockWidget, "Models and parameters").hide()
+    first.handle_drop([str(tmp_path)])
+    first.close()
+    second = create_window()
+    qtbot.addWidget(second)
+    second.show()
+    assert second.controller.device == "cpu"
+    assert not second.findChild(QDockWidget, "Models and parameters").isVisible()  # layout remembered
+    assert second.findChild(QDockWidget, "Selected cell").isVisible()
+    assert second._last_dir() == str(tmp_path)
