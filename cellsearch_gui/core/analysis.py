@@ -29,11 +29,14 @@ class AnalysisSettings:
 
     models: list[str] = field(default_factory=lambda: list(DEFAULT_MODELS))
     weights: str = "pretrained"  # or "random" (controls and tests)
-    params: dict = field(default_factory=lambda: EWCParams().as_dict())
+    # the app's default stopping rule is H / log min(k, C): a user's microscope is rarely the library's, and
+    # under device shift the paper's H / log k stops only at a vote over hundreds of cells (README)
+    params: dict = field(default_factory=lambda: EWCParams(entropy_norm="log_min_kc").as_dict())
     preprocessing: str = "cell_device_colour"  # a preset of cellcrop.PRESETS
     views: int = 1
     segmenter: str = "classical"
     objects: str = "nucleated"
+    cell_diameter_px: float | None = None  # typical cell size in the fields; None: segmentation's default
     query_kind: str = "auto"  # auto | fields | crops
     reference_pixel_size_um: float | None = None
     query_pixel_size_um: float | None = None
@@ -115,7 +118,7 @@ def pipeline_job(plan: RunPlan, token: CancelToken | None = None) -> Job[Analysi
 
         seg_device = pick_device(plan.device)
     seg = SegmentSettings(segmenter=s.segmenter, objects=s.objects, pixel_size_um=s.query_pixel_size_um,
-                          device=seg_device)
+                          cell_diameter_px=s.cell_diameter_px or None, device=seg_device)
     cells, notes = yield from collect_query_cells(list(plan.query_paths), plan.work_dir, seg, s.query_kind, token)
     reference = load_reference(plan.reference_dirs)
     inputs = Inputs(reference, CropSet([Path(c.crop_path) for c in cells], [c.true_label for c in cells]),

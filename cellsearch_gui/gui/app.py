@@ -29,12 +29,38 @@ def app_settings() -> QSettings:
 
 
 class DeviceProbe(QObject):
-    """Finds the compute device off the GUI thread (importing torch takes seconds)."""
+    """Finds the compute device and imports the model libraries off the GUI thread (that takes seconds),
+    so the first job starts at once and the window never waits for an import."""
 
     found = Signal(str)
 
     def start(self, requested: str) -> None:
-        threading.Thread(target=lambda: self.found.emit(describe_device(requested)), daemon=True).start()
+        from cellsearch_gui.gui.workers import HEAVY_IMPORTS_DONE
+
+        HEAVY_IMPORTS_DONE.clear()
+
+        def probe() -> None:
+            try:
+                text = describe_device(requested)
+                warm_imports()
+            except Exception as exc:  # noqa: BLE001 - shown in the status bar; jobs report their own errors
+                text = f"device: unknown ({exc})"
+            finally:
+                HEAVY_IMPORTS_DONE.set()
+            self.found.emit(text)
+
+        threading.Thread(target=probe, daemon=True, name="device-probe").start()
+
+
+def warm_imports() -> None:
+    """Import the compute libraries now: loading a C extension holds Python's lock, which would pause the
+    window for a quarter of a second if it happened in the middle of the first job."""
+    import cv2  # noqa: F401
+    import faiss  # noqa: F401
+    import tifffile  # noqa: F401
+    import timm  # noqa: F401
+    from PIL import Image  # noqa: F401
+    from scipy import ndimage  # noqa: F401
 
 
 def describe_device(requested: str) -> str:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import threading
 import time
 from collections.abc import Callable
 
@@ -9,6 +10,12 @@ from PySide6.QtCore import QObject, QThread, Signal, Slot
 
 from cellsearch_gui.core.errors import Cancelled
 from cellsearch_gui.core.jobs import CancelToken, Progress
+
+
+# Cleared while the start-up probe imports torch in its own thread; a job waits for it, since two threads
+# importing torch at once can register its kernels twice.
+HEAVY_IMPORTS_DONE = threading.Event()
+HEAVY_IMPORTS_DONE.set()
 
 
 class JobWorker(QObject):
@@ -26,6 +33,7 @@ class JobWorker(QObject):
     @Slot()
     def run(self) -> None:
         last = 0.0
+        HEAVY_IMPORTS_DONE.wait(120)
         try:
             job = self._make_job(self.token)
             while True:

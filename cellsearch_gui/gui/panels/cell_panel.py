@@ -9,7 +9,7 @@ from PySide6.QtGui import QIcon
 from PySide6.QtWidgets import (QComboBox, QHBoxLayout, QLabel, QListView, QListWidget, QListWidgetItem,
                                QPushButton, QVBoxLayout, QWidget)
 
-from cellsearch_gui.gui.pixmaps import thumbnail
+from cellsearch_gui.gui.pixmaps import class_colour, thumbnail
 
 REF_INDEX = Qt.ItemDataRole.UserRole
 
@@ -93,16 +93,20 @@ class CellPanel(QWidget):
         ws = self.controller.workspace
         self.crop.setPixmap(thumbnail(view.crop_path, 160))
         name = Path(view.crop_path).name
+        name = name if len(name) <= 28 else name[:12] + "…" + name[-14:]
+        self.title.setToolTip(view.crop_path)
         if view.kind == "query":
             label = f"<br>your label: <b>{view.label}</b>" if view.label else ""
             truth = f"<br>folder label: {view.true_label}" if view.true_label else ""
-            self.title.setText(f"<b>{name}</b><br>predicted <b>{view.predicted}</b>, entropy {view.entropy:.3f}, "
+            self.title.setText(f"<b>{name}</b><br>predicted <b>{view.predicted}</b>, entropy {abs(view.entropy):.3f}, "
                                f"k = {view.k_used}{label}{truth}")
         else:
             self.title.setText(f"<b>reference cell</b> {name}<br>library label <b>{view.label}</b>; its own vote: "
-                               f"{view.predicted} (entropy {view.entropy:.3f}, k = {view.k_used})")
+                               f"{view.predicted} (entropy {abs(view.entropy):.3f}, k = {view.k_used})")
         total = sum(view.votes.values()) or 1.0
-        rows = [f"<tr><td>{c}</td><td>{'█' * round(20 * v / total)}</td><td>{v / total:.0%}</td></tr>"
+        classes = ws.classes()
+        rows = [f"<tr><td>{c}</td><td style='color:{class_colour(classes, c).name()}'>{'█' * round(16 * v / total)}"
+                f"</td><td>{v / total:.0%}</td></tr>"
                 for c, v in sorted(view.votes.items(), key=lambda kv: -kv[1]) if v > 0]
         self.votes.setText("weighted votes:<table>" + "".join(rows) + "</table>")
         self.gallery.clear()

@@ -36,7 +36,7 @@ class CellsModel(QAbstractTableModel):
                   int(preds.k_used[row]), ws.label_of(row) or "", cell.true_label or ""]
         value = values[col]
         if role == Qt.ItemDataRole.DisplayRole and col == 3:
-            return f"{value:.3f}"
+            return f"{abs(value):.3f}"
         return value
 
     def reset(self) -> None:

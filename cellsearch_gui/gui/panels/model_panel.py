@@ -49,12 +49,18 @@ class ModelPanel(QWidget):
         self.views.setToolTip("4 or 8: average over rotations (and flips); slower, orientation-invariant")
         self.segmenter = QComboBox()
         self.segmenter.addItems(list(SEGMENTERS))
+        self.diameter = QSpinBox()
+        self.diameter.setRange(0, 2000)
+        self.diameter.setSpecialValueText("default (60 px)")
+        self.diameter.setSuffix(" px")
+        self.diameter.setToolTip("typical diameter of the cells to find in the fields, in pixels")
         self.random_weights = QCheckBox("random weights (control)")
         form = QFormLayout()
         for text, widget in (("metric", self.metric), ("k min", self.k_min), ("k max", self.k_max),
                              ("entropy threshold", self.threshold), ("stopping rule", self.entropy_norm),
                              ("crop preparation", self.preprocessing), ("views", self.views),
-                             ("segmenter", self.segmenter), ("", self.random_weights)):
+                             ("segmenter", self.segmenter), ("cell diameter", self.diameter),
+                             ("", self.random_weights)):
             form.addRow(text, widget)
             signal = getattr(widget, "currentIndexChanged", None) or getattr(widget, "valueChanged", None) \
                 or widget.toggled
@@ -94,6 +100,7 @@ class ModelPanel(QWidget):
         self.preprocessing.setCurrentText(s.preprocessing)
         self.views.setCurrentText(str(s.views))
         self.segmenter.setCurrentText(s.segmenter)
+        self.diameter.setValue(int(s.cell_diameter_px or 0))
         self.random_weights.setChecked(s.weights == "random")
         self._loading = False
 
@@ -107,6 +114,7 @@ class ModelPanel(QWidget):
         s.preprocessing = self.preprocessing.currentText()
         s.views = int(self.views.currentText())
         s.segmenter = self.segmenter.currentText()
+        s.cell_diameter_px = float(self.diameter.value()) or None
         s.weights = "random" if self.random_weights.isChecked() else "pretrained"
         return s
 

@@ -1,0 +1,91 @@
+"""Screenshots of the real window for the README: BCCD fields classified against a PBC reference library.
+
+Run under a display (e.g. `xvfb-run -a -s "-screen 0 1600x1000x24" .venv/bin/python docs/make_screenshots.py`).
+Needs ../shared/data and the imported weights (./setup.sh).
+"""
+
+from __future__ import annotations
+
+import argparse
+import shutil
+import sys
+import tempfile
+from pathlib import Path
+
+from PySide6.QtCore import QTimer
+from PySide6.QtWidgets import QApplication
+
+REPO = Path(__file__).resolve().parents[1]
+DATA = REPO.parent / "shared" / "data"
+CLASSES = ["basophil", "eosinophil", "lymphocyte", "monocyte", "neutrophil"]
+
+
+def build_inputs(work: Path, per_class: int, n_fields: int) -> tuple[Path, Path]:
+    ref = work / "pbc_reference"
+    for name in CLASSES:
+        (ref / name).mkdir(parents=True)
+        for f in sorted((DATA / "pbc_barcelona" / name).iterdir())[:per_class]:
+            shutil.copy(f, ref / name / f.name)
+    fields = work / "bccd_fields"
+    fields.mkdir()
+    for f in sorted((DATA / "bccd_fov" / "JPEGImages").iterdir())[:n_fields]:
+        shutil.copy(f, fields / f.name)
+    return ref, fields
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser()
+    parser.add_argument("--out", type=Path, default=REPO / "docs")
+    parser.add_argument("--per-class", type=int, default=40)
+    parser.add_argument("--fields", type=int, default=12)
+    args = parser.parse_args()
+    app = QApplication(sys.argv[:1])
+    from cellsearch_gui.gui.app import create_window
+
+    work = Path(tempfile.mkdtemp(prefix="cellsearch-shots-"))
+    ref, fields = build_inputs(work, args.per_class, args.fields)
+    window = create_window([fields], ref)
+    window.show_dialogs = False
+    window.controller.workspace.settings.cell_diameter_px = 160  # BCCD white cells at 640x480
+    window.model_panel.load()
+    window.resize(1560, 960)
+    window.show()
+    c = window.controller
+    shots = {}
+
+    def grab(name: str) -> None:
+        app.processEvents()
+        path = args.out / f"screenshot-{name}.png"
+        window.grab().save(str(path))
+        shots[name] = path
+        print(f"wrote {path}")
+
+    def after_run() -> None:
+        if window.last_error:
+            print("error:", window.last_error[0])
+            app.exit(1)
+            return
+        queue = c.workspace.review_queue()
+        with_outline = [i for i in queue if c.workspace.cells[i].bbox]
+        c.select_cell(with_outline[0] if with_outline else queue[0])
+        window.tabs.setCurrentWidget(window.image_panel)
+        grab("main")
+        window.tabs.setCurrentWidget(window.scatter_panel)
+        grab("pca")
+        first = window.cell_panel.gallery.item(0)
+        window.cell_panel._open_neighbour(first)
+        window.tabs.setCurrentWidget(window.cells_table)
+        grab("gallery")
+        print(f"{len(c.workspace.cells)} cells; predictions: "
+              f"{ {k: c.workspace.result.predictions.labels.count(k) for k in CLASSES} }")
+        app.exit(0)
+
+    c.result_changed.connect(lambda: QTimer.singleShot(500, after_run))
+    QTimer.singleShot(300, c.run_analysis)
+    code = app.exec()
+    shutil.rmtree(work, ignore_errors=True)
+    return code
+
+
+if __name__ == "__main__":
+    sys.exit(main())
