@@ -35,10 +35,11 @@ def small_project(tmp_path, real_weights):
 @needs_shared
 def test_fields_are_segmented_and_classified_then_labels_grow_the_index(small_project, tmp_path):
     ws = small_project
+    ws.save()  # a project store: the run, cells, predictions and labels are recorded
     progress = []
     result = run_job(pipeline_job(ws.plan("cpu")), progress.append)
     ws.apply(result)
-    assert {p.stage for p in progress} >= {"images", "embedding", "classifying"}
+    assert {p.stage for p in progress} >= {"segmenting", "embedding", "classifying"}
     assert len(ws.cells) >= 2
     assert all(c.bbox and c.source_image.endswith(".jpg") for c in ws.cells)
     assert result.predictions.labels[0] in WBC5
@@ -64,8 +65,21 @@ def test_fields_are_segmented_and_classified_then_labels_grow_the_index(small_pr
     assert (out.parent / "cells_crops" / "monocyte").is_dir()
 
     ws.save()
+    with pytest.raises(Exception, match="in use by the CellSearch window"):
+        Workspace.open(ws.folder)  # the project lock
+    store = ws.store
+    run = store.last_finished_run()
+    stored = store.predictions(run["id"])
+    assert len(stored) == len(ws.cells)
+    assert stored[ws.cells[0].cell_id][0] == result.predictions.labels[0]
+    assert run["provenance"]["model_fingerprints"]["mobilenetv2"].startswith("mobilenetv2|b03531")
+    assert [h[0] for h in store.label_history(ws.cells[queue[0]].cell_id)] == ["monocyte"]
+    ws.close()
     again = Workspace.open(ws.folder)
     assert again.user_labels == ws.user_labels and again.settings == ws.settings
+    assert again.query_paths == ws.query_paths and again.reference_dirs == ws.reference_dirs
+    assert again.extra_references() == ((ws.cells[queue[0]].crop_path, "monocyte"),)  # part of the next run
+    again.close()
 
 
 def test_dropped_items_are_sorted_into_fields_and_crops(tmp_path):

@@ -68,6 +68,8 @@ class RunPlan:
     work_dir: Path
     cache_path: Path
     device: str = "auto"
+    project: Path | None = None  # record cells, the run and its predictions in this project's store
+    extra_references: tuple[tuple[str, str], ...] = ()  # (crop, label) of query cells added to the library
 
 
 @dataclass
@@ -82,6 +84,7 @@ class AnalysisResult:
     notes: list[str]
     timings_s: dict
     models: list[str]
+    provenance: dict = field(default_factory=dict)
 
     def project(self, features: np.ndarray) -> np.ndarray:
         return (features - self.pca_mean) @ self.pca_axes.T
@@ -110,7 +113,35 @@ def pca_2d(features: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
 
 
 def pipeline_job(plan: RunPlan, token: CancelToken | None = None) -> Job[AnalysisResult]:
+    """Segment -> embed -> classify. With a project, the run, its cells and predictions are stored; each
+    finished field and embedding batch is kept, so a killed run resumes where it stopped."""
     token = token or CancelToken()
+    store = run_id = None
+    if plan.project is not None:
+        from cellsearch_gui.core.project import open_project
+
+        store = open_project(plan.project, purpose="a classification run", lock=False)
+        run_id = store.start_run("classify", plan.settings.as_dict())
+    try:
+        result = yield from _pipeline(plan, token, store)
+    except BaseException as exc:
+        if store is not None:
+            from cellsearch_gui.core.errors import Cancelled
+
+            status = "cancelled" if isinstance(exc, Cancelled) else "failed"
+            store.finish_run(run_id, status, notes=[str(exc)])
+            store.close()
+        raise
+    if store is not None:
+        p = result.predictions
+        store.finish_run(run_id, "finished", result.provenance, result.notes,
+                         [(c.cell_id, p.labels[i], float(p.entropy[i]), int(p.k_used[i]))
+                          for i, c in enumerate(result.cells)])
+        store.close()
+    return result
+
+
+def _pipeline(plan: RunPlan, token: CancelToken, store) -> Job[AnalysisResult]:
     s = plan.settings
     seg_device = "cpu"
     if s.segmenter != "classical":
@@ -120,7 +151,11 @@ def pipeline_job(plan: RunPlan, token: CancelToken | None = None) -> Job[Analysi
     seg = SegmentSettings(segmenter=s.segmenter, objects=s.objects, pixel_size_um=s.query_pixel_size_um,
                           cell_diameter_px=s.cell_diameter_px or None, device=seg_device)
     cells, notes = yield from collect_query_cells(list(plan.query_paths), plan.work_dir, seg, s.query_kind, token)
+    if store is not None:
+        store.put_cells(cells)
     reference = load_reference(plan.reference_dirs)
+    reference.paths += [Path(p) for p, _ in plan.extra_references]
+    reference.labels += [label for _, label in plan.extra_references]
     inputs = Inputs(reference, CropSet([Path(c.crop_path) for c in cells], [c.true_label for c in cells]),
                     notes + reference.problems, s.reference_pixel_size_um, s.query_pixel_size_um)
     options = EmbedOptions(weights=s.weights, device=plan.device, batch_size=s.batch_size,
@@ -133,7 +168,8 @@ def pipeline_job(plan: RunPlan, token: CancelToken | None = None) -> Job[Analysi
     token.raise_if_cancelled()
     yield Progress("classifying", 0, 1)
     t0 = time.perf_counter()
-    classifier = EWCClassifier(s.ewc_params()).fit(ref.features, ref.labels)
+    params = s.ewc_params()
+    classifier = EWCClassifier(params).fit(ref.features, ref.labels)
     by_path = {c.crop_path: c for c in cells}
     kept = [by_path[str(p)] for p in query.paths]
     preds = classifier.predict(query.features)
@@ -141,4 +177,9 @@ def pipeline_job(plan: RunPlan, token: CancelToken | None = None) -> Job[Analysi
     yield Progress("classifying", 1, 1)
     notes = inputs.notes + [f"{p}: {why}" for p, why in ref.skipped + query.skipped]
     timings = {**ref.timings_s, "classify": time.perf_counter() - t0}
-    return AnalysisResult(kept, ref, query, classifier, preds, mean, axes, notes, timings, list(s.models))
+    from cellsearch_gui.core.workflows import provenance
+
+    record = {**provenance(list(s.models), ref, query, params, options),
+              "segmentation": {"segmenter": s.segmenter, "objects": s.objects,
+                               "cell_diameter_px": s.cell_diameter_px, "pixel_size_um": s.query_pixel_size_um}}
+    return AnalysisResult(kept, ref, query, classifier, preds, mean, axes, notes, timings, list(s.models), record)

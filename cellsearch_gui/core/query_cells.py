@@ -103,20 +103,34 @@ def _segment_key(fields: list[Path], settings: SegmentSettings) -> str:
     return hashlib.sha256(blob.encode()).hexdigest()[:16]
 
 
+def segment_each(fields: list[Path], work_dir: Path, settings: SegmentSettings, token: CancelToken
+                 ) -> Job[tuple[list[QueryCell], list[str]]]:
+    """Segment field by field, each into its own folder: a finished field is never redone, so an
+    interrupted run resumes at the first unfinished field (a folder counts once its segment.json exists)."""
+    cells: list[QueryCell] = []
+    notes: list[str] = []
+    for number, field_path in enumerate(fields):
+        token.raise_if_cancelled()
+        yield Progress("segmenting", number, len(fields), field_path.name)
+        out = Path(work_dir) / "segmented" / _segment_key([field_path], settings)
+        if not (out / "segment.json").is_file():
+            for _ in segment_images([field_path], out, settings, token):
+                token.raise_if_cancelled()
+        summary = json.loads((out / "segment.json").read_text())
+        notes += summary["problems"]
+        cells += cells_from_csv(out / "cells.csv")
+    yield Progress("segmenting", len(fields), len(fields))
+    return cells, notes
+
+
 def collect_query_cells(paths: list[str | Path], work_dir: Path, settings: SegmentSettings, kind: str = "auto",
                         token: CancelToken | None = None) -> Job[tuple[list[QueryCell], list[str]]]:
-    """Segment the fields (reusing an earlier identical run) and gather every query cell."""
+    """Segment the fields (reusing finished ones) and gather every query cell."""
     token = token or CancelToken()
     fields, cells, notes = sort_inputs(paths, kind)
     if fields:
-        out = Path(work_dir) / "segmented" / _segment_key(fields, settings)
-        if not (out / "segment.json").is_file():
-            summary = yield from segment_images(fields, out, settings, token)
-            notes += summary["problems"]
-        else:
-            yield Progress("segmenting", 1, 1, "reusing the earlier segmentation of these images")
-            notes += json.loads((out / "segment.json").read_text())["problems"]
-        cells = cells_from_csv(out / "cells.csv") + cells
+        segmented, seg_notes = yield from segment_each(fields, work_dir, settings, token)
+        cells, notes = segmented + cells, notes + seg_notes
     if not cells:
         raise DatasetError("no cells to classify: " + ("; ".join(notes[:3]) or "the dropped items hold no images"))
     return cells, notes

@@ -13,8 +13,7 @@ from cellsearch_gui.core.dataset import CropSet
 from cellsearch_gui.core.embed_cache import default_cache_dir
 from cellsearch_gui.core.errors import DatasetError
 
-PROJECT_FILE = "project.json"
-PROJECT_VERSION = 1
+LEGACY_FILE = "project.json"  # the first app version's project file; converted on open
 
 
 @dataclass
@@ -50,6 +49,7 @@ class Workspace:
         self.user_labels: dict[str, str] = {}  # cell_id -> label the user gave
         self.added_to_reference: set[str] = set()
         self.result: AnalysisResult | None = None
+        self.store = None  # ProjectStore once the project is saved or opened
 
     # --- inputs -------------------------------------------------------------------------------------
     def add_reference_dir(self, folder: str | Path) -> None:
@@ -68,10 +68,21 @@ class Workspace:
             raise DatasetError("drop images or a folder of cells to classify")
         work = self.work_dir()
         return RunPlan(tuple(self.reference_dirs), tuple(self.query_paths),
-                       AnalysisSettings.from_dict(self.settings.as_dict()), work, self.cache_path(), device)
+                       AnalysisSettings.from_dict(self.settings.as_dict()), work, self.cache_path(), device,
+                       self.folder if self.store is not None and not self.store.readonly else None,
+                       self.extra_references())
+
+    def extra_references(self) -> tuple[tuple[str, str], ...]:
+        """Query cells the user added to the library (crop, label): part of every later run."""
+        crops = {c.cell_id: c.crop_path for c in self.cells}
+        if self.store is not None and any(uid not in crops for uid in self.added_to_reference):
+            crops.update({c.cell_id: c.crop_path for c in self.store.cells()})
+        return tuple((crops[uid], self.user_labels[uid]) for uid in sorted(self.added_to_reference)
+                     if uid in crops and uid in self.user_labels)
 
     def cache_path(self) -> Path:
-        return (self.folder / "embeddings.sqlite") if self.folder else default_cache_dir() / "cache.sqlite"
+        """Folder of the embedding cache (embeddings.sqlite): the project's own, else the user cache."""
+        return self.folder if self.folder else default_cache_dir()
 
     def work_dir(self) -> Path:
         if self.folder:
@@ -83,7 +94,6 @@ class Workspace:
     # --- results and labels -------------------------------------------------------------------------
     def apply(self, result: AnalysisResult) -> None:
         self.result = result
-        self.added_to_reference.clear()
 
     @property
     def cells(self):
@@ -96,11 +106,17 @@ class Workspace:
         return self.user_labels.get(self.cells[index].cell_id)
 
     def set_label(self, index: int, label: str | None) -> None:
-        cell_id = self.cells[index].cell_id
-        if label:
-            self.user_labels[cell_id] = label
-        else:
-            self.user_labels.pop(cell_id, None)
+        self.set_labels({self.cells[index].cell_id: label})
+
+    def set_labels(self, labels: dict[str, str | None]) -> None:
+        """Labels by cell id; stored at once (with who and when) when a project is open."""
+        if self.store is not None:
+            self.store.set_labels(labels)
+        for cell_id, label in labels.items():
+            if label:
+                self.user_labels[cell_id] = label
+            else:
+                self.user_labels.pop(cell_id, None)
 
     def accept(self, index: int) -> None:
         self.set_label(index, self.result.predictions.labels[index])
@@ -128,7 +144,15 @@ class Workspace:
             r.reference.per_model[model] = np.concatenate([r.reference.per_model[model],
                                                            r.query.per_model[model][picked]])
         self.added_to_reference.update(self.cells[i].cell_id for i in picked)
+        if self.store is not None and not self.store.readonly:
+            self.store.set_meta("added_to_reference", sorted(self.added_to_reference))
         r.predictions = r.classifier.predict(r.query.features)
+        if self.store is not None and not self.store.readonly:
+            p = r.predictions
+            run = self.store.start_run("add to reference", self.settings.as_dict())
+            self.store.finish_run(run, "finished", {**r.provenance, "added_to_reference": sorted(
+                self.added_to_reference)}, [], [(c.cell_id, p.labels[i], float(p.entropy[i]), int(p.k_used[i]))
+                                                for i, c in enumerate(self.cells)])
         return len(picked)
 
     def labelled_set(self) -> CropSet:
@@ -173,36 +197,62 @@ class Workspace:
 
         return load_reference(self.reference_dirs).counts() if self.reference_dirs else {}
 
-    # --- project file -------------------------------------------------------------------------------
-    def to_dict(self) -> dict:
-        return {"version": PROJECT_VERSION, "settings": self.settings.as_dict(),
-                "reference_dirs": self.reference_dirs, "query_paths": self.query_paths,
-                "user_labels": self.user_labels}
-
+    # --- project store ----------------------------------------------------------------------------
     def save(self, folder: str | Path | None = None) -> Path:
-        if folder:
-            self.folder = Path(folder)
-        if not self.folder:
+        """Write settings, inputs and labels into the project (created on first save). Labels are also
+        written the moment they are given once a project is open."""
+        from cellsearch_gui.core.project import open_project
+
+        target = Path(folder) if folder else self.folder
+        if target and (self.store is None or target != self.folder):
+            self.close()
+            self.store = open_project(target, create=True, purpose="the CellSearch window")
+            self.folder = target
+            self.store.set_labels(self.user_labels)
+        if self.store is None:
             raise DatasetError("choose a project folder first")
-        self.folder.mkdir(parents=True, exist_ok=True)
-        path = self.folder / PROJECT_FILE
-        tmp = path.with_suffix(".json.part")
-        tmp.write_text(json.dumps(self.to_dict(), indent=1))
-        tmp.replace(path)
-        return path
+        self.store.set_meta("settings", self.settings.as_dict())
+        for path in self.reference_dirs:
+            self.store.add_source("reference", path, self.settings.reference_pixel_size_um)
+        for path in self.query_paths:
+            self.store.add_source("query", path, self.settings.query_pixel_size_um)
+        return self.folder
 
     @classmethod
-    def open(cls, folder: str | Path) -> "Workspace":
-        path = Path(folder) / PROJECT_FILE
-        try:
-            raw = json.loads(path.read_text(encoding="utf-8"))
-        except FileNotFoundError:
-            raise DatasetError(f"{folder}: not a CellSearch project (no {PROJECT_FILE})") from None
-        except ValueError as exc:
-            raise DatasetError(f"{path}: unreadable project file ({exc})") from None
+    def open(cls, folder: str | Path, readonly: bool = False) -> "Workspace":
+        from cellsearch_gui.core.project import open_project
+
+        folder = Path(folder)
+        legacy = folder / LEGACY_FILE
+        if legacy.is_file() and not (folder / "project.sqlite").is_file():
+            return cls._convert_legacy(folder)
         ws = cls(folder)
+        ws.store = open_project(folder, readonly=readonly, purpose="the CellSearch window")
+        ws.settings = AnalysisSettings.from_dict(ws.store.get_meta("settings", {}))
+        ws.reference_dirs = [s["path"] for s in ws.store.sources("reference")]
+        ws.query_paths = [s["path"] for s in ws.store.sources("query")]
+        ws.user_labels = ws.store.labels()
+        ws.added_to_reference = set(ws.store.get_meta("added_to_reference", []))
+        return ws
+
+    @classmethod
+    def _convert_legacy(cls, folder: Path) -> "Workspace":
+        """A project.json of the first app version becomes a project database (the JSON is kept, renamed)."""
+        legacy = folder / LEGACY_FILE
+        try:
+            raw = json.loads(legacy.read_text(encoding="utf-8"))
+        except ValueError as exc:
+            raise DatasetError(f"{legacy}: unreadable project file ({exc})") from None
+        ws = cls()
         ws.settings = AnalysisSettings.from_dict(raw.get("settings", {}))
         ws.reference_dirs = list(raw.get("reference_dirs", []))
         ws.query_paths = list(raw.get("query_paths", []))
         ws.user_labels = dict(raw.get("user_labels", {}))
+        ws.save(folder)
+        legacy.replace(folder / (LEGACY_FILE + ".converted"))
         return ws
+
+    def close(self) -> None:
+        if self.store is not None:
+            self.store.close()
+            self.store = None

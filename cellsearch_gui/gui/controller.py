@@ -129,11 +129,17 @@ class Controller(QObject):
         self.selection_changed.emit(index)
 
     def set_label(self, index: int, label: str | None) -> None:
-        self.workspace.set_label(index, label)
-        self.labels_changed.emit()
+        self._guarded(lambda: self.workspace.set_label(index, label))
 
     def accept(self, index: int) -> None:
-        self.workspace.accept(index)
+        self._guarded(lambda: self.workspace.accept(index))
+
+    def _guarded(self, change) -> None:
+        """A label that cannot be stored (disk full, read-only project) is reported and not applied."""
+        try:
+            change()
+        except CellSearchError as exc:
+            self.error.emit(str(exc), "")
         self.labels_changed.emit()
 
     def add_labelled_to_reference(self) -> int:
@@ -162,12 +168,17 @@ class Controller(QObject):
 
     def save_project(self, folder=None) -> Path:
         path = self.workspace.save(folder)
-        self.message.emit(f"project saved: {path.parent}")
+        self.message.emit(f"project saved: {path}")
         return path
 
     def open_project(self, folder) -> None:
-        self.workspace = Workspace.open(folder)
+        opened = Workspace.open(folder)  # raises (and keeps the current one) when it cannot be opened
+        self.workspace.close()
+        self.workspace = opened
         self.selected = None
         self.inputs_changed.emit()
         self.settings_changed.emit()
         self.result_changed.emit()
+        if opened.store.last_finished_run() and opened.reference_dirs and opened.query_paths:
+            self.message.emit("restoring the last results (segmentation and embeddings come from the project)")
+            self.run_analysis()

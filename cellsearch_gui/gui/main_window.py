@@ -171,7 +171,10 @@ class MainWindow(QMainWindow):
     def save_project(self) -> None:
         folder = QFileDialog.getExistingDirectory(self, "Project folder", self._last_dir())
         if folder:
-            self.controller.save_project(folder)
+            try:
+                self.controller.save_project(folder)
+            except Exception as exc:  # noqa: BLE001 - e.g. the folder is in use or read-only
+                self._on_error(str(exc), "")
 
     def open_project(self) -> None:
         folder = QFileDialog.getExistingDirectory(self, "Open a CellSearch project folder", self._last_dir())
@@ -238,6 +241,7 @@ class MainWindow(QMainWindow):
                 return
             self.controller.cancel()
             self.controller.runner.wait(5000)
+        self.controller.workspace.close()
         self.settings.setValue("geometry", self.saveGeometry())
         self.settings.setValue("window_state", self.saveState())
         self.settings.sync()
