@@ -120,6 +120,9 @@ def build_parser() -> argparse.ArgumentParser:
     gui.add_argument("--reference", type=Path, help="reference library: one sub-folder of cell images per class")
     gui.add_argument("--project", type=Path, help="open a saved project folder")
 
+    from cellsearch_gui.cli_project import add_project_parser
+
+    add_project_parser(sub)
     models = sub.add_parser("models", help="list, import, download or verify model weights")
     msub = models.add_subparsers(dest="models_command", required=True)
     msub.add_parser("list", help="each model, whether its weights are present, its licence")
@@ -407,7 +410,13 @@ def cmd_gui(args) -> int:
     return gui_main(args.paths, args.reference, args.project)
 
 
-COMMANDS = {"gui": cmd_gui, "segment": cmd_segment, "models": cmd_models, "evaluate": cmd_evaluate, "classify": cmd_classify,
+def cmd_project(args) -> int:
+    from cellsearch_gui.cli_project import cmd_project as run
+
+    return run(args)
+
+
+COMMANDS = {"gui": cmd_gui, "project": cmd_project, "segment": cmd_segment, "models": cmd_models, "evaluate": cmd_evaluate, "classify": cmd_classify,
             "search-combinations": cmd_search}
 
 

@@ -1,4 +1,5 @@
-"""Export of the classified cells: one CSV row per cell, optionally with each crop filed by label."""
+"""Export of classified cells: one CSV row per cell with the provenance of its prediction, optionally with
+each crop filed by label. Works from a live result (the app) or from a project's last run (the CLI)."""
 
 from __future__ import annotations
 
@@ -8,37 +9,81 @@ from pathlib import Path
 
 from cellsearch_gui.core.workflows import spreadsheet_safe
 
-EXPORT_COLUMNS = ["image", "cell_id", "bbox_x0", "bbox_y0", "bbox_x1", "bbox_y1", "centroid_x", "centroid_y",
-                  "area_px", "predicted_label", "entropy", "k_used", "user_label", "true_label", "models",
-                  "crop_path"]
+CELL_COLUMNS = ["image", "cell_id", "bbox_x0", "bbox_y0", "bbox_x1", "bbox_y1", "centroid_x", "centroid_y",
+                "area_px", "predicted_label", "entropy", "k_used", "user_label", "true_label", "crop_path"]
+PROVENANCE_COLUMNS = ["models", "weights", "preprocessing", "metric", "k_min", "k_max", "entropy_threshold",
+                      "stopping_rule", "app_version"]
+EXPORT_COLUMNS = CELL_COLUMNS + PROVENANCE_COLUMNS
 
 
-def export_cells_csv(workspace, path: str | Path, with_crops: bool = False) -> int:
-    """Write the CSV (atomically); with crops, copy each into <csv name>_crops/<label>/. Returns rows written."""
-    result = workspace.result
-    if result is None:
-        raise ValueError("nothing to export yet: run the analysis first")
+def provenance_columns(provenance: dict) -> list:
+    """The same values on every row: what produced the predictions."""
+    params = provenance.get("params", {})
+    weights = "; ".join(f"{fp.split('|')[0]}:{fp.split('|')[1][:12]}"
+                        for fp in provenance.get("model_fingerprints", {}).values())
+    prep = provenance.get("preprocessing", {}).get("query", {})
+    steps = [k for k in ("centre", "mask") if prep.get(k)]
+    if prep.get("scale", "none") != "none":
+        steps.append(f"scale={prep['scale']}")
+    if prep.get("colour", "none") != "none":
+        steps.append(f"colour={prep['colour']}")
+    if prep.get("pixel_size_um"):
+        steps.append(f"pixel_size={prep['pixel_size_um']}um")
+    seg = provenance.get("segmentation", {})
+    if seg:
+        steps.append(f"segmenter={seg.get('segmenter')}")
+    return ["+".join(provenance.get("models", [])), weights, " ".join(steps) or "raw", params.get("metric", ""),
+            params.get("k_min", ""), params.get("k_max", ""), params.get("entropy_threshold", ""),
+            params.get("entropy_norm", ""), provenance.get("app_version", "")]
+
+
+def write_cells_csv(path: str | Path, rows, provenance: dict, with_crops: bool = False) -> int:
+    """``rows``: (cell, predicted, entropy, k, user_label) per cell. Atomic: a failed export leaves no file."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     crop_dir = path.with_name(path.stem + "_crops")
-    preds = result.predictions
-    models = "+".join(result.models)
+    extra = provenance_columns(provenance)
     tmp = path.with_suffix(path.suffix + ".part")
+    count = 0
     with open(tmp, "w", newline="", encoding="utf-8") as handle:
         writer = csv.writer(handle)
         writer.writerow(EXPORT_COLUMNS)
-        for i, cell in enumerate(result.cells):
-            user = workspace.label_of(i) or ""
+        for cell, predicted, entropy, k_used, user in rows:
             crop_path = cell.crop_path
             if with_crops:
-                target = crop_dir / (user or preds.labels[i]) / f"{cell.cell_id}{Path(cell.crop_path).suffix}"
+                target = crop_dir / (user or predicted) / f"{cell.cell_id}{Path(cell.crop_path).suffix}"
                 target.parent.mkdir(parents=True, exist_ok=True)
                 shutil.copy2(cell.crop_path, target)
                 crop_path = str(target)
             bbox = cell.bbox or ("", "", "", "")
             centroid = cell.centroid or ("", "")
             writer.writerow([spreadsheet_safe(v) for v in (
-                cell.source_image, cell.cell_id, *bbox, *centroid, cell.area_px or "", preds.labels[i],
-                f"{preds.entropy[i]:.4f}", int(preds.k_used[i]), user, cell.true_label or "", models, crop_path)])
+                cell.source_image, cell.cell_id, *bbox, *centroid, cell.area_px or "", predicted,
+                f"{abs(entropy):.4f}", int(k_used), user or "", cell.true_label or "", crop_path, *extra)])
+            count += 1
     tmp.replace(path)
-    return len(result.cells)
+    return count
+
+
+def export_cells_csv(workspace, path: str | Path, with_crops: bool = False) -> int:
+    result = workspace.result
+    if result is None:
+        raise ValueError("nothing to export yet: run the analysis first")
+    p = result.predictions
+    rows = ((cell, p.labels[i], float(p.entropy[i]), int(p.k_used[i]), workspace.label_of(i))
+            for i, cell in enumerate(result.cells))
+    return write_cells_csv(path, rows, result.provenance, with_crops)
+
+
+def export_project_csv(store, path: str | Path, with_crops: bool = False) -> int:
+    """The project's last finished run, with the labels as they are now."""
+    from cellsearch_gui.core.project.store import ProjectError
+
+    run = store.last_finished_run()
+    if run is None:
+        raise ProjectError(f"{store.folder}: no finished classification yet: run 'cellsearch project classify'")
+    predictions = store.predictions(run["id"])
+    labels = store.labels()
+    rows = ((cell, *predictions[cell.cell_id], labels.get(cell.cell_id))
+            for cell in store.cells() if cell.cell_id in predictions)
+    return write_cells_csv(path, rows, run["provenance"], with_crops)

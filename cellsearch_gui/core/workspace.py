@@ -219,7 +219,7 @@ class Workspace:
         return self.folder
 
     @classmethod
-    def open(cls, folder: str | Path, readonly: bool = False) -> "Workspace":
+    def open(cls, folder: str | Path, readonly: bool = False, purpose: str = "the CellSearch window") -> "Workspace":
         from cellsearch_gui.core.project import open_project
 
         folder = Path(folder)
@@ -227,7 +227,7 @@ class Workspace:
         if legacy.is_file() and not (folder / "project.sqlite").is_file():
             return cls._convert_legacy(folder)
         ws = cls(folder)
-        ws.store = open_project(folder, readonly=readonly, purpose="the CellSearch window")
+        ws.store = open_project(folder, readonly=readonly, purpose=purpose)
         ws.settings = AnalysisSettings.from_dict(ws.store.get_meta("settings", {}))
         ws.reference_dirs = [s["path"] for s in ws.store.sources("reference")]
         ws.query_paths = [s["path"] for s in ws.store.sources("query")]

@@ -220,6 +220,9 @@ def open_project(folder, create: bool = False, readonly: bool = False, purpose: 
                 raise ProjectError(f"{folder}: needs an upgrade of its schema ({version} -> {SCHEMA_VERSION}) "
                                    "but is read-only")
             migrate(db)
+        if lock is not None:  # the only writer: a run still marked running was killed
+            with db:
+                db.execute("UPDATE runs SET status='interrupted' WHERE status='running'")
     except BaseException:
         if lock is not None:
             lock.release()

@@ -1,0 +1,162 @@
+"""`cellsearch project ...`: create, fill, classify and export a project folder (the app opens the same)."""
+
+from __future__ import annotations
+
+import argparse
+import csv
+import sys
+from pathlib import Path
+
+
+def add_project_parser(sub) -> None:
+    project = sub.add_parser("project", help="a project folder: new, info, add, classify, label, export")
+    psub = project.add_subparsers(dest="project_command", required=True)
+    new = psub.add_parser("new", help="create a project folder")
+    new.add_argument("folder", type=Path)
+    new.add_argument("--models", default="mobilenetv2,efficientnet_lite0")
+    new.add_argument("--preprocessing", default=None, help="crop preparation preset, e.g. cell_device_colour")
+    new.add_argument("--cell-diameter-px", type=float, default=None)
+    new.add_argument("--random-init", action="store_true", help="random-initialised networks (a control)")
+    info = psub.add_parser("info", help="what the project holds (opens it read-only)")
+    info.add_argument("folder", type=Path)
+    add = psub.add_parser("add", help="add a reference library or images to classify")
+    add.add_argument("folder", type=Path)
+    add.add_argument("--reference", type=Path, action="append", default=[],
+                     help="class-per-folder library (an exported library's device and pixel size are read)")
+    add.add_argument("--query", type=Path, nargs="+", default=[], help="images or folders to classify")
+    classify = psub.add_parser("classify", help="segment, embed and classify (resumes an interrupted run)")
+    classify.add_argument("folder", type=Path)
+    classify.add_argument("--device", default="auto")
+    classify.add_argument("--quiet", action="store_true")
+    label = psub.add_parser("label", help="import labels from a CSV with cell_id and label columns")
+    label.add_argument("folder", type=Path)
+    label.add_argument("csv", type=Path)
+    export = psub.add_parser("export", help="CSV of the last run's predictions with provenance")
+    export.add_argument("folder", type=Path)
+    export.add_argument("out", type=Path)
+    export.add_argument("--with-crops", action="store_true")
+    library = psub.add_parser("export-library", help="the reference library plus labelled cells, portable")
+    library.add_argument("folder", type=Path)
+    library.add_argument("out", type=Path)
+    library.add_argument("--device-name", default=None, help="the microscope the library comes from")
+
+
+def _open(folder: Path, purpose: str):
+    from cellsearch_gui.core.workspace import Workspace
+
+    return Workspace.open(folder, purpose=purpose)
+
+
+def cmd_project(args) -> int:
+    return {"new": _new, "info": _info, "add": _add, "classify": _classify, "label": _label,
+            "export": _export, "export-library": _export_library}[args.project_command](args)
+
+
+def _new(args) -> int:
+    from cellsearch_gui.core.registry import parse_model_list
+    from cellsearch_gui.core.workspace import Workspace
+
+    if (args.folder / "project.sqlite").exists():
+        print(f"error: {args.folder} already holds a project", file=sys.stderr)
+        return 2
+    ws = Workspace()
+    ws.settings.models = parse_model_list(args.models, role="embed")
+    if args.preprocessing:
+        ws.settings.preprocessing = args.preprocessing
+    ws.settings.cell_diameter_px = args.cell_diameter_px
+    ws.settings.weights = "random" if args.random_init else "pretrained"
+    ws.save(args.folder)
+    ws.close()
+    print(f"project created: {args.folder}")
+    return 0
+
+
+def _info(args) -> int:
+    from cellsearch_gui.core.project import open_project
+
+    with open_project(args.folder, readonly=True, lock=False) as store:
+        for key, value in store.counts().items():
+            print(f"{key:<18}{value}")
+        for source in store.sources("reference") + store.sources("query"):
+            print(f"source            {source['path']}")
+        for run in store.runs()[-5:]:
+            print(f"run {run['id']:<14}{run['kind']}: {run['status']} ({run['started_at']} -> {run['finished_at']})")
+        print(f"{'integrity':<18}{store.integrity()}")
+    return 0
+
+
+def _add(args) -> int:
+    from cellsearch_gui.core.dataset import scan_class_folders
+    from cellsearch_gui.core.project.library import read_library_info
+
+    ws = _open(args.folder, "'cellsearch project add'")
+    try:
+        for ref in args.reference:
+            scan_class_folders(ref)  # a clear error now rather than at classification time
+            info = read_library_info(ref)
+            ws.add_reference_dir(ref)
+            ws.save()
+            ws.store.add_source("reference", ref, info.get("pixel_size_um"), info.get("device"))
+        ws.add_query_paths([str(p) for p in args.query])
+        ws.save()
+        print(f"{len(ws.reference_dirs)} reference folder(s), {len(ws.query_paths)} query item(s)")
+    finally:
+        ws.close()
+    return 0
+
+
+def _classify(args) -> int:
+    from cellsearch_gui.cli import ProgressPrinter
+    from cellsearch_gui.core.analysis import pipeline_job
+    from cellsearch_gui.core.jobs import run_job
+
+    ws = _open(args.folder, "'cellsearch project classify'")
+    printer = ProgressPrinter(args.quiet)
+    try:
+        result = run_job(pipeline_job(ws.plan(args.device)), printer)
+    finally:
+        printer.close()
+        ws.close()
+    counts = {c: result.predictions.labels.count(c) for c in sorted(set(result.predictions.labels))}
+    print(f"{len(result.cells)} cells classified: " + ", ".join(f"{c} {n}" for c, n in counts.items()))
+    for note in result.notes:
+        print(f"note: {note}", file=sys.stderr)
+    return 0
+
+
+def _label(args) -> int:
+    from cellsearch_gui.core.labels_csv import read_labels_csv
+
+    ws = _open(args.folder, "'cellsearch project label'")
+    try:
+        known = {c.cell_id for c in ws.store.cells()}
+        labels, problems = read_labels_csv(args.csv, known)
+        for problem in problems:
+            print(f"skipped: {problem}", file=sys.stderr)
+        ws.set_labels(labels)
+        print(f"{len(labels)} label(s) stored from {args.csv}")
+    finally:
+        ws.close()
+    return 0
+
+
+def _export(args) -> int:
+    from cellsearch_gui.core.export import export_project_csv
+    from cellsearch_gui.core.project import open_project
+
+    with open_project(args.folder, readonly=True, lock=False) as store:
+        rows = export_project_csv(store, args.out, args.with_crops)
+    print(f"{rows} cells -> {args.out}")
+    return 0
+
+
+def _export_library(args) -> int:
+    from cellsearch_gui.core.project.library import export_library
+
+    ws = _open(args.folder, "'cellsearch project export-library'")
+    try:
+        info = export_library(ws, args.out, args.device_name)
+    finally:
+        ws.close()
+    print(f"library of {sum(info['classes'].values())} cells in {len(info['classes'])} classes -> {args.out}")
+    return 0

@@ -1,0 +1,57 @@
+"""Labels from a spreadsheet: a CSV with cell_id and label columns, read defensively."""
+
+from __future__ import annotations
+
+import csv
+from pathlib import Path
+
+from cellsearch_gui.core.errors import DatasetError
+
+MAX_LABEL_LENGTH = 100
+
+
+def read_labels_csv(path, known_cells: set[str]) -> tuple[dict[str, str], list[str]]:
+    """({cell_id: label}, problems). Rows that cannot be used are reported, the others kept."""
+    path = Path(path)
+    try:
+        raw = path.read_bytes()
+    except OSError as exc:
+        raise DatasetError(f"{path}: cannot read ({exc.strerror})") from None
+    try:
+        text = raw.decode("utf-8-sig")
+    except UnicodeDecodeError:
+        try:
+            text = raw.decode("cp1252")  # spreadsheets on Windows
+        except UnicodeDecodeError:
+            raise DatasetError(f"{path}: not a text CSV file (neither UTF-8 nor Windows-1252)") from None
+    if "\0" in text:
+        raise DatasetError(f"{path}: not a text CSV file (it holds binary data)")
+    lines = text.splitlines()
+    if not lines:
+        raise DatasetError(f"{path}: the file is empty")
+    try:
+        dialect = csv.Sniffer().sniff(lines[0], delimiters=",;\t")
+    except csv.Error:
+        dialect = csv.excel
+    reader = csv.DictReader(lines, dialect=dialect)
+    fields = [f.strip().lower() for f in (reader.fieldnames or [])]
+    if "cell_id" not in fields or "label" not in fields:
+        raise DatasetError(f"{path}: needs 'cell_id' and 'label' columns (found: {', '.join(fields) or 'none'})")
+    labels: dict[str, str] = {}
+    problems: list[str] = []
+    for line, row in enumerate(reader, start=2):
+        row = {(k or "").strip().lower(): (v or "").strip() if isinstance(v, str) else "" for k, v in row.items()}
+        cell, label = row.get("cell_id", ""), row.get("label", "")
+        if not cell:
+            problems.append(f"{path}:{line}: no cell_id")
+        elif cell not in known_cells:
+            problems.append(f"{path}:{line}: unknown cell '{cell[:60]}'")
+        elif not label:
+            problems.append(f"{path}:{line}: empty label for '{cell}'")
+        elif label[0] in "=+-@" or any(ch in label for ch in "\r\n\t") or len(label) > MAX_LABEL_LENGTH:
+            problems.append(f"{path}:{line}: label '{label[:40]}' looks like a formula or is not a class name")
+        elif cell in labels and labels[cell] != label:
+            problems.append(f"{path}:{line}: '{cell}' labelled twice ('{labels[cell]}', '{label}'); first kept")
+        else:
+            labels.setdefault(cell, label)
+    return labels, problems

@@ -1,0 +1,56 @@
+"""A labelled reference library as a portable folder: DIR/<class>/<crop> plus library.json (device, pixel
+size, provenance), so a library built on one microscope classifies images from another."""
+
+from __future__ import annotations
+
+import json
+import shutil
+from datetime import datetime, timezone
+from pathlib import Path
+
+from cellsearch_gui import __version__
+from cellsearch_gui.core.errors import DatasetError
+
+LIBRARY_FILE = "library.json"
+
+
+def export_library(workspace, out_dir, device: str | None = None) -> dict:
+    """Reference folders plus the cells the user labelled, copied into one class-per-folder library."""
+    from cellsearch_gui.core.analysis import load_reference
+
+    out = Path(out_dir)
+    if out.exists() and any(out.iterdir()):
+        raise DatasetError(f"{out}: the folder is not empty; choose a new one")
+    entries = []
+    if workspace.reference_dirs:
+        ref = load_reference(workspace.reference_dirs)
+        entries += list(zip(map(str, ref.paths), ref.labels))
+    cells = {c.cell_id: c for c in (workspace.store.cells() if workspace.store else workspace.cells)}
+    entries += [(cells[uid].crop_path, label) for uid, label in sorted(workspace.user_labels.items()) if uid in cells]
+    counts: dict[str, int] = {}
+    for number, (src, label) in enumerate(entries):
+        target = out / label / f"{number:06d}_{Path(src).name}"
+        target.parent.mkdir(parents=True, exist_ok=True)
+        shutil.copy2(src, target)
+        counts[label] = counts.get(label, 0) + 1
+    info = {"format": 1, "device": device, "pixel_size_um": workspace.settings.reference_pixel_size_um,
+            "classes": counts, "app_version": __version__,
+            "exported_at": datetime.now(timezone.utc).isoformat(timespec="seconds"),
+            "sources": list(workspace.reference_dirs),
+            "labelled_in_app": sum(1 for uid in workspace.user_labels if uid in cells)}
+    (out / LIBRARY_FILE).write_text(json.dumps(info, indent=1))
+    return info
+
+
+def read_library_info(folder) -> dict:
+    """library.json of an exported library ({} for a plain class-per-folder directory)."""
+    path = Path(folder) / LIBRARY_FILE
+    if not path.is_file():
+        return {}
+    try:
+        info = json.loads(path.read_text(encoding="utf-8"))
+    except ValueError as exc:
+        raise DatasetError(f"{path}: unreadable library description ({exc})") from None
+    if not isinstance(info, dict) or info.get("format", 1) > 1:
+        raise DatasetError(f"{path}: a library format this CellSearch does not know; update CellSearch")
+    return info
