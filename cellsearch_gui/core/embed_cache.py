@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import os
 import sqlite3
+import time
 from pathlib import Path
 
 import numpy as np
@@ -29,7 +30,23 @@ class EmbeddingCache:
         else:
             Path(path).mkdir(parents=True, exist_ok=True)
             target = str(Path(path) / "embeddings.sqlite")
-        self._db = sqlite3.connect(target, timeout=30, check_same_thread=False)
+        self.recovered_from: Path | None = None
+        try:
+            self._db = self._connect(target)
+        except sqlite3.DatabaseError:
+            if target == ":memory:":
+                raise
+            # a damaged cache is only a cache: keep it aside for inspection and start an empty one
+            damaged = Path(target)
+            self.recovered_from = damaged.with_name(f"{damaged.name}.damaged-{int(time.time())}")
+            damaged.replace(self.recovered_from)
+            for suffix in ("-wal", "-shm"):
+                Path(target + suffix).unlink(missing_ok=True)
+            self._db = self._connect(target)
+
+    def _connect(self, target: str) -> sqlite3.Connection:
+        db = sqlite3.connect(target, timeout=30, check_same_thread=False)
+        self._db = db
         self._db.execute("PRAGMA journal_mode=WAL")
         self._db.execute("PRAGMA synchronous=NORMAL")
         self._db.execute(
@@ -41,6 +58,7 @@ class EmbeddingCache:
             "value TEXT NOT NULL, PRIMARY KEY (kind, content))"
         )
         self._db.commit()
+        return db
 
     def get_meta(self, kind: str, keys: list[str]) -> dict[str, str]:
         found: dict[str, str] = {}

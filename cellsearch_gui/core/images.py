@@ -64,8 +64,6 @@ def to_rgb(array: np.ndarray) -> np.ndarray:
 
 def read_rgb(path: str | Path) -> np.ndarray:
     """Read an image file as HxWx3 uint8, or raise BadImageError naming the file and the problem."""
-    from PIL import Image, UnidentifiedImageError
-
     path = Path(path)
     try:
         size = path.stat().st_size
@@ -73,6 +71,44 @@ def read_rgb(path: str | Path) -> np.ndarray:
         raise BadImageError(path, f"cannot open ({exc.strerror})") from None
     if size == 0:
         raise BadImageError(path, "empty file (0 bytes)")
+    if path.suffix.lower() in (".tif", ".tiff"):
+        array = _read_tiff(path)
+    else:
+        array = _read_with_pil(path)
+    if min(array.shape[:2]) < 2:
+        raise BadImageError(path, f"image is only {array.shape[1]}x{array.shape[0]} pixels")
+    try:
+        return to_rgb(array)
+    except ValueError as exc:
+        raise BadImageError(path, str(exc)) from None
+
+
+def _read_tiff(path: Path) -> np.ndarray:
+    """First page of a TIFF with tifffile: any depth (16-bit, float) and channel count; pages beyond the
+    first (a stack) are not used."""
+    import tifffile
+
+    try:
+        with tifffile.TiffFile(path) as tif:
+            page = tif.pages[0]
+            if int(np.prod(page.shape[:2])) > MAX_PIXELS:
+                raise BadImageError(path, f"{page.shape[1]}x{page.shape[0]} pixels exceeds the "
+                                          f"{MAX_PIXELS:,}-pixel limit for one image")
+            array = page.asarray()
+    except BadImageError:
+        raise
+    except tifffile.TiffFileError:
+        raise BadImageError(path, "not an image file (not a readable TIFF)") from None
+    except (OSError, ValueError, IndexError, MemoryError) as exc:
+        raise BadImageError(path, f"corrupt or truncated image ({exc})") from None
+    if array.ndim == 3 and array.shape[0] in (3, 4) and array.shape[2] not in (3, 4):
+        array = np.moveaxis(array, 0, -1)  # planar RGB
+    return array
+
+
+def _read_with_pil(path: Path) -> np.ndarray:
+    from PIL import Image, UnidentifiedImageError
+
     try:
         with warnings.catch_warnings():
             warnings.simplefilter("error", Image.DecompressionBombWarning)
@@ -90,12 +126,7 @@ def read_rgb(path: str | Path) -> np.ndarray:
         raise BadImageError(path, f"refused as a decompression bomb ({exc})") from None
     except (OSError, SyntaxError, ValueError) as exc:
         raise BadImageError(path, f"corrupt or truncated image ({exc})") from None
-    if min(array.shape[:2]) < 2:
-        raise BadImageError(path, f"image is only {array.shape[1]}x{array.shape[0]} pixels")
-    try:
-        return to_rgb(array)
-    except ValueError as exc:
-        raise BadImageError(path, str(exc)) from None
+    return array
 
 
 def _pil_to_array(image) -> np.ndarray:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import csv
+import io
 from pathlib import Path
 
 from cellsearch_gui.core.errors import DatasetError
@@ -26,14 +27,13 @@ def read_labels_csv(path, known_cells: set[str]) -> tuple[dict[str, str], list[s
             raise DatasetError(f"{path}: not a text CSV file (neither UTF-8 nor Windows-1252)") from None
     if "\0" in text:
         raise DatasetError(f"{path}: not a text CSV file (it holds binary data)")
-    lines = text.splitlines()
-    if not lines:
+    if not text.strip():
         raise DatasetError(f"{path}: the file is empty")
     try:
-        dialect = csv.Sniffer().sniff(lines[0], delimiters=",;\t")
+        dialect = csv.Sniffer().sniff(text.splitlines()[0], delimiters=",;\t")
     except csv.Error:
         dialect = csv.excel
-    reader = csv.DictReader(lines, dialect=dialect)
+    reader = csv.DictReader(io.StringIO(text, newline=""), dialect=dialect)
     fields = [f.strip().lower() for f in (reader.fieldnames or [])]
     if "cell_id" not in fields or "label" not in fields:
         raise DatasetError(f"{path}: needs 'cell_id' and 'label' columns (found: {', '.join(fields) or 'none'})")
