@@ -107,7 +107,7 @@ def _add(args) -> int:
 
 def _classify(args) -> int:
     from cellsearch_gui.cli import ProgressPrinter
-    from cellsearch_gui.core.analysis import pipeline_job
+    from cellsearch_gui.core.pipeline import pipeline_job
     from cellsearch_gui.core.jobs import run_job
 
     ws = _open(args.folder, "'cellsearch project classify'")

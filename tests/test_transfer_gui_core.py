@@ -2,7 +2,7 @@
 
 import pytest
 
-from cellsearch_gui.core.analysis import AnalysisSettings
+from cellsearch_gui.core.pipeline import AnalysisSettings
 from cellsearch_gui.core.dataset import scan_class_folders
 from cellsearch_gui.core.errors import DatasetError
 from cellsearch_gui.core.jobs import run_job

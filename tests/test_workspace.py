@@ -6,7 +6,7 @@ import shutil
 import numpy as np
 import pytest
 
-from cellsearch_gui.core.analysis import pca_2d, pipeline_job
+from cellsearch_gui.core.pipeline import pca_2d, pipeline_job
 from cellsearch_gui.core.export import EXPORT_COLUMNS, export_cells_csv
 from cellsearch_gui.core.jobs import run_job
 from cellsearch_gui.core.query_cells import sort_inputs

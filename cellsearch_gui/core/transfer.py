@@ -5,7 +5,7 @@ from __future__ import annotations
 import dataclasses
 from pathlib import Path
 
-from cellsearch_gui.core.analysis import AnalysisSettings, load_reference
+from cellsearch_gui.core.pipeline import AnalysisSettings, load_reference
 from cellsearch_gui.core.cellcrop import preset
 from cellsearch_gui.core.combinations import Grid
 from cellsearch_gui.core.dataset import CropSet, scan_class_folders

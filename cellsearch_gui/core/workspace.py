@@ -8,7 +8,7 @@ from pathlib import Path
 
 import numpy as np
 
-from cellsearch_gui.core.analysis import AnalysisResult, AnalysisSettings, RunPlan
+from cellsearch_gui.core.pipeline import AnalysisResult, AnalysisSettings, RunPlan
 from cellsearch_gui.core.dataset import CropSet
 from cellsearch_gui.core.embed_cache import default_cache_dir
 from cellsearch_gui.core.errors import DatasetError
@@ -193,7 +193,7 @@ class Workspace:
         if self.result:
             labels = self.result.reference.labels
             return {c: labels.count(c) for c in sorted(set(labels))}
-        from cellsearch_gui.core.analysis import load_reference
+        from cellsearch_gui.core.pipeline import load_reference
 
         return load_reference(self.reference_dirs).counts() if self.reference_dirs else {}
 

@@ -8,7 +8,7 @@ from pathlib import Path
 
 from PySide6.QtCore import QObject, Signal
 
-from cellsearch_gui.core.analysis import AnalysisSettings, pipeline_job
+from cellsearch_gui.core.pipeline import AnalysisSettings, pipeline_job
 from cellsearch_gui.core.errors import CellSearchError
 from cellsearch_gui.core.export import export_cells_csv
 from cellsearch_gui.core.transfer import suggest_job, transfer_job

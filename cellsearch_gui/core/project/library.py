@@ -16,7 +16,7 @@ LIBRARY_FILE = "library.json"
 
 def export_library(workspace, out_dir, device: str | None = None) -> dict:
     """Reference folders plus the cells the user labelled, copied into one class-per-folder library."""
-    from cellsearch_gui.core.analysis import load_reference
+    from cellsearch_gui.core.pipeline import load_reference
 
     out = Path(out_dir)
     if out.exists() and any(out.iterdir()):

@@ -6,7 +6,7 @@ from PySide6.QtCore import Qt
 from PySide6.QtWidgets import (QCheckBox, QComboBox, QDoubleSpinBox, QFileDialog, QFormLayout, QHBoxLayout,
                                QListWidget, QListWidgetItem, QPushButton, QSpinBox, QVBoxLayout, QWidget)
 
-from cellsearch_gui.core.analysis import AnalysisSettings
+from cellsearch_gui.core.pipeline import AnalysisSettings
 from cellsearch_gui.core.cellcrop import PRESETS
 from cellsearch_gui.core.errors import CellSearchError
 from cellsearch_gui.core.ewc import ENTROPY_NORMS
