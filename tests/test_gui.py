@@ -155,3 +155,40 @@ def test_settings_are_remembered(qtbot, tmp_path, monkeypatch):
     assert not second.findChild(QDockWidget, "Models and parameters").isVisible()  # layout remembered
     assert second.findChild(QDockWidget, "Selected cell").isVisible()
     assert second._last_dir() == str(tmp_path)
+
+
+@needs_shared
+def test_transfer_evaluation_and_suggestion_from_the_window(window, qtbot, tmp_path, real_weights, monkeypatch):
+    from conftest import BCCD_WBC
+
+    classes = ["eosinophil", "lymphocyte", "neutrophil"]
+    c = window.controller
+    c.add_reference(make_subset(PBC, tmp_path / "ref", classes, 6))
+    other_device = make_subset(BCCD_WBC, tmp_path / "bccd", classes, 3)
+    c.workspace.settings.models = ["mobilenetv2"]
+    window.model_panel.load()
+    monkeypatch.setattr(QFileDialog, "getExistingDirectory", lambda *a, **k: str(other_device))
+    with qtbot.waitSignal(c.transfer_ready, timeout=120_000):
+        window.evaluate_transfer()
+    dialog = window.last_dialog
+    assert dialog.summary.rowCount() == 2  # both stopping rules
+    assert dialog.per_class.rowCount() == 3
+    assert dialog.summary.item(0, 1).text().endswith("%")
+    qtbot.waitUntil(lambda: not c.runner.busy, timeout=5000)
+
+    # label a handful of this device's cells in the app, then ask for a setting
+    c.add_queries([other_device])
+    with qtbot.waitSignal(c.result_changed, timeout=120_000):
+        c.run_analysis()
+    qtbot.waitUntil(lambda: not c.runner.busy, timeout=5000)
+    ws = c.workspace
+    ws.set_labels({cell.cell_id: cell.true_label for cell in ws.cells})
+    assert c.suggest_setting()
+    qtbot.waitUntil(lambda: not c.runner.busy, timeout=300_000)
+    assert window.last_error is None
+    suggestion = window.last_dialog.suggestion
+    assert window.last_dialog.table.rowCount() == 10
+    c.apply_suggestion(suggestion)
+    assert ws.settings.preprocessing == suggestion["preprocessing"]
+    assert window.model_panel.preprocessing.currentText() == suggestion["preprocessing"]
+    assert ws.settings.params["entropy_norm"] == suggestion["params"]["entropy_norm"]

@@ -89,8 +89,8 @@ class Controller(QObject):
         ws = self.workspace
         labelled = ws.labelled_set()
         settings = AnalysisSettings.from_dict(ws.settings.as_dict())
-        return self._start("setting suggestion", partial(
-            suggest_job, tuple(ws.reference_dirs), labelled, settings, self._cache_path(), self.device))
+        return self._start("setting suggestion", lambda token: suggest_job(
+            tuple(ws.reference_dirs), labelled, settings, self._cache_path(), self.device, token=token))
 
     def apply_suggestion(self, suggestion: dict) -> None:
         merged = {**self.workspace.settings.as_dict(), **suggestion}
