@@ -135,8 +135,9 @@ def build_parser() -> argparse.ArgumentParser:
     verify = msub.add_parser("verify", help="check the sha256 of every present checkpoint")
     verify.add_argument("ids", nargs="*")
     imp = msub.add_parser("import", help="copy a checkpoint into the weights folder after checking it")
-    imp.add_argument("id", nargs="?")
-    imp.add_argument("file", type=Path)
+    imp.add_argument("id", nargs="?", help="model id; without it, FILE is a folder of pinned checkpoints")
+    imp.add_argument("file", type=Path, help="checkpoint file (.pth/.pt/.bin/.safetensors) or a saved model "
+                                             "folder (transformers save_pretrained, hub snapshot)")
     imp.add_argument("--allow-unpinned", action="store_true",
                      help="accept a file whose sha256 differs from the pinned one")
     down = msub.add_parser("download", help="download a model's pinned checkpoint")
@@ -282,7 +283,7 @@ def cmd_models(args) -> int:
                       + (f"\n{'':<6}file:    {st.path}" if st.path else ""))
         return 1 if bad else 0
     if args.models_command == "import":
-        if args.id is None or args.file.is_dir():
+        if args.id is None:  # a folder of checkpoints (USB stick): each file recognised by its sha256
             folder = args.file
             done = weights.import_folder(folder)
             for model_id, path in done:

@@ -183,6 +183,43 @@ def _build_open_clip(spec: ModelSpec, checkpoint: Path | None, seed: int):
 
 # -------------------------------------------------------------------------------------- transformers
 
+def _load_transformers(model_class, config, checkpoint: Path, spec: ModelSpec):
+    """transformers' own ``from_pretrained`` on a single weights file (it renames the saved keys to the
+    current module names and strips the task prefix, e.g. ViTMAEForPreTraining's ``vit.``). Extra tensors
+    (a decoder) are ignored; missing or mis-shaped ones are an error, not a silent re-initialisation."""
+    import os
+    import shutil
+    import tempfile
+
+    from transformers.utils import logging as hf_logging
+
+    from cellsearch_gui.core.weights import is_safetensors
+
+    name = "model.safetensors" if is_safetensors(checkpoint) else "pytorch_model.bin"
+    verbosity, bars = hf_logging.get_verbosity(), hf_logging.is_progress_bar_enabled()
+    hf_logging.set_verbosity_error()
+    hf_logging.disable_progress_bar()
+    try:
+        with tempfile.TemporaryDirectory() as folder:
+            try:
+                os.symlink(Path(checkpoint).resolve(), Path(folder) / name)
+            except OSError:  # no symlinks (Windows without developer mode)
+                shutil.copyfile(checkpoint, Path(folder) / name)
+            model, info = model_class.from_pretrained(folder, config=config, local_files_only=True,
+                                                      output_loading_info=True)
+    except (RuntimeError, OSError, ValueError) as exc:
+        raise CellSearchError(f"{checkpoint}: does not load into '{spec.id}' "
+                              f"({str(exc).splitlines()[0][:200]}); the checkpoint is for a different model") from None
+    finally:
+        hf_logging.set_verbosity(verbosity)
+        if bars:
+            hf_logging.enable_progress_bar()
+    if info["missing_keys"] or info["mismatched_keys"]:
+        raise CellSearchError(f"{checkpoint}: not a '{spec.id}' checkpoint (missing "
+                              f"{sorted(info['missing_keys'])[:3]}, wrong shape {list(info['mismatched_keys'])[:3]})")
+    return model
+
+
 def _build_transformers(spec: ModelSpec, checkpoint: Path | None, seed: int):
     """ViT-MAE with masking off: mask_ratio 0 keeps every patch and ``noise = arange`` keeps them in order,
     so the same image always gives the same tokens."""
@@ -192,13 +229,11 @@ def _build_transformers(spec: ModelSpec, checkpoint: Path | None, seed: int):
     if spec.arch != "vit_mae":
         raise CellSearchError(f"transformers architecture '{spec.arch}' of '{spec.id}' has no builder")
     torch.manual_seed(seed)
-    model = ViTMAEModel(ViTMAEConfig(**{**spec.options, "mask_ratio": 0.0}))
-    if checkpoint is not None:
-        state = load_state_dict(checkpoint)
-        prefix = model.base_model_prefix + "."  # ViTMAEForPreTraining saves the encoder under "vit."
-        if any(k.startswith(prefix) for k in state):
-            state = {k[len(prefix):]: v for k, v in state.items() if k.startswith(prefix)}
-        _load_strict(model, state, spec, checkpoint)
+    config = ViTMAEConfig(**{**spec.options, "mask_ratio": 0.0})
+    if checkpoint is None:
+        model = ViTMAEModel(config)
+    else:
+        model = _load_transformers(ViTMAEModel, config, checkpoint, spec)
     pool = spec.pool or "cls"
 
     class MaeTokens(torch.nn.Module):

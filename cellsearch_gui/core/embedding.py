@@ -231,6 +231,13 @@ class EmbedOptions:
     sequential_models: bool | None = None
 
 
+def use_sequential_models(option: bool | None, device: str, n_models: int) -> bool:
+    """The option when given; else one model at a time on a GPU (its memory is the scarce resource)."""
+    if option is not None:
+        return option
+    return device != "cpu" and n_models > 1
+
+
 def _read_batch(keys: list[str], first_path: dict, prep: CropPrep, skipped: dict, prep_records: dict):
     """Read (and prepare) the crops of one batch; unreadable ones go to ``skipped``."""
     images, batch_keys = [], []
@@ -308,9 +315,8 @@ def embed_crops(crops: CropSet, model_ids: list[str], cache: EmbeddingCache,
             cache.put_meta(prep_tag, prep_records)
             prep_records.clear()
 
-    sequential = opts.sequential_models
-    if sequential is None:
-        sequential = bool(runners) and runners[0].device != "cpu" and len(runners) > 1
+    sequential = use_sequential_models(opts.sequential_models, runners[0].device if runners else "cpu",
+                                       len(runners))
     t0 = time.perf_counter()
     try:
         if sequential:
