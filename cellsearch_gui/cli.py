@@ -1,9 +1,10 @@
-"""The `cellsearch` command line: models, evaluate, classify, search-combinations."""
+"""The `cellsearch` command line: models, evaluate, classify, search-combinations, segment, analyse-models."""
 
 from __future__ import annotations
 
 import argparse
 import json
+import os
 import sys
 from pathlib import Path
 
@@ -64,6 +65,11 @@ class ProgressPrinter:
         self.bars.clear()
 
 
+def _add_offline_option(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--offline", action="store_true",
+                   help="never download weights: use imported ones or the hub cache (also CELLSEARCH_OFFLINE=1)")
+
+
 def _add_embed_options(p: argparse.ArgumentParser) -> None:
     p.add_argument("--models", required=True, help="comma-separated model ids, e.g. mobilenetv2,efficientnet_lite0")
     p.add_argument("--per-model-l2", action="store_true",
@@ -71,7 +77,14 @@ def _add_embed_options(p: argparse.ArgumentParser) -> None:
     p.add_argument("--random-init", action="store_true",
                    help="use random-initialised networks instead of pretrained weights (a control)")
     p.add_argument("--device", default="auto", help="auto, cpu, cuda, cuda:1 or mps")
-    p.add_argument("--batch-size", type=int, default=32)
+    p.add_argument("--batch-size", type=int, default=32,
+                   help="crops per forward pass (halved automatically when the GPU runs out of memory)")
+    p.add_argument("--precision", default="auto", choices=["auto", "fp32", "fp16", "bf16"],
+                   help="auto: fp16 on CUDA, fp32 on CPU/MPS; bf16 also speeds up recent CPUs")
+    p.add_argument("--sequential-models", action=argparse.BooleanOptionalAction, default=None,
+                   help="load one model at a time, embed all crops with it, free it, then the next "
+                        "(default: on for GPUs, off for the CPU)")
+    _add_offline_option(p)
     p.add_argument("--cache-dir", type=Path, default=None, help="embedding cache folder")
     p.add_argument("--no-cache", action="store_true", help="keep embeddings in memory only")
     p.add_argument("--classes", type=_words, default=None, help="only these classes (comma-separated)")
@@ -125,12 +138,14 @@ def build_parser() -> argparse.ArgumentParser:
     add_project_parser(sub)
     models = sub.add_parser("models", help="list, import, download or verify model weights")
     msub = models.add_subparsers(dest="models_command", required=True)
-    msub.add_parser("list", help="each model, whether its weights are present, its licence")
+    mlist = msub.add_parser("list", help="each model, whether its weights are present, its licence")
+    mlist.add_argument("--long", action="store_true", help="also the layer embedded and the weights source")
     verify = msub.add_parser("verify", help="check the sha256 of every present checkpoint")
     verify.add_argument("ids", nargs="*")
     imp = msub.add_parser("import", help="copy a checkpoint into the weights folder after checking it")
-    imp.add_argument("id", nargs="?")
-    imp.add_argument("file", type=Path)
+    imp.add_argument("id", nargs="?", help="model id; without it, FILE is a folder of pinned checkpoints")
+    imp.add_argument("file", type=Path, help="checkpoint file (.pth/.pt/.bin/.safetensors) or a saved model "
+                                             "folder (transformers save_pretrained, hub snapshot)")
     imp.add_argument("--allow-unpinned", action="store_true",
                      help="accept a file whose sha256 differs from the pinned one")
     down = msub.add_parser("download", help="download a model's pinned checkpoint")
@@ -175,6 +190,7 @@ def build_parser() -> argparse.ArgumentParser:
     sg.add_argument("--overlap", type=int, default=None, help="tile overlap in pixels (default 1.5 diameters)")
     sg.add_argument("--device", default="cpu")
     sg.add_argument("--checkpoint", type=Path, default=None, help="SAM checkpoint file to use directly")
+    _add_offline_option(sg)
     sg.add_argument("--quiet", action="store_true")
 
     sc = sub.add_parser("search-combinations", help="rank model subsets and hyper-parameters on a validation set")
@@ -192,6 +208,14 @@ def build_parser() -> argparse.ArgumentParser:
                          "cell_clahe"]) + " or 'all'")
     sc.add_argument("--top", type=int, default=15, help="rows of the ranking to print")
     sc.add_argument("--json", type=Path, default=None)
+    an = sub.add_parser("analyse-models", help="class separation per model and CKA between models")
+    an.add_argument("--reference", required=True, type=Path, help="labelled library DIR/<class>/<image>")
+    an.add_argument("--out", required=True, type=Path, help="folder for analysis.json and analysis.png")
+    _add_embed_options(an)
+    an.add_argument("--pca-dims", type=int, default=100, help="PCA dimensions before the cosine similarities")
+    an.add_argument("--sigma-frac", type=float, default=0.8,
+                    help="RBF CKA bandwidth as a fraction of the median pairwise distance")
+    an.add_argument("--max-cells", type=int, default=2000, help="stratified sample of the library (CKA is n^2)")
     return parser
 
 
@@ -208,7 +232,7 @@ def _embed_setup(args):
                     target_pixel_size_um=args.crop_target_pixel_size, objects=args.find_cell, detail=args.detail)
     options = EmbedOptions(weights="random" if args.random_init else "pretrained", device=args.device,
                            batch_size=args.batch_size, per_model_l2=args.per_model_l2, seed=args.seed, prep=prep,
-                           views=args.views)
+                           views=args.views, precision=args.precision, sequential_models=args.sequential_models)
     return models, cache, options
 
 
@@ -247,22 +271,27 @@ def _write_json(path: Path, data: dict) -> None:
 
 def cmd_models(args) -> int:
     from cellsearch_gui.core import weights
+    from cellsearch_gui.core.hub import offline_mode
     from cellsearch_gui.core.registry import REGISTRY, parse_model_list
 
     if args.models_command in ("list", "verify"):
         ids = parse_model_list(",".join(args.ids)) if getattr(args, "ids", None) else sorted(REGISTRY)
         verify = args.models_command == "verify"
-        print(f"weights folder: {weights.weights_dir()}")
-        print(f"{'id':<20}{'dim':>6}{'input':>7}  {'weights':<18}{'licence'}")
+        print(f"weights folder: {weights.weights_dir()}" + ("   (offline mode)" if offline_mode() else ""))
+        print(f"{'id':<23}{'dim':>6}{'input':>7}  {'roles':<15}{'weights':<19}{'licence'}")
         bad = 0
         for model_id in ids:
             st = weights.status(REGISTRY[model_id], verify=verify)
             bad += st.verified is False
             spec = st.spec
-            print(f"{spec.id:<20}{spec.dim:>6}{spec.input_size:>7}  {st.state:<18}{spec.licence}")
+            print(f"{spec.id:<23}{spec.dim:>6}{spec.input_size:>7}  {','.join(spec.roles):<15}{st.state:<19}"
+                  f"{spec.licence}")
+            if getattr(args, "long", False):
+                print(f"{'':<6}layer:   {spec.layer}\n{'':<6}weights: {spec.weights_source}"
+                      + (f"\n{'':<6}file:    {st.path}" if st.path else ""))
         return 1 if bad else 0
     if args.models_command == "import":
-        if args.id is None or args.file.is_dir():
+        if args.id is None:  # a folder of checkpoints (USB stick): each file recognised by its sha256
             folder = args.file
             done = weights.import_folder(folder)
             for model_id, path in done:
@@ -416,8 +445,30 @@ def cmd_project(args) -> int:
     return run(args)
 
 
-COMMANDS = {"gui": cmd_gui, "project": cmd_project, "segment": cmd_segment, "models": cmd_models, "evaluate": cmd_evaluate, "classify": cmd_classify,
-            "search-combinations": cmd_search}
+def cmd_analyse(args) -> int:
+    from cellsearch_gui.core.analysis import format_table, render_png
+    from cellsearch_gui.core.dataset import scan_class_folders
+    from cellsearch_gui.core.workflows import analyse_job
+
+    models, cache, options = _embed_setup(args)
+    reference = scan_class_folders(args.reference)
+    if args.classes:
+        reference = reference.restrict(args.classes)
+    result = _run(analyse_job(reference, models, cache, options, args.pca_dims, args.sigma_frac, args.max_cells),
+                  args.quiet)
+    _report_problems(result["skipped"], reference.problems)
+    print(f"{result['n_cells']} cells, {len(result['classes'])} classes, weights: {options.weights}")
+    print(format_table(result))
+    args.out.mkdir(parents=True, exist_ok=True)
+    _write_json(args.out / "analysis.json", result)
+    render_png(result, args.out / "analysis.png")
+    print(f"-> {args.out / 'analysis.json'}, {args.out / 'analysis.png'}")
+    return 0
+
+
+COMMANDS = {"gui": cmd_gui, "project": cmd_project, "segment": cmd_segment, "models": cmd_models,
+            "evaluate": cmd_evaluate, "classify": cmd_classify, "search-combinations": cmd_search,
+            "analyse-models": cmd_analyse}
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -426,6 +477,9 @@ def main(argv: list[str] | None = None) -> int:
     if args.command is None:
         parser.print_help()
         return 0
+    saved_offline = os.environ.get("CELLSEARCH_OFFLINE")
+    if getattr(args, "offline", False):
+        os.environ["CELLSEARCH_OFFLINE"] = "1"
     try:
         return COMMANDS[args.command](args)
     except CellSearchError as exc:
@@ -434,6 +488,11 @@ def main(argv: list[str] | None = None) -> int:
     except KeyboardInterrupt:
         print("interrupted", file=sys.stderr)
         return 130
+    finally:
+        if saved_offline is None:
+            os.environ.pop("CELLSEARCH_OFFLINE", None)
+        else:
+            os.environ["CELLSEARCH_OFFLINE"] = saved_offline
 
 
 if __name__ == "__main__":

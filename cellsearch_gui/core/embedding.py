@@ -2,25 +2,25 @@
 
 from __future__ import annotations
 
+import contextlib
+import gc
 import hashlib
+import json
 import time
-from dataclasses import dataclass, field
+from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
 import numpy as np
-
-import json
-from dataclasses import asdict
 
 from cellsearch_gui.core.backends import RANDOM_INIT, build_model
 from cellsearch_gui.core.cellcrop import CropPrep, prepare_crop, with_device_colour
 from cellsearch_gui.core.dataset import CropSet
 from cellsearch_gui.core.embed_cache import EmbeddingCache
-from cellsearch_gui.core.errors import BadImageError
+from cellsearch_gui.core.errors import BadImageError, CellSearchError, OutOfMemoryError
 from cellsearch_gui.core.images import read_rgb
 from cellsearch_gui.core.jobs import CancelToken, Job, Progress
 from cellsearch_gui.core.registry import ModelSpec, get_spec
-from cellsearch_gui.core.weights import recorded_sha256, require_weights, sha256_of
+from cellsearch_gui.core.weights import require_weights, weights_sha256
 
 PREPROCESS_VERSION = "resize-square-v1"
 
@@ -37,6 +37,35 @@ def pick_device(requested: str = "auto") -> str:
     return "cpu"
 
 
+PRECISIONS = ("auto", "fp32", "fp16", "bf16")
+
+
+def pick_precision(requested: str, device: str) -> str:
+    """``auto``: fp16 on CUDA (autocast; features within the tolerance tested in test_devices.py), else fp32."""
+    if requested not in PRECISIONS:
+        raise CellSearchError(f"precision '{requested}' is not one of {', '.join(PRECISIONS)}")
+    if requested != "auto":
+        return requested
+    return "fp16" if device.startswith("cuda") else "fp32"
+
+
+def is_out_of_memory(exc: BaseException) -> bool:
+    import torch
+
+    return isinstance(exc, torch.OutOfMemoryError) or (
+        isinstance(exc, RuntimeError) and "out of memory" in str(exc).lower())
+
+
+def free_device_memory(device: str) -> None:
+    import torch
+
+    gc.collect()
+    if device.startswith("cuda") and torch.cuda.is_available():
+        torch.cuda.empty_cache()
+    elif device == "mps" and getattr(torch, "mps", None) is not None and torch.backends.mps.is_available():
+        torch.mps.empty_cache()
+
+
 def preprocess(image: np.ndarray, spec: ModelSpec) -> np.ndarray:
     """uint8 HxWx3 -> float32 3xSxS, resized to the model's input size and normalised."""
     import cv2
@@ -50,19 +79,27 @@ def preprocess(image: np.ndarray, spec: ModelSpec) -> np.ndarray:
 
 
 class ModelRunner:
-    """One loaded model. ``weights='pretrained'`` uses the imported checkpoint; 'random' is explicit."""
+    """One loaded model. ``weights='pretrained'`` uses the model's checkpoint (imported, hub cache, or
+    downloaded unless offline); 'random' is explicit.
+
+    ``precision``: autocast dtype (``auto``: fp16 on CUDA, fp32 elsewhere). The batch is capped by the
+    model's ``max_batch`` and halved on out-of-memory errors until it fits (``batch_size`` then holds the
+    size that worked); ``release()`` frees the model.
+    """
 
     def __init__(self, model_id: str, weights: str = "pretrained", device: str = "auto",
-                 batch_size: int = 32, seed: int = 0, prep: CropPrep | None = None, views: int = 1):
+                 batch_size: int = 32, seed: int = 0, prep: CropPrep | None = None, views: int = 1,
+                 precision: str = "auto"):
         self.spec = get_spec(model_id)
         self.random_init = weights == "random"
         if self.random_init:
             self.weights_id = f"random-seed{seed}"
         else:
             path = require_weights(self.spec)
-            self.weights_id = recorded_sha256(self.spec) or sha256_of(path)
+            self.weights_id = weights_sha256(self.spec, path)
         self.device = pick_device(device)
-        self.batch_size = batch_size
+        self.precision = pick_precision(precision, self.device)
+        self.batch_size = min(batch_size, self.spec.max_batch or batch_size)
         self.seed = seed
         self.prep = prep or CropPrep()
         if views not in (1, 4, 8):
@@ -73,14 +110,29 @@ class ModelRunner:
     @property
     def fingerprint(self) -> str:
         views = "" if self.views == 1 else f"|views={self.views}"
+        precision = "" if self.precision == "fp32" else f"|{self.precision}"
         return (f"{self.spec.id}|{self.weights_id}|{self.spec.input_size}|{PREPROCESS_VERSION}|"
-                f"{self.prep.tag()}{views}")
+                f"{self.prep.tag()}{views}{precision}")
 
     def load(self):
         if self._model is None:
             ckpt = RANDOM_INIT if self.random_init else None
             self._model = build_model(self.spec, checkpoint=ckpt, seed=self.seed).to(self.device)
         return self._model
+
+    def release(self) -> None:
+        """Drop the model and return its memory (GPU cache included); ``load()`` builds it again."""
+        if self._model is not None:
+            self._model = None
+            free_device_memory(self.device)
+
+    def _autocast(self):
+        import torch
+
+        if self.precision == "fp32":
+            return contextlib.nullcontext()
+        dtype = torch.float16 if self.precision == "fp16" else torch.bfloat16
+        return torch.autocast(device_type=self.device.split(":")[0], dtype=dtype)
 
     def embed_arrays(self, images: list[np.ndarray]) -> np.ndarray:
         """Features of each image; with views > 1 the mean over its rotations (and flips): a cell has
@@ -102,11 +154,29 @@ class ModelRunner:
 
         model = self.load()
         out = []
+        start = 0
         with torch.inference_mode():
-            for start in range(0, len(images), self.batch_size):
-                batch = np.stack([preprocess(im, self.spec) for im in images[start : start + self.batch_size]])
-                feats = model(torch.from_numpy(batch).to(self.device))
-                out.append(feats.float().cpu().numpy())
+            while start < len(images):
+                chunk = images[start : start + self.batch_size]
+                try:
+                    batch = torch.from_numpy(np.stack([preprocess(im, self.spec) for im in chunk])).to(self.device)
+                    with self._autocast():
+                        feats = model(batch)
+                    out.append(feats.float().cpu().numpy())
+                except Exception as exc:  # noqa: BLE001 - only out-of-memory is handled here
+                    if not is_out_of_memory(exc):
+                        raise
+                    del exc  # drops the traceback that pins the failed batch's tensors
+                    batch = feats = None
+                    free_device_memory(self.device)
+                    if self.batch_size == 1:
+                        raise OutOfMemoryError(
+                            f"'{self.spec.id}' does not fit in the memory of {self.device} even one crop at a "
+                            f"time ({self.precision}). Close other programs using the GPU, use --precision fp16, "
+                            "--device cpu, or a smaller model.") from None
+                    self.batch_size = max(1, self.batch_size // 2)  # retry the same crops in smaller batches
+                    continue
+                start += len(chunk)
         if not out:
             return np.zeros((0, self.spec.dim), np.float32)
         return np.concatenate(out).astype(np.float32)
@@ -154,11 +224,48 @@ class EmbedOptions:
     seed: int = 0
     prep: CropPrep = field(default_factory=CropPrep)
     views: int = 1  # 4: mean over rotations; 8: rotations and flips
+    precision: str = "auto"  # auto (fp16 on CUDA, fp32 elsewhere), fp32, fp16, bf16
+    # True: each model is loaded, run over all crops and released before the next one (only one model in
+    # memory; crops are read once per model). False: every batch goes through all models (crops read once,
+    # all models in memory). None: sequential on a GPU, interleaved on the CPU.
+    sequential_models: bool | None = None
+
+
+def use_sequential_models(option: bool | None, device: str, n_models: int) -> bool:
+    """The option when given; else one model at a time on a GPU (its memory is the scarce resource)."""
+    if option is not None:
+        return option
+    return device != "cpu" and n_models > 1
+
+
+def _read_batch(keys: list[str], first_path: dict, prep: CropPrep, skipped: dict, prep_records: dict):
+    """Read (and prepare) the crops of one batch; unreadable ones go to ``skipped``."""
+    images, batch_keys = [], []
+    for key in keys:
+        path = first_path[key]
+        if str(path) in skipped:
+            continue
+        try:
+            image = read_rgb(path)
+        except BadImageError as exc:
+            skipped[str(path)] = exc.problem
+            continue
+        if prep.active:
+            image, record = prepare_crop(image, prep)
+            prep_records[key] = json.dumps(asdict(record))
+        images.append(image)
+        batch_keys.append(key)
+    return images, batch_keys
 
 
 def embed_crops(crops: CropSet, model_ids: list[str], cache: EmbeddingCache,
                 options: EmbedOptions | None = None, token: CancelToken | None = None) -> Job[FeatureSet]:
-    """Embed every crop with every model (cache first), skip unreadable crops, concatenate."""
+    """Embed every crop with every model (cache first), skip unreadable crops, concatenate.
+
+    Progress: stage "hashing", then stage "embedding" counting crops (interleaved) or crop-model pairs
+    (sequential), ending at done == total. Models are released when the job ends (sequential: as soon as
+    each one is done).
+    """
     opts = options or EmbedOptions()
     token = token or CancelToken()
     if opts.prep.colour == "device_reinhard" and opts.prep.device_colour is None:
@@ -166,8 +273,8 @@ def embed_crops(crops: CropSet, model_ids: list[str], cache: EmbeddingCache,
 
         yield Progress("measuring device colour", 0, 1)
         opts = dataclasses.replace(opts, prep=with_device_colour(opts.prep, crops.paths, read_rgb))
-    runners = [ModelRunner(m, opts.weights, opts.device, opts.batch_size, opts.seed, opts.prep, opts.views)
-               for m in model_ids]
+    runners = [ModelRunner(m, opts.weights, opts.device, opts.batch_size, opts.seed, opts.prep, opts.views,
+                           opts.precision) for m in model_ids]
     prep_tag = opts.prep.tag()
     prep_records: dict[str, str] = {}
     timings: dict[str, float] = {}
@@ -191,38 +298,56 @@ def embed_crops(crops: CropSet, model_ids: list[str], cache: EmbeddingCache,
     for path, key in zip(crops.paths, keys):
         if key is not None and str(path) not in skipped:
             first_path.setdefault(key, path)  # identical files are read and embedded once
-    todo = [k for k in first_path if any(k not in vectors[r.spec.id] for r in runners)]
-    batch_size = max(r.batch_size for r in runners)
-    t0 = time.perf_counter()
-    for start in range(0, len(todo), batch_size):
-        token.raise_if_cancelled()
-        yield Progress("embedding", start, len(todo), "+".join(model_ids))
-        images, batch_keys = [], []
-        for key in todo[start : start + batch_size]:
-            path = first_path[key]
-            try:
-                image = read_rgb(path)
-            except BadImageError as exc:
-                skipped[str(path)] = exc.problem
-                continue
-            if opts.prep.active:
-                image, record = prepare_crop(image, opts.prep)
-                prep_records[key] = json.dumps(asdict(record))
-            images.append(image)
-            batch_keys.append(key)
-        for runner in runners:
-            need = [i for i, k in enumerate(batch_keys) if k not in vectors[runner.spec.id]]
-            if not need:
-                continue
-            t_model = time.perf_counter()
-            new = dict(zip([batch_keys[i] for i in need], runner.embed_arrays([images[i] for i in need])))
-            cache.put_many(runner.fingerprint, new)
-            vectors[runner.spec.id].update(new)
-            name = f"embed_{runner.spec.id}"
-            timings[name] = timings.get(name, 0.0) + time.perf_counter() - t_model
+
+    def run(runner: ModelRunner, images, batch_keys) -> None:
+        need = [i for i, k in enumerate(batch_keys) if k not in vectors[runner.spec.id]]
+        if not need:
+            return
+        t_model = time.perf_counter()
+        new = dict(zip([batch_keys[i] for i in need], runner.embed_arrays([images[i] for i in need])))
+        cache.put_many(runner.fingerprint, new)
+        vectors[runner.spec.id].update(new)
+        name = f"embed_{runner.spec.id}"
+        timings[name] = timings.get(name, 0.0) + time.perf_counter() - t_model
+
+    def save_prep_records() -> None:
         if prep_records:
             cache.put_meta(prep_tag, prep_records)
-    yield Progress("embedding", len(todo), len(todo), "+".join(model_ids))
+            prep_records.clear()
+
+    sequential = use_sequential_models(opts.sequential_models, runners[0].device if runners else "cpu",
+                                       len(runners))
+    t0 = time.perf_counter()
+    try:
+        if sequential:
+            plan = [(r, [k for k in first_path if k not in vectors[r.spec.id]]) for r in runners]
+            total, done = sum(len(todo) for _, todo in plan), 0
+            for n, (runner, todo) in enumerate(plan, 1):
+                message = f"{runner.spec.id} (model {n} of {len(plan)})"
+                for start in range(0, len(todo), runner.batch_size):
+                    token.raise_if_cancelled()
+                    yield Progress("embedding", done, total, message)
+                    chunk = todo[start : start + runner.batch_size]
+                    run(runner, *_read_batch(chunk, first_path, opts.prep, skipped, prep_records))
+                    save_prep_records()
+                    done += len(chunk)
+                runner.release()
+            yield Progress("embedding", total, total, "+".join(model_ids))
+        else:
+            todo = [k for k in first_path if any(k not in vectors[r.spec.id] for r in runners)]
+            batch_size = max(r.batch_size for r in runners)
+            for start in range(0, len(todo), batch_size):
+                token.raise_if_cancelled()
+                yield Progress("embedding", start, len(todo), "+".join(model_ids))
+                images, batch_keys = _read_batch(todo[start : start + batch_size], first_path, opts.prep,
+                                                 skipped, prep_records)
+                for runner in runners:
+                    run(runner, images, batch_keys)
+                save_prep_records()
+            yield Progress("embedding", len(todo), len(todo), "+".join(model_ids))
+    finally:
+        for runner in runners:
+            runner.release()
     timings["embed_total"] = time.perf_counter() - t0
 
     keep = [i for i, (p, k) in enumerate(zip(crops.paths, keys))

@@ -17,6 +17,10 @@ class ChecksumMismatchError(CellSearchError):
     pass
 
 
+class OutOfMemoryError(CellSearchError):
+    """A model does not fit in the device's memory even at batch size 1."""
+
+
 class BadImageError(CellSearchError):
     def __init__(self, path, problem: str):
         self.path = str(path)

@@ -9,14 +9,20 @@ from cellsearch_gui.core.errors import UnknownModelError
 
 IMAGENET_MEAN = (0.485, 0.456, 0.406)
 IMAGENET_STD = (0.229, 0.224, 0.225)
+CLIP_MEAN = (0.48145466, 0.4578275, 0.40821073)  # OpenAI CLIP / OpenCLIP image normalisation
+CLIP_STD = (0.26862954, 0.26130258, 0.27577711)
 
 
 @dataclass(frozen=True)
 class ModelSpec:
     """One frozen embedding backend.
 
-    ``family`` picks the builder (see ``backends.py``); ``arch`` is the family's own model name.
-    ``sha256`` pins the one checkpoint file the project knows; ``url`` is where users download it.
+    ``family`` picks the builder (see ``backends.py``); ``arch`` is the family's own model name and
+    ``options`` are keyword arguments for the family's constructor (tests pass small ones, see
+    ``backends.tiny_spec``). ``sha256`` pins the one checkpoint file the project knows; ``url`` is where
+    users download it; ``hub_id`` is a Hugging Face repository fetched through huggingface_hub's cache.
+    ``pool`` says which tokens a transformer's embedding is made of; ``max_batch`` caps the batch for
+    models whose activations are large (SAM encoders at 1024 px).
     """
 
     id: str
@@ -34,6 +40,9 @@ class ModelSpec:
     weights_filename: str | None = None
     options: dict = field(default_factory=dict)
     roles: tuple[str, ...] = ("embed",)
+    hub_id: str | None = None
+    pool: str | None = None
+    max_batch: int | None = None
 
     @property
     def filename(self) -> str:
@@ -74,25 +83,90 @@ _SPECS = [
 _SAM_MEAN = (123.675 / 255, 116.28 / 255, 103.53 / 255)
 _SAM_STD = (58.395 / 255, 57.12 / 255, 57.375 / 255)
 _SAM_URL = "https://dl.fbaipublicfiles.com/segment_anything/"
+# Embedding: the image encoder runs at its native 1024 px (the crop is resized to 1024 x 1024), so the
+# features are those the real model computes; its neck output (256 x 64 x 64) is averaged over space.
+_SAM_LAYER = ("embedding: global average pool of the image encoder's neck output (256 x 64 x 64 -> 256) "
+              "at the native 1024 px; segmentation: prompt encoder + mask decoder on that image embedding")
 _SPECS += [
     ModelSpec(
         id="mobilesam", family="sam", arch="vit_t", dim=256, input_size=1024, mean=_SAM_MEAN, std=_SAM_STD,
         licence="Apache-2.0", weights_source="MobileSAM mobile_sam.pt (TinyViT-5M encoder + SAM decoder)",
-        layer="segmentation: SAM prompt encoder + mask decoder on the TinyViT image embedding",
+        layer=_SAM_LAYER.replace("image encoder", "TinyViT image encoder"),
         sha256="6dbb90523a35330fedd7f1d3dfc66f995213d81b29a5ca8108dbcdd4e37d6c2f",
         url="https://github.com/ChaoningZhang/MobileSAM/raw/master/weights/mobile_sam.pt",
-        weights_filename="mobilesam.pt", roles=("segment",),
+        weights_filename="mobilesam.pt", roles=("segment", "embed"), max_batch=8,
     ),
     *[
         ModelSpec(
             id=f"sam_{arch}", family="sam", arch=arch, dim=256, input_size=1024, mean=_SAM_MEAN, std=_SAM_STD,
             licence="Apache-2.0", weights_source=f"Segment Anything {arch} checkpoint ({fname})",
-            layer="segmentation: SAM prompt encoder + mask decoder on the ViT image embedding",
-            url=_SAM_URL + fname, weights_filename=f"sam_{arch}.pth", roles=("segment",),
+            layer=_SAM_LAYER.replace("image encoder", "ViT image encoder"),
+            url=_SAM_URL + fname, weights_filename=f"sam_{arch}.pth", roles=("segment", "embed"), max_batch=4,
         )
         for arch, fname in (("vit_b", "sam_vit_b_01ec64.pth"), ("vit_l", "sam_vit_l_0b3195.pth"),
                             ("vit_h", "sam_vit_h_4b8939.pth"))
     ],
+]
+
+# DINOv2 through timm at 224 px (16 x 16 patches of 14 px; timm resamples the 518 px position embedding
+# of the released weights when they are loaded). The CLS token is what DINOv2's k-NN evaluation uses;
+# the _clsmean variants add the mean patch token, as DINOv2's linear evaluation does.
+for _size, _name, _dim in (("s", "small", 384), ("b", "base", 768), ("l", "large", 1024)):
+    _hub = f"timm/vit_{_name}_patch14_dinov2.lvd142m"
+    _common = dict(family="timm", arch=f"vit_{_name}_patch14_dinov2.lvd142m", input_size=224,
+                   mean=IMAGENET_MEAN, std=IMAGENET_STD, licence="Apache-2.0",
+                   weights_source=f"DINOv2 ViT-{_size.upper()}/14 LVD-142M (Hugging Face {_hub})",
+                   hub_id=_hub, options={"img_size": 224}, weights_filename=f"dinov2_vit{_size}14.pth")
+    _SPECS += [
+        ModelSpec(id=f"dinov2_vit{_size}14", dim=_dim, pool="cls",
+                  layer=f"CLS token after the final LayerNorm ({_dim}): DINOv2's image-level feature, "
+                        "the one its k-NN evaluation uses", **_common),
+        ModelSpec(id=f"dinov2_vit{_size}14_clsmean", dim=2 * _dim, pool="cls+mean",
+                  layer=f"CLS token and mean patch token after the final LayerNorm, concatenated ({2 * _dim}), "
+                        "as in DINOv2's linear evaluation", **_common),
+    ]
+
+_SPECS += [
+    ModelSpec(
+        id="convnext_base", family="timm", arch="convnext_base.fb_in22k_ft_in1k", dim=1024, input_size=224,
+        mean=IMAGENET_MEAN, std=IMAGENET_STD, licence="Apache-2.0",
+        weights_source="ConvNeXt-B ImageNet-22k, fine-tuned on ImageNet-1k "
+                       "(Hugging Face timm/convnext_base.fb_in22k_ft_in1k)",
+        hub_id="timm/convnext_base.fb_in22k_ft_in1k",
+        layer="global average pool of the last stage + the head LayerNorm (1024), before the classifier: "
+              "the pre-logits feature the ImageNet classifier reads",
+    ),
+    ModelSpec(
+        id="swin_base", family="timm", arch="swin_base_patch4_window7_224.ms_in22k_ft_in1k", dim=1024,
+        input_size=224, mean=IMAGENET_MEAN, std=IMAGENET_STD, licence="MIT",
+        weights_source="Swin-B (patch 4, window 7) ImageNet-22k, fine-tuned on ImageNet-1k "
+                       "(Hugging Face timm/swin_base_patch4_window7_224.ms_in22k_ft_in1k)",
+        hub_id="timm/swin_base_patch4_window7_224.ms_in22k_ft_in1k",
+        layer="final LayerNorm of the last stage, averaged over its 7 x 7 tokens (1024), before the classifier",
+    ),
+    # OpenCLIP image towers: the projected embedding is the one aligned with text (zero-shot features)
+    ModelSpec(
+        id="clip_vitb16", family="open_clip", arch="ViT-B-16", dim=512, input_size=224, mean=CLIP_MEAN,
+        std=CLIP_STD, licence="MIT", weights_source="OpenCLIP ViT-B/16 trained on LAION-2B "
+        "(laion2b_s34b_b88k; Hugging Face laion/CLIP-ViT-B-16-laion2B-s34B-b88K)",
+        hub_id="laion/CLIP-ViT-B-16-laion2B-s34B-b88K",
+        layer="image tower output: final LayerNorm of the CLS token projected into the joint image-text space (512)",
+    ),
+    ModelSpec(
+        id="clip_vitl14", family="open_clip", arch="ViT-L-14", dim=768, input_size=224, mean=CLIP_MEAN,
+        std=CLIP_STD, licence="MIT", weights_source="OpenAI CLIP ViT-L/14 "
+        "(open_clip 'openai' tag; Hugging Face timm/vit_large_patch14_clip_224.openai)",
+        hub_id="timm/vit_large_patch14_clip_224.openai", options={"quick_gelu": True},
+        layer="image tower output: final LayerNorm of the CLS token projected into the joint image-text space (768)",
+    ),
+    # ViT-MAE: masking off (mask_ratio 0, patches kept in order) so the embedding is deterministic. MAE's CLS
+    # is an auxiliary token that no loss reads in pre-training (He et al. 2022), so the patch mean is used.
+    ModelSpec(
+        id="vitmae_base", family="transformers", arch="vit_mae", dim=768, input_size=224, mean=IMAGENET_MEAN,
+        std=IMAGENET_STD, licence="Apache-2.0", weights_source="ViT-MAE base, ImageNet-1k (Hugging Face "
+        "facebook/vit-mae-base)", hub_id="facebook/vit-mae-base", pool="mean",
+        layer="mean of the 196 patch tokens after the encoder's final LayerNorm (768), masking off",
+    ),
 ]
 
 REGISTRY: dict[str, ModelSpec] = {spec.id: spec for spec in _SPECS}

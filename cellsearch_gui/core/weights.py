@@ -1,4 +1,9 @@
-"""The weights directory: import, verify, download and safe loading of checkpoints."""
+"""The weights directory: import, verify, download and safe loading of checkpoints.
+
+Where a model's weights come from, in order: a file imported into the weights folder
+(``cellsearch models import``), the Hugging Face cache (hub models), and, unless offline, a download
+(hub models into the hub cache, URL models into the weights folder, each checked before use).
+"""
 
 from __future__ import annotations
 
@@ -11,6 +16,7 @@ import urllib.request
 from dataclasses import dataclass
 from pathlib import Path
 
+from cellsearch_gui.core import hub
 from cellsearch_gui.core.errors import ChecksumMismatchError, CellSearchError, WeightsMissingError
 from cellsearch_gui.core.registry import REGISTRY, ModelSpec, get_spec
 
@@ -40,7 +46,8 @@ def weights_path(spec: ModelSpec) -> Path:
 
 
 def _record_path(spec: ModelSpec) -> Path:
-    return weights_dir() / f"{spec.id}.json"
+    # by file name: variants that share a checkpoint (dinov2_vitb14_clsmean) share its record
+    return weights_dir() / f"{Path(spec.filename).stem}.json"
 
 
 @dataclass
@@ -49,13 +56,15 @@ class WeightsStatus:
     present: bool
     sha256: str | None
     verified: bool | None  # None: not checked (use verify=True)
+    origin: str | None = None  # "imported" (weights folder) or "hub cache"
+    path: Path | None = None
 
     @property
     def state(self) -> str:
         if not self.present:
             return "missing"
         if self.verified is None:
-            return "present"
+            return "present" if self.origin == "imported" else self.origin
         return "ok" if self.verified else "CHECKSUM MISMATCH"
 
 
@@ -66,15 +75,38 @@ def recorded_sha256(spec: ModelSpec) -> str | None:
         return None
 
 
-def status(spec: ModelSpec, verify: bool = False) -> WeightsStatus:
+def locate_weights(spec: ModelSpec) -> tuple[Path, str] | None:
+    """The weights file to use and where it is ("imported" or "hub cache"); None when neither has it."""
     path = weights_path(spec)
-    if not path.is_file():
+    if path.is_file():
+        return path, "imported"
+    cached = hub.cached_file(spec)
+    return (cached, "hub cache") if cached is not None else None
+
+
+def expected_sha256(spec: ModelSpec, path: Path, origin: str) -> str | None:
+    if origin == "imported":
+        return recorded_sha256(spec) or spec.sha256
+    return hub.content_sha256(path)
+
+
+def status(spec: ModelSpec, verify: bool = False) -> WeightsStatus:
+    found = locate_weights(spec)
+    if found is None:
         return WeightsStatus(spec, False, None, None)
-    expected = recorded_sha256(spec) or spec.sha256
+    path, origin = found
+    expected = expected_sha256(spec, path, origin)
     if not verify:
-        return WeightsStatus(spec, True, expected, None)
+        return WeightsStatus(spec, True, expected, None, origin, path)
     actual = sha256_of(path)
-    return WeightsStatus(spec, True, actual, actual == expected)
+    return WeightsStatus(spec, True, actual, actual == expected if expected else None, origin, path)
+
+
+def weights_sha256(spec: ModelSpec, path: Path) -> str:
+    """The hash that identifies the weights in embedding-cache fingerprints (recorded, content address or computed)."""
+    if path == weights_path(spec) and recorded_sha256(spec):
+        return recorded_sha256(spec)
+    return hub.content_sha256(path) or sha256_of(path)
 
 
 def _atomic_copy_in(src: Path, spec: ModelSpec, digest: str) -> Path:
@@ -95,10 +127,36 @@ def _atomic_copy_in(src: Path, spec: ModelSpec, digest: str) -> Path:
     return weights_path(spec)
 
 
+_FOLDER_WEIGHTS = ("model.safetensors", "pytorch_model.bin", "open_clip_model.safetensors",
+                   "open_clip_pytorch_model.bin")
+
+
+def weights_file_in(folder: Path, spec: ModelSpec) -> Path:
+    """The weights file of a saved model folder (transformers save_pretrained, a hub snapshot)."""
+    for name in _FOLDER_WEIGHTS:
+        if (folder / name).is_file():
+            return folder / name
+    if any(folder.glob("*.index.json")):
+        raise CellSearchError(f"{folder}: a sharded checkpoint; save it as one file "
+                              f"(save_pretrained(..., max_shard_size='20GB')) and import that for '{spec.id}'")
+    files = [p for p in folder.iterdir() if p.suffix in (".safetensors", ".bin", ".pth", ".pt") and p.is_file()]
+    if len(files) != 1:
+        raise CellSearchError(f"{folder}: expected one weights file ({', '.join(_FOLDER_WEIGHTS[:2])}, .pth) "
+                              f"for '{spec.id}', found {len(files)}")
+    return files[0]
+
+
 def import_weights(model_id: str, file: str | Path, allow_unpinned: bool = False) -> Path:
-    """Copy a checkpoint into the weights folder after checking its sha256 and that it loads."""
+    """Copy a checkpoint into the weights folder after checking its sha256 and that it loads.
+
+    ``file`` is the family's native checkpoint (timm/torch state dict .pth/.bin/.safetensors, OpenCLIP
+    checkpoint, SAM .pth) or a saved model folder (transformers ``save_pretrained``); without a pinned
+    sha256 the file's own hash is recorded and checked by ``models verify`` from then on.
+    """
     spec = get_spec(model_id)
     src = Path(file)
+    if src.is_dir():
+        src = weights_file_in(src, spec)
     if not src.is_file():
         raise CellSearchError(f"{src}: no such checkpoint file")
     digest = sha256_of(src)
@@ -127,8 +185,14 @@ def import_folder(folder: str | Path) -> list[tuple[str, Path]]:
 
 
 def download_weights(model_id: str, progress=None) -> Path:
-    """Download a model's pinned checkpoint; the file is used only after its sha256 matches."""
+    """Download a model's checkpoint: hub models into the hub cache, URL models into the weights folder.
+
+    A URL download goes to a temporary file that replaces the target only after its sha256 is checked
+    (pinned models) or recorded; anything partial is deleted.
+    """
     spec = get_spec(model_id)
+    if spec.hub_id and not spec.url:
+        return hub.fetch(spec)
     if not spec.url:
         raise WeightsMissingError(
             f"'{spec.id}' has no download address; get {spec.weights_source} and run "
@@ -158,23 +222,54 @@ def download_weights(model_id: str, progress=None) -> Path:
             os.unlink(tmp)
 
 
-def require_weights(spec: ModelSpec) -> Path:
-    path = weights_path(spec)
-    if not path.is_file():
-        how = f"'cellsearch models download {spec.id}' or " if spec.url else ""
+def _tqdm_progress(spec: ModelSpec):
+    from tqdm import tqdm
+
+    bar = tqdm(desc=f"downloading {spec.id}", unit="B", unit_scale=True, leave=False)
+
+    def update(done: int, total: int) -> None:
+        bar.total = total or None
+        bar.n = done
+        bar.refresh()
+
+    return update
+
+
+def require_weights(spec: ModelSpec, fetch: bool = True) -> Path:
+    """The weights file for ``spec``: imported, else in the hub cache, else (online) downloaded now."""
+    found = locate_weights(spec)
+    if found is not None:
+        return found[0]
+    where = str(weights_dir()) + (" nor in the Hugging Face cache" if spec.hub_id else "")
+    how = f"'cellsearch models import {spec.id} FILE' ({spec.weights_source})"
+    if hub.offline_mode() and (spec.hub_id or spec.url):
         raise WeightsMissingError(
-            f"weights for '{spec.id}' are not in {weights_dir()}. Get them with {how}"
-            f"'cellsearch models import {spec.id} FILE' ({spec.weights_source})."
-        )
-    return path
+            f"weights for '{spec.id}' are not in {where}, and offline mode is on (--offline, CELLSEARCH_OFFLINE "
+            f"or HF_HUB_OFFLINE). On a PC with internet run 'cellsearch models download {spec.id}', "
+            f"copy the checkpoint here and run {how}.")
+    if fetch and (spec.hub_id or spec.url):
+        return download_weights(spec.id, progress=None if spec.hub_id else _tqdm_progress(spec))
+    dl = f"'cellsearch models download {spec.id}' or " if spec.url or spec.hub_id else ""
+    raise WeightsMissingError(f"weights for '{spec.id}' are not in {where}. Get them with {dl}{how}.")
+
+
+def is_safetensors(path: Path) -> bool:
+    """Recognise safetensors by content (8-byte little-endian header length, then a JSON object)."""
+    with open(path, "rb") as handle:
+        head = handle.read(9)
+    return len(head) == 9 and head[8:9] == b"{" and int.from_bytes(head[:8], "little") < (1 << 30)
 
 
 def load_state_dict(path: Path) -> dict:
-    """Load tensors only: safetensors, or torch.load with weights_only=True (no arbitrary pickles)."""
+    """Load tensors only: safetensors, or torch.load with weights_only=True (no arbitrary pickles).
+
+    The format is told from the content, so an imported file keeps working under the weights folder's name.
+    """
     import torch
 
+    path = Path(path)
     try:
-        if path.suffix == ".safetensors":
+        if path.suffix == ".safetensors" or is_safetensors(path):
             from safetensors.torch import load_file
 
             state = load_file(str(path))
@@ -188,4 +283,6 @@ def load_state_dict(path: Path) -> dict:
             state = state[key]
     if not isinstance(state, dict) or not state:
         raise CellSearchError(f"{path}: holds no state dict of tensors")
+    if all(isinstance(k, str) and k.startswith("module.") for k in state):
+        state = {k[len("module."):]: v for k, v in state.items()}  # saved from DataParallel / DDP training
     return state

@@ -183,3 +183,31 @@ def write_predictions_csv(path: str | Path, query: FeatureSet, preds: Prediction
                 p, query.labels[i] or "", preds.labels[i], int(preds.k_used[i]),
                 f"{preds.entropy[i]:.4f}", *[f"{s:.4f}" for s in preds.scores[i]], neighbours)])
     tmp.replace(path)
+
+
+def analyse_job(reference: CropSet, models: list[str], cache: EmbeddingCache, options: EmbedOptions,
+                pca_dims: int = 100, sigma_frac: float = 0.8, max_cells: int = 2000,
+                token: CancelToken | None = None) -> Job[dict]:
+    """Per-model intra/inter-class cosine similarity after PCA and RBF CKA between models on a labelled
+    library (a stratified sample of at most ``max_cells`` cells)."""
+    from cellsearch_gui.core.analysis import analyse, stratified_sample
+    from cellsearch_gui.core.jobs import Progress
+
+    token = token or CancelToken()
+    sample = reference.subset(stratified_sample(reference.labels, max_cells, options.seed))
+    feats = yield from embed_crops(sample, models, cache, options, token)
+    if len(feats.paths) < 3:
+        raise DatasetError("the analysis needs at least three readable labelled cells")
+    yield Progress("analysing", 0, 1)
+    t0 = time.perf_counter()
+    result = analyse(feats.per_model, feats.labels, pca_dims, sigma_frac)
+    result.update({
+        "app_version": __version__,
+        "model_fingerprints": feats.fingerprints,
+        "weights": options.weights,
+        "class_counts": {c: feats.labels.count(c) for c in sorted(set(feats.labels))},
+        "skipped": [{"path": p, "problem": why} for p, why in feats.skipped],
+        "timings_s": {**feats.timings_s, "analysis": time.perf_counter() - t0},
+    })
+    yield Progress("analysing", 1, 1)
+    return result

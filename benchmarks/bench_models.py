@@ -1,0 +1,167 @@
+"""Embedding speed and memory of every backend in the model zoo.
+
+Each model runs in its own fresh process (so its peak memory is its own): built with its real weights
+when they are present here (imported or in the hub cache), otherwise with random weights (said in the
+output: speed and memory do not depend on the weights' values). Crops are real PBC cell images when
+../shared is present, resized by the model's own preprocessing; the batch goes through ModelRunner,
+so the model's batch cap (SAM encoders: 4 or 8 crops at 1024 px) applies as in real use.
+
+* CPU: crops/s in fp32 (``--cpu-precisions fp32,bf16`` adds bf16 autocast) and the process's peak
+  resident memory (ru_maxrss), with the memory after imports (before the model is built) as baseline.
+* GPU (when torch sees CUDA): crops/s in fp32 and fp16 autocast, peak allocated GPU memory.
+
+Usage: python benchmarks/bench_models.py [--models a,b] [--crops 32] [--batch 32] [--sam-crops 2]
+                                         [--cpu-precisions fp32] [--json out/bench_models.json]
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import resource
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+REPO = Path(__file__).resolve().parents[1]
+SHARED = Path(os.environ.get("CELLSEARCH_SHARED", REPO.parent / "shared"))
+sys.path.insert(0, str(REPO))
+
+
+def _rss_mb() -> float:
+    with open("/proc/self/status") as handle:
+        for line in handle:
+            if line.startswith("VmRSS:"):
+                return int(line.split()[1]) / 1024
+    return float("nan")
+
+
+def _peak_rss_mb() -> float:
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024  # kB on Linux
+
+
+def _images(n: int):
+    import numpy as np
+
+    from cellsearch_gui.core.images import read_rgb
+
+    pbc = SHARED / "data" / "pbc_barcelona"
+    if pbc.is_dir():
+        files = sorted(p for c in sorted(pbc.iterdir()) if c.is_dir() for p in sorted(c.iterdir())[:8])
+        return [read_rgb(files[i % len(files)]) for i in range(n)], "PBC crops"
+    rng = np.random.default_rng(0)
+    return [rng.integers(0, 255, (360, 363, 3), np.uint8) for _ in range(n)], "random crops"
+
+
+def worker(model_id: str, crops: int, batch: int, device: str, precision: str) -> dict:
+    """One model, one device and precision, in this process; returns the figures."""
+    import torch
+
+    from cellsearch_gui.core.embedding import ModelRunner
+    from cellsearch_gui.core.registry import get_spec
+    from cellsearch_gui.core.weights import locate_weights
+
+    spec = get_spec(model_id)
+    images, source = _images(crops)
+    base_rss = _rss_mb()
+    weights = "real" if locate_weights(spec) else "random"
+    runner = ModelRunner(model_id, weights="pretrained" if weights == "real" else "random", device=device,
+                         batch_size=batch, precision=precision)
+    t0 = time.perf_counter()
+    model = runner.load()
+    build_s = time.perf_counter() - t0
+    params = sum(p.numel() for p in model.parameters()) / 1e6
+    gpu = device.startswith("cuda")
+    runner.embed_arrays(images[:1])  # warm-up (kernels, allocator)
+    if gpu:
+        torch.cuda.synchronize()
+        torch.cuda.reset_peak_memory_stats()
+    t0 = time.perf_counter()
+    feats = runner.embed_arrays(images)
+    if gpu:
+        torch.cuda.synchronize()
+    seconds = time.perf_counter() - t0
+    result = {
+        "model": model_id, "device": device, "precision": runner.precision, "weights": weights,
+        "params_m": round(params, 1), "batch": runner.batch_size, "crops": len(images), "crop_source": source,
+        "input": spec.input_size, "dim": int(feats.shape[1]), "seconds": round(seconds, 2),
+        "crops_per_s": round(len(images) / seconds, 3), "build_s": round(build_s, 2),
+        "threads": torch.get_num_threads(),
+    }
+    if gpu:
+        result["peak_gpu_mb"] = round(torch.cuda.max_memory_allocated() / 2**20)
+    else:
+        result["rss_after_imports_mb"] = round(base_rss)
+        result["peak_rss_mb"] = round(_peak_rss_mb())
+    return result
+
+
+def _run_isolated(model_id: str, crops: int, batch: int, device: str, precision: str) -> dict:
+    cmd = [sys.executable, __file__, "--worker", model_id, "--crops", str(crops), "--batch", str(batch),
+           "--device", device, "--precision", precision]
+    done = subprocess.run(cmd, capture_output=True, text=True)
+    lines = [line for line in done.stdout.splitlines() if line.startswith("{")]
+    if done.returncode != 0 or not lines:
+        tail = (done.stderr or done.stdout).strip().splitlines()[-1:] or ["no output"]
+        return {"model": model_id, "device": device, "precision": precision, "error": tail[0][:200]}
+    return json.loads(lines[-1])
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--models", default=None, help="comma-separated ids (default: every embedder)")
+    parser.add_argument("--crops", type=int, default=32, help="crops timed per model (after a 1-crop warm-up)")
+    parser.add_argument("--sam-crops", type=int, default=2, help="crops for the SAM ViT encoders at 1024 px on CPU")
+    parser.add_argument("--batch", type=int, default=32)
+    parser.add_argument("--cpu-precisions", default="fp32")
+    parser.add_argument("--gpu-crops", type=int, default=256)
+    parser.add_argument("--json", type=Path, default=None)
+    parser.add_argument("--worker", default=None, help=argparse.SUPPRESS)
+    parser.add_argument("--device", default="cpu", help=argparse.SUPPRESS)
+    parser.add_argument("--precision", default="fp32", help=argparse.SUPPRESS)
+    args = parser.parse_args()
+    if args.worker:
+        print(json.dumps(worker(args.worker, args.crops, args.batch, args.device, args.precision)))
+        return 0
+
+    import torch
+
+    from cellsearch_gui.core.registry import REGISTRY
+
+    models = args.models.split(",") if args.models else [m for m, s in REGISTRY.items() if "embed" in s.roles]
+    runs = []
+    for model_id in models:
+        crops = args.sam_crops if REGISTRY[model_id].arch in ("vit_b", "vit_l", "vit_h") else args.crops
+        runs += [(model_id, crops, "cpu", p) for p in args.cpu_precisions.split(",")]
+        if torch.cuda.is_available():
+            runs += [(model_id, args.gpu_crops, "cuda", p) for p in ("fp32", "fp16")]
+    print(f"torch {torch.__version__}, {os.cpu_count()} CPU cores, CUDA: "
+          f"{torch.cuda.get_device_name(0) if torch.cuda.is_available() else 'not available (GPU rows skipped)'}")
+    header = (f"{'model':<23}{'device':<7}{'prec':<6}{'weights':<8}{'params M':>9}{'batch':>6}{'crops':>6}"
+              f"{'crops/s':>9}{'peak MB':>9}{'base MB':>9}")
+    print(header)
+    results = []
+    for model_id, crops, device, precision in runs:
+        r = _run_isolated(model_id, crops, args.batch, device, precision)
+        results.append(r)
+        if "error" in r:
+            print(f"{model_id:<23}{device:<7}{precision:<6}ERROR {r['error']}")
+            continue
+        peak = r.get("peak_gpu_mb", r.get("peak_rss_mb"))
+        print(f"{model_id:<23}{device:<7}{r['precision']:<6}{r['weights']:<8}{r['params_m']:>9}{r['batch']:>6}"
+              f"{r['crops']:>6}{r['crops_per_s']:>9.2f}{peak:>9}{r.get('rss_after_imports_mb', ''):>9}", flush=True)
+    if any(r.get("weights") == "random" for r in results):
+        print("weights 'random': no checkpoint here, so the network was built with random weights "
+              "(same architecture and cost as the real one)")
+    print("peak MB: process peak resident memory on CPU (base MB: after imports, before the model), "
+          "peak allocated GPU memory on CUDA")
+    if args.json:
+        args.json.parent.mkdir(parents=True, exist_ok=True)
+        args.json.write_text(json.dumps(results, indent=1))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
