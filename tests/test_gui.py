@@ -192,3 +192,21 @@ def test_transfer_evaluation_and_suggestion_from_the_window(window, qtbot, tmp_p
     assert ws.settings.preprocessing == suggestion["preprocessing"]
     assert window.model_panel.preprocessing.currentText() == suggestion["preprocessing"]
     assert ws.settings.params["entropy_norm"] == suggestion["params"]["entropy_norm"]
+
+
+def test_cancel_reaches_inside_a_batch(tmp_path):
+    """The runner checks the token between forward passes, not only between crop batches."""
+    import numpy as np
+
+    from cellsearch_gui.core.embedding import ModelRunner
+    from cellsearch_gui.core.errors import Cancelled
+    from cellsearch_gui.core.jobs import CancelToken
+
+    runner = ModelRunner("mobilenetv2", weights="random", device="cpu", batch_size=2)
+    runner.token = CancelToken()
+    calls = []
+    model = runner.load()
+    runner._model = lambda batch: (calls.append(len(batch)), runner.token.cancel(), model(batch))[2]
+    with pytest.raises(Cancelled):
+        runner.embed_arrays([np.zeros((32, 32, 3), np.uint8)] * 8)
+    assert calls == [2]  # stopped after the first of four forward passes
