@@ -70,11 +70,12 @@ def describe_device(requested: str) -> str:
     if device == "cuda":
         import torch
 
-        return f"GPU: {torch.cuda.get_device_name(0)}"
+        props = torch.cuda.get_device_properties(0)
+        return f"GPU: {props.name} ({props.total_memory / 2**30:.0f} GiB)"
     return {"mps": "GPU: Apple MPS", "cpu": "CPU (no GPU found)" if requested == "auto" else "CPU"}.get(device, device)
 
 
-def create_window(argv_paths=(), reference=None, project=None):
+def create_window(argv_paths=(), reference=None, project=None, welcome: bool = False):
     import pyqtgraph as pg
 
     from cellsearch_gui.gui.controller import Controller
@@ -94,14 +95,27 @@ def create_window(argv_paths=(), reference=None, project=None):
     probe.found.connect(window.device_label.setText)  # a QObject slot: queued onto the GUI thread
     probe.start(controller.device)
     window.device_probe = probe
+    window.welcome = None
+    if welcome and not project and not argv_paths and settings.value("welcome_shown") != "yes":
+        from cellsearch_gui.gui.welcome import WelcomeDialog
+
+        window.welcome = WelcomeDialog(controller, window)
+        probe.found.connect(window.welcome.show_device)
+        settings.setValue("welcome_shown", "yes")
+        QTimer.singleShot(0, window.welcome.open)
     return window
 
 
 def main(paths=(), reference=None, project=None) -> int:
     app = QApplication.instance() or QApplication(sys.argv[:1])
     app.setApplicationName("CellSearch")
+    from importlib.resources import files
+
+    from PySide6.QtGui import QIcon
+
+    app.setWindowIcon(QIcon(str(files("cellsearch_gui") / "resources" / "cellsearch.png")))
     app.setOrganizationName("CellSearch")
-    window = create_window(paths, reference, project)
+    window = create_window(paths, reference, project, welcome=not os.environ.get("CELLSEARCH_QUIT_AFTER"))
     window.show()
     quit_after = os.environ.get("CELLSEARCH_QUIT_AFTER")
     if quit_after:  # smoke tests: start, show, quit

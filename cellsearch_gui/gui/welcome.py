@@ -1,0 +1,117 @@
+"""First run: what this computer can do (GPU, memory), which model weights are here, and a way to get them
+(download, or import from a folder or USB stick), plus an offline demo."""
+
+from __future__ import annotations
+
+from PySide6.QtCore import Qt
+from PySide6.QtWidgets import (QDialog, QFileDialog, QHBoxLayout, QLabel, QPushButton, QTableWidget,
+                               QTableWidgetItem, QVBoxLayout)
+
+from cellsearch_gui.core.demo import DEMO_MODELS, find_sample_data
+
+
+class WelcomeDialog(QDialog):
+    def __init__(self, controller, parent=None):
+        super().__init__(parent)
+        self.controller = controller
+        self.setWindowTitle("Welcome to CellSearch")
+        self.device = QLabel("checking the compute device…")
+        self.device.setWordWrap(True)
+        self.table = QTableWidget(0, 3)
+        self.table.setHorizontalHeaderLabels(["model", "weights", "licence"])
+        self.table.horizontalHeader().setStretchLastSection(True)
+        self.message = QLabel("")
+        self.message.setWordWrap(True)
+        import_button = QPushButton("Import weights from a folder or USB stick…")
+        import_button.clicked.connect(self.import_folder)
+        download_button = QPushButton("Download the demo models")
+        download_button.clicked.connect(self.download)
+        self.demo_button = QPushButton("Open the demo")
+        self.demo_button.clicked.connect(self.open_demo)
+        close = QPushButton("Start with an empty window")
+        close.clicked.connect(self.accept)
+        buttons = QHBoxLayout()
+        for button in (import_button, download_button, self.demo_button, close):
+            buttons.addWidget(button)
+        intro = QLabel("<b>CellSearch classifies cells against a reference library of labelled cells, with "
+                       "pretrained models and no training.</b><br>Before you start, this is what the app found:")
+        intro.setWordWrap(True)
+        layout = QVBoxLayout(self)
+        for widget in (intro, self.device, self.table, self.message):
+            layout.addWidget(widget)
+        layout.addLayout(buttons)
+        self.resize(820, 520)
+        self.refresh()
+
+    def refresh(self) -> None:
+        from cellsearch_gui.core.registry import REGISTRY
+        from cellsearch_gui.core.weights import status
+
+        specs = [s for s in REGISTRY.values() if "embed" in s.roles]
+        self.table.setRowCount(len(specs))
+        for row, spec in enumerate(specs):
+            state = "present" if status(spec).present else "missing"
+            for col, text in enumerate((spec.id, state, spec.licence)):
+                item = QTableWidgetItem(text)
+                if col == 1 and state == "missing":
+                    item.setForeground(Qt.GlobalColor.darkRed)
+                self.table.setItem(row, col, item)
+        self.table.resizeColumnsToContents()
+        have_demo = all(status(REGISTRY[m]).present for m in DEMO_MODELS)
+        self.demo_button.setEnabled(have_demo and find_sample_data() is not None)
+        if not have_demo:
+            self.message.setText("The demo needs " + " and ".join(DEMO_MODELS) + ": download them or import them.")
+        elif find_sample_data() is None:
+            self.message.setText("The demo images were not found (set CELLSEARCH_SAMPLE_DATA).")
+
+    def show_device(self, text: str) -> None:
+        self.device.setText(text)
+
+    def import_folder(self, folder: str | None = None) -> None:
+        from cellsearch_gui.core.errors import CellSearchError
+        from cellsearch_gui.core.weights import import_folder
+
+        folder = folder or QFileDialog.getExistingDirectory(self, "Folder with model weights")
+        if not folder:
+            return
+        try:
+            imported = import_folder(folder)
+            self.message.setText(f"imported {len(imported)} checkpoint(s): " + ", ".join(m for m, _ in imported)
+                                 if imported else f"no known checkpoint in {folder}")
+        except CellSearchError as exc:
+            self.message.setText(str(exc))
+        self.refresh()
+
+    def download(self) -> None:
+        """On the worker thread, with progress in the status bar; the list refreshes when it ends."""
+        from cellsearch_gui.core.jobs import Progress
+        from cellsearch_gui.core.weights import download_weights
+
+        def job(token):
+            for number, model in enumerate(DEMO_MODELS):
+                token.raise_if_cancelled()
+                yield Progress("downloading", number, len(DEMO_MODELS), model)
+                download_weights(model)
+            yield Progress("downloading", len(DEMO_MODELS), len(DEMO_MODELS))
+
+        self.message.setText("downloading… (progress in the status bar)")
+        self.controller.runner.idle.connect(self.refresh)
+        self.controller.error.connect(lambda text, _: self.message.setText(text))
+        self.controller._start("download of the demo models", job)
+
+    def open_demo(self) -> None:
+        import tempfile
+        from pathlib import Path
+
+        from cellsearch_gui.core.demo import build_demo
+
+        target = Path(tempfile.mkdtemp(prefix="cellsearch-demo-"))
+        reference, fields = build_demo(target)
+        ws = self.controller.workspace
+        ws.settings.models = list(DEMO_MODELS)
+        ws.settings.cell_diameter_px = 160
+        self.controller.settings_changed.emit()
+        self.controller.add_reference(reference)
+        self.controller.add_queries([fields])
+        self.accept()
+        self.controller.run_analysis()
