@@ -151,7 +151,8 @@ def test_position_tables_are_resampled_to_the_input_size(tiny_registry, tmp_path
     torch.save(donor.state_dict(), tmp_path / "dino112.pth")
     model = build_model(dino, tmp_path / "dino112.pth")
     assert model.model.pos_embed.shape[1] == 1 + (56 // 14) ** 2
-    assert not torch.equal(model.model.blocks[0].attn.qkv.weight, build_model(dino, "random").model.blocks[0].attn.qkv.weight)
+    random_qkv = build_model(dino, "random").model.blocks[0].attn.qkv.weight
+    assert not torch.equal(model.model.blocks[0].attn.qkv.weight, random_qkv)
 
     sam = get_spec("sam_vit_b")  # 64 px here
     big = dataclasses.replace(sam, options={**sam.options, "img_size": 128})
