@@ -151,7 +151,8 @@ def test_position_tables_are_resampled_to_the_input_size(tiny_registry, tmp_path
     torch.save(donor.state_dict(), tmp_path / "dino112.pth")
     model = build_model(dino, tmp_path / "dino112.pth")
     assert model.model.pos_embed.shape[1] == 1 + (56 // 14) ** 2
-    assert not torch.equal(model.model.blocks[0].attn.qkv.weight, build_model(dino, "random").model.blocks[0].attn.qkv.weight)
+    random_qkv = build_model(dino, "random").model.blocks[0].attn.qkv.weight
+    assert not torch.equal(model.model.blocks[0].attn.qkv.weight, random_qkv)
 
     sam = get_spec("sam_vit_b")  # 64 px here
     big = dataclasses.replace(sam, options={**sam.options, "img_size": 128})
@@ -283,3 +284,37 @@ def test_models_list_shows_every_model_with_role_and_state(capsys):
     assert set(rows) == set(REGISTRY)
     assert "segment,embed" in rows["sam_vit_h"] and "missing" in rows["clip_vitb16"]
     assert rows["dinov2_vitl14_clsmean"].split()[1:3] == ["2048", "224"]
+
+
+def test_first_use_downloads_a_url_model_into_the_weights_folder(online, tmp_path, monkeypatch):
+    """SAM, MobileSAM and MobileNetV2 come from a URL: fetched on first use, checked, then used."""
+    import dataclasses
+
+    import timm
+
+    from cellsearch_gui.core import registry
+
+    spec = get_spec("mobilenetv2")
+    torch.save(timm.create_model(spec.arch, pretrained=False).state_dict(), tmp_path / "served.pth")
+    digest = hashlib.sha256((tmp_path / "served.pth").read_bytes()).hexdigest()
+    served = dataclasses.replace(spec, url=(tmp_path / "served.pth").as_uri(), sha256=digest)
+    monkeypatch.setitem(registry.REGISTRY, "mobilenetv2", served)
+    runner = ModelRunner("mobilenetv2")
+    assert runner.weights_id == digest and weights.weights_path(spec).is_file()
+    assert [p.name for p in weights.weights_dir().iterdir() if p.name.startswith(".")] == []  # no partial file
+
+
+@pytest.mark.parametrize("source_id, target_id, save", [
+    ("dinov2_vitb14", "dinov2_vits14", save_dinov2_safetensors),  # same family, other width
+    ("sam_vit_b", "sam_vit_l", save_sam_pth),
+    ("clip_vitb16", "clip_vitl14", save_open_clip_hub_file),
+    ("convnext_base", "vitmae_base", save_timm_pth),  # another family altogether
+    ("swin_base", "clip_vitb16", save_timm_pth),
+])
+def test_a_checkpoint_for_another_model_is_refused(source_id, target_id, save, tiny_registry, tmp_path, capsys):
+    path = tmp_path / "other.pth"
+    save(get_spec(source_id), path)
+    assert main(["models", "import", target_id, str(path)]) == 2
+    err = capsys.readouterr().err
+    assert err.startswith("error: ") and ("different model" in err or "not a" in err or "not an" in err), err
+    assert not weights.weights_path(get_spec(target_id)).exists()

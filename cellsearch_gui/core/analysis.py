@@ -94,7 +94,10 @@ def stratified_sample(labels, max_cells: int, seed: int = 0) -> np.ndarray:
     for cls in sorted(set(labels.tolist())):
         idx = np.flatnonzero(labels == cls)
         keep.extend(rng.choice(idx, size=max(1, int(round(fraction * len(idx)))), replace=False))
-    return np.sort(np.array(keep[:max_cells] if len(keep) > max_cells else keep))
+    keep = np.array(keep)
+    if len(keep) > max_cells:  # rounding up small classes can overshoot by a few cells
+        keep = rng.choice(keep, size=max_cells, replace=False)
+    return np.sort(keep)
 
 
 def analyse(per_model: dict[str, np.ndarray], labels, pca_dims: int = 100, sigma_frac: float = 0.8) -> dict:

@@ -80,7 +80,11 @@ def _load_timm(model, spec: ModelSpec, checkpoint: Path) -> None:
         state = body  # same names, with or without the classifier
     else:
         state = map_state_dict(state, model.state_dict(), str(checkpoint))
-    missing, unexpected = model.load_state_dict(state, strict=False)
+    try:
+        missing, unexpected = model.load_state_dict(state, strict=False)
+    except RuntimeError as exc:  # shape mismatches
+        raise CellSearchError(f"{checkpoint}: does not fit '{spec.id}' ({str(exc).splitlines()[-1].strip()[:200]}); "
+                              "the checkpoint is for a different model") from None
     real_missing = [k for k in missing if not _skip(k) and not k.startswith(head)]
     if real_missing or unexpected:
         raise CellSearchError(f"{checkpoint}: does not match {spec.arch} "

@@ -231,6 +231,8 @@ def _tqdm_progress(spec: ModelSpec):
         bar.total = total or None
         bar.n = done
         bar.refresh()
+        if total and done >= total:
+            bar.close()
 
     return update
 
