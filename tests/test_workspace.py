@@ -79,6 +79,10 @@ def test_fields_are_segmented_and_classified_then_labels_grow_the_index(small_pr
     assert again.user_labels == ws.user_labels and again.settings == ws.settings
     assert again.query_paths == ws.query_paths and again.reference_dirs == ws.reference_dirs
     assert again.extra_references() == ((ws.cells[queue[0]].crop_path, "monocyte"),)  # part of the next run
+    assert again.restore()  # the last run from the project's own memory-mapped arrays, no image read
+    assert [c.cell_id for c in again.cells] == [c.cell_id for c in ws.cells]
+    assert np.allclose(again.result.query.features, ws.result.query.features)
+    assert again.result.predictions.labels == ws.result.predictions.labels
     again.close()
 
 

@@ -41,6 +41,7 @@ class AnalysisSettings:
     reference_pixel_size_um: float | None = None
     query_pixel_size_um: float | None = None
     batch_size: int = 16
+    feature_storage: str = "float32"  # or float16: half the disk for a run's saved feature arrays
 
     def ewc_params(self) -> EWCParams:
         known = {f.name for f in dataclasses.fields(EWCParams)}
@@ -133,12 +134,49 @@ def pipeline_job(plan: RunPlan, token: CancelToken | None = None) -> Job[Analysi
             store.close()
         raise
     if store is not None:
+        from cellsearch_gui.core.project.arrays import save_run_arrays
+
         p = result.predictions
+        save_run_arrays(plan.project, run_id, result.reference, result.query, plan.settings.feature_storage)
         store.finish_run(run_id, "finished", result.provenance, result.notes,
                          [(c.cell_id, p.labels[i], float(p.entropy[i]), int(p.k_used[i]))
                           for i, c in enumerate(result.cells)])
         store.close()
     return result
+
+
+def restore_result(store, settings: AnalysisSettings, added: dict[str, str] | None = None
+                   ) -> AnalysisResult | None:
+    """The last classification rebuilt from the project alone (cells, memory-mapped features, the index
+    built again, ``added`` {cell id: label} query cells put back into the library), without reading an
+    image; None when the run's arrays are missing or incomplete."""
+    from cellsearch_gui.core.project.arrays import load_run_arrays
+
+    run = store.last_finished_run(kind="classify")
+    if run is None:
+        return None
+    loaded = load_run_arrays(store.folder, run["id"])
+    if loaded is None:
+        return None
+    ref, query = loaded
+    cells = {c.crop_path: c for c in store.cells()}
+    if any(str(p) not in cells for p in query.paths):
+        return None
+    kept = [cells[str(p)] for p in query.paths]
+    params = settings.ewc_params()
+    mean, axes = pca_2d(ref.features)
+    in_library = {str(p) for p in ref.paths}
+    extra = [i for i, c in enumerate(kept) if c.cell_id in (added or {}) and c.crop_path not in in_library]
+    if extra:
+        ref.paths += [query.paths[i] for i in extra]
+        ref.labels += [added[kept[i].cell_id] for i in extra]
+        ref.features = np.concatenate([ref.features, query.features[extra]])
+        for m in ref.per_model:
+            ref.per_model[m] = np.concatenate([ref.per_model[m], query.per_model[m][extra]])
+    classifier = EWCClassifier(params).fit(ref.features, ref.labels)
+    preds = classifier.predict(query.features)
+    return AnalysisResult(kept, ref, query, classifier, preds, mean, axes, [f"restored from run {run['id']}"],
+                          {}, list(ref.model_ids), run["provenance"])
 
 
 def _pipeline(plan: RunPlan, token: CancelToken, store) -> Job[AnalysisResult]:

@@ -252,6 +252,18 @@ class Workspace:
         legacy.replace(folder / (LEGACY_FILE + ".converted"))
         return ws
 
+    def restore(self) -> bool:
+        """Show the last finished run again from the project's own arrays (no image is read)."""
+        from cellsearch_gui.core.pipeline import restore_result
+
+        if self.store is None:
+            return False
+        added = {uid: self.user_labels[uid] for uid in self.added_to_reference if uid in self.user_labels}
+        result = restore_result(self.store, self.settings, added)
+        if result is not None:
+            self.apply(result)
+        return result is not None
+
     def close(self) -> None:
         if self.store is not None:
             self.store.close()

@@ -178,7 +178,9 @@ class Controller(QObject):
         self.selected = None
         self.inputs_changed.emit()
         self.settings_changed.emit()
-        self.result_changed.emit()
-        if opened.store.last_finished_run() and opened.reference_dirs and opened.query_paths:
-            self.message.emit("restoring the last results (segmentation and embeddings come from the project)")
+        if opened.restore():
+            self.message.emit(f"{len(opened.cells)} cells of the last run restored from the project")
+        elif opened.store.last_finished_run() and opened.reference_dirs and opened.query_paths:
+            self.message.emit("rebuilding the last results (segmentation and embeddings come from the project)")
             self.run_analysis()
+        self.result_changed.emit()

@@ -142,9 +142,9 @@ class ProjectStore:
         keys = ["id", "kind", "started_at", "finished_at", "status", "app_version"]
         return [dict(zip(keys, r)) for r in self.db.execute(f"SELECT {', '.join(keys)} FROM runs ORDER BY id")]
 
-    def last_finished_run(self) -> dict | None:
+    def last_finished_run(self, kind: str | None = None) -> dict | None:
         row = self.db.execute("SELECT id, settings, provenance FROM runs WHERE status='finished' "
-                              "ORDER BY id DESC LIMIT 1").fetchone()
+                              "AND (? IS NULL OR kind=?) ORDER BY id DESC LIMIT 1", (kind, kind)).fetchone()
         if row is None:
             return None
         return {"id": row[0], "settings": json.loads(row[1] or "{}"), "provenance": json.loads(row[2] or "{}")}

@@ -1,0 +1,65 @@
+"""A run's feature arrays in the project: one .npy per model and set (float32, or float16 to halve the
+disk), written atomically and memory-mapped on load, so a project reopens without reading an image."""
+
+from __future__ import annotations
+
+import json
+import os
+from pathlib import Path
+
+import numpy as np
+
+from cellsearch_gui.core.embedding import FeatureSet, concat_blocks
+
+ARRAYS_DIR = "features"
+
+
+def _atomic_save(path: Path, array: np.ndarray) -> None:
+    tmp = path.with_name(path.name + ".part")
+    with open(tmp, "wb") as handle:
+        np.save(handle, array)
+        handle.flush()
+        os.fsync(handle.fileno())
+    tmp.replace(path)
+
+
+def save_run_arrays(folder: Path, run_id: int, reference: FeatureSet, query: FeatureSet,
+                    dtype: str = "float32") -> Path:
+    """Write the arrays, then manifest.json last: a run folder without a manifest is incomplete and ignored."""
+    out = Path(folder) / ARRAYS_DIR / f"run-{run_id}"
+    out.mkdir(parents=True, exist_ok=True)
+    for kind, features in (("reference", reference), ("query", query)):
+        for model, block in features.per_model.items():
+            _atomic_save(out / f"{kind}.{model}.npy", block.astype(dtype))
+    manifest = {"models": reference.model_ids, "dims": reference.dims, "per_model_l2": reference.per_model_l2,
+                "fingerprints": reference.fingerprints, "dtype": dtype,
+                "reference_paths": [str(p) for p in reference.paths], "reference_labels": reference.labels,
+                "query_paths": [str(p) for p in query.paths], "prep": {"reference": reference.prep,
+                                                                          "query": query.prep}}
+    tmp = out / "manifest.json.part"
+    tmp.write_text(json.dumps(manifest))
+    tmp.replace(out / "manifest.json")
+    return out
+
+
+def load_run_arrays(folder: Path, run_id: int) -> tuple[FeatureSet, FeatureSet] | None:
+    """The run's features, memory-mapped; None when they are missing or incomplete."""
+    out = Path(folder) / ARRAYS_DIR / f"run-{run_id}"
+    try:
+        manifest = json.loads((out / "manifest.json").read_text())
+        sets = []
+        for kind, paths, labels in (("reference", manifest["reference_paths"], manifest["reference_labels"]),
+                                    ("query", manifest["query_paths"], [None] * len(manifest["query_paths"]))):
+            per_model = {m: np.load(out / f"{kind}.{m}.npy", mmap_mode="r") for m in manifest["models"]}
+            if any(len(block) != len(paths) for block in per_model.values()):
+                return None
+            blocks = [np.asarray(per_model[m], dtype=np.float32) for m in manifest["models"]]
+            sets.append(FeatureSet(
+                paths=[Path(p) for p in paths], labels=list(labels),
+                features=concat_blocks(blocks, manifest["per_model_l2"]), model_ids=manifest["models"],
+                dims=manifest["dims"], per_model_l2=manifest["per_model_l2"],
+                fingerprints=manifest["fingerprints"], per_model={m: b for m, b in zip(manifest["models"], blocks)},
+                prep=manifest["prep"][kind]))
+    except (OSError, ValueError, KeyError):
+        return None
+    return sets[0], sets[1]
