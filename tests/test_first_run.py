@@ -9,6 +9,8 @@ from conftest import SHARED_MODELS, needs_shared
 @needs_shared
 def test_welcome_import_and_offline_demo(qtbot, tmp_path, monkeypatch):
     monkeypatch.setenv("CELLSEARCH_CONFIG_DIR", str(tmp_path / "config"))
+    import torch  # noqa: F401 - already imported: the device probe answers at once (a race, once)
+
     from cellsearch_gui.gui.app import create_window
 
     window = create_window(welcome=True)

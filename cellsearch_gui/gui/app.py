@@ -93,7 +93,6 @@ def create_window(argv_paths=(), reference=None, project=None, welcome: bool = F
         controller.add_queries(list(argv_paths))
     probe = DeviceProbe(window)
     probe.found.connect(window.device_label.setText)  # a QObject slot: queued onto the GUI thread
-    probe.start(controller.device)
     window.device_probe = probe
     window.welcome = None
     if welcome and not project and not argv_paths and settings.value("welcome_shown") != "yes":
@@ -103,6 +102,7 @@ def create_window(argv_paths=(), reference=None, project=None, welcome: bool = F
         probe.found.connect(window.welcome.show_device)
         settings.setValue("welcome_shown", "yes")
         QTimer.singleShot(0, window.welcome.open)
+    probe.start(controller.device)  # after every connection: the probe may answer at once
     return window
 
 
