@@ -29,6 +29,7 @@ class EWCParams:
     growth: float = 2.0
     index: str = "auto"
     entropy_norm: str = "log_k"  # log_k: the paper's H / log k; log_min_kc: H / log min(k, C)
+    storage: str = "fp32"  # reference storage: fp32 (exact), fp16, sq8, pcaN[+fp16|+sq8] (see KnnIndex)
 
     def validate(self) -> "EWCParams":
         if self.k_min < 1 or self.k_max < self.k_min:
@@ -173,7 +174,7 @@ class Predictions:
     classes: list[str]
     neighbour_ids: np.ndarray  # (Q, K) nearest first
     distances: np.ndarray  # (Q, K)
-    index_kind: str = "flat"  # the search that produced the neighbours: flat (exact) or hnsw
+    index_kind: str = "flat"  # the search that produced the neighbours: flat (exact), ivf or hnsw
 
 
 class EWCClassifier:
@@ -181,7 +182,7 @@ class EWCClassifier:
 
     def __init__(self, params: EWCParams | None = None):
         self.params = (params or EWCParams()).validate()
-        self.index = KnnIndex(metric=self.params.metric, kind=self.params.index)
+        self.index = KnnIndex(metric=self.params.metric, kind=self.params.index, storage=self.params.storage)
         self.classes: list[str] = []
         self.label_ids = np.zeros(0, dtype=np.int64)
         self.weights = np.zeros(0)
