@@ -165,6 +165,7 @@ def main(argv=None) -> dict:
     ap.add_argument("--hnsw-full", action="store_true", help="build the HNSW baseline on all N references")
     ap.add_argument("--hnsw-sample", type=int, default=None)
     ap.add_argument("--single", type=int, default=10, help="single queries timed one at a time")
+    ap.add_argument("--parts", default="abc", help="which parts to run (a, b, c)")
     ap.add_argument("--json", default="out/bench_index.json")
     args = ap.parse_args(argv)
     n = 20_000 if args.quick else 100_000
@@ -178,12 +179,12 @@ def main(argv=None) -> dict:
         queries, query_y = generate(world, n_q, 2)
     print(f"generated {n:,} + {n_q:,} x {refs.shape[1]} synthetic embeddings in {gen.s:.1f} s")
     a = part_a(world, refs, queries, args)
-    b = part_b(world, refs, queries[:min(n_q, 300)], sizes, args)
-    c = part_c(world, refs[:n_storage], ref_y[:n_storage], queries[:500], query_y[:500], args)
+    b = part_b(world, refs, queries[:min(n_q, 300)], sizes, args) if "b" in args.parts else []
+    c = part_c(world, refs[:n_storage], ref_y[:n_storage], queries[:500], query_y[:500], args) \
+        if "c" in args.parts else []
     hnsw_note = (f"HNSW built on {a['hnsw_sample']:,} and scaled x{n / a['hnsw_sample']:.0f} (lower bound)"
                  if a["hnsw_extrapolated"] else "HNSW built on all")
     by_storage = {(r["storage"], r["kind"]): r for r in c}
-    fp32 = by_storage[("fp32", "flat")]
     figures = [
         figure(f"index ready, {n:,} x {refs.shape[1]} (flat, exact: recall@{K} = 1)", a["flat_build_s"], "s",
                a["hnsw_build_s_at_n"], f"HNSW M=32 build ({hnsw_note})", goal=">= 20x, recall >= 0.99",
@@ -196,8 +197,8 @@ def main(argv=None) -> dict:
                a["ivf"]["single_ms_per_query"] / 1e3, "IVF single query at recall >= 0.99",
                note="ratio < 1: flat is slower for lone queries; batches are one GEMM"),
     ]
-    for key in (("fp16", "flat"), ("pca256", "flat"), ("pca256", "ivf")):
-        r = by_storage[key]
+    for key in (("fp16", "flat"), ("pca256", "flat"), ("pca256", "ivf")) if c else ():
+        r, fp32 = by_storage[key], by_storage[("fp32", "flat")]
         figures.append(figure(f"  storage {key[0]} ({key[1]}): memory", r["memory_mb"], "MB", fp32["memory_mb"],
                               "fp32 flat", note=f"recall@{K} {r['recall']:.3f}, EWC agreement {r['agreement']:.3f}, "
                                                  f"bal. acc {r['balanced_accuracy']:.3f} vs {fp32['balanced_accuracy']:.3f}"))

@@ -264,6 +264,8 @@ class KnnIndex:
             n_train = len(sample)
             if kind == "ivf":
                 n_train = min(n_train, max(IVF_TRAIN_PER_LIST * nlist, 10_000))
+            else:  # scalar quantizer ranges
+                n_train = min(n_train, 65_536)
             rows = np.sort(np.random.default_rng(1).permutation(len(sample))[:n_train])
             index.train(self._encode(sample[rows]))
         self._index = index

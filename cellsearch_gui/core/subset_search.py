@@ -96,12 +96,11 @@ def subset_neighbours(ref_blocks: Sequence[np.ndarray], val_blocks: Sequence[np.
     want_dot = any(m in ("l2", "cosine") for m in metrics)
     want_canb = "canberra" in metrics
     ref_sq = [np.einsum("ij,ij->i", r, r, dtype=np.float64) for r in refs] if want_dot else None
-    refs_t = [np.ascontiguousarray(r.T) for r in refs] if want_dot else None
     step = chunk_rows(n_ref, len(refs), metrics, max_bytes)
     for start in range(0, n_val, step):
         rows = slice(start, min(n_val, start + step))
         chunk = [v[rows] for v in vals]
-        dots = [c @ rt for c, rt in zip(chunk, refs_t)] if want_dot else None
+        dots = [c @ r.T for c, r in zip(chunk, refs)] if want_dot else None  # BLAS reads r transposed
         val_sq = [np.einsum("ij,ij->i", c, c, dtype=np.float64) for c in chunk] if want_dot else None
         canb = [canberra_matrix(c, r) for c, r in zip(chunk, refs)] if want_canb else None
         stack: list[tuple[tuple[int, ...], dict]] = []  # (prefix, partial sums) per depth
