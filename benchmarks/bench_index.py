@@ -144,7 +144,7 @@ def part_c(world, refs, ref_y, queries, query_y, args) -> list[dict]:
     for storage, kind in (("fp32", "flat"), ("fp16", "flat"), ("sq8", "flat"), ("pca256", "flat"),
                           ("pca256+fp16", "flat"), ("pca128", "flat"), ("pca256", "ivf")):
         with Timer() as build:
-            clf = EWCClassifier(EWCParams(index=kind, storage=storage, **params)).fit(refs, labels)
+            clf = EWCClassifier(EWCParams(index=kind, **params), storage=storage).fit(refs, labels)
         res = timed_search(clf.index, queries, args.single)
         pred = clf.predict(queries)
         row = {"storage": storage, "kind": kind, "memory_mb": clf.index.memory_bytes() / 2**20, "build_s": build.s,

@@ -92,7 +92,7 @@ def test_classifier_with_reduced_storage_agrees_with_exact(library):
     labels = world.labels_for(ref_y)
     exact = EWCClassifier(EWCParams(k_max=300, index="flat")).fit(ref, labels).predict(q)
     for storage, bound in (("fp16", 0.98), ("pca64", 0.85)):
-        pred = EWCClassifier(EWCParams(k_max=300, index="flat", storage=storage)).fit(ref, labels).predict(q)
+        pred = EWCClassifier(EWCParams(k_max=300, index="flat"), storage=storage).fit(ref, labels).predict(q)
         assert np.mean(np.array(pred.labels) == np.array(exact.labels)) >= bound
 
 

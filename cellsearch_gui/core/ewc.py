@@ -29,7 +29,6 @@ class EWCParams:
     growth: float = 2.0
     index: str = "auto"
     entropy_norm: str = "log_k"  # log_k: the paper's H / log k; log_min_kc: H / log min(k, C)
-    storage: str = "fp32"  # reference storage: fp32 (exact), fp16, sq8, pcaN[+fp16|+sq8] (see KnnIndex)
 
     def validate(self) -> "EWCParams":
         if self.k_min < 1 or self.k_max < self.k_min:
@@ -180,9 +179,12 @@ class Predictions:
 class EWCClassifier:
     """Reference library + index; ``predict`` runs the adaptive weighted vote."""
 
-    def __init__(self, params: EWCParams | None = None):
+    def __init__(self, params: EWCParams | None = None, storage: str = "fp32"):
+        """``storage``: how the index holds the references: fp32 (exact, default), fp16, sq8, or pcaN with
+        an optional +fp16/+sq8 (see KnnIndex; benchmarks/bench_index.py reports the accuracy change)."""
         self.params = (params or EWCParams()).validate()
-        self.index = KnnIndex(metric=self.params.metric, kind=self.params.index, storage=self.params.storage)
+        self.storage = storage
+        self.index = KnnIndex(metric=self.params.metric, kind=self.params.index, storage=storage)
         self.classes: list[str] = []
         self.label_ids = np.zeros(0, dtype=np.int64)
         self.weights = np.zeros(0)
