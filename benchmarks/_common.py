@@ -55,18 +55,3 @@ def recall(exact_ids, approx_ids) -> float:
     return float(np.mean([len(np.intersect1d(a, b, assume_unique=True)) / len(a)
                           for a, b in zip(exact_ids, approx_ids)]))
 
-
-def fmt(value, unit: str = "") -> str:
-    if value is None:
-        return "-"
-    if isinstance(value, bool):
-        return str(value)
-    if unit == "s" and value < 1:
-        return f"{value * 1e3:.1f} ms"
-    if abs(value) >= 100:
-        text = f"{value:,.0f}"
-    elif abs(value) >= 1:
-        text = f"{value:.2f}"
-    else:
-        text = f"{value:.4f}"
-    return f"{text} {unit}".strip()

@@ -3,8 +3,8 @@ reduced-storage options, on synthetic clustered 4,352-d embeddings (six-model wi
 
 A. Ready-to-search time for N = 100,000 references (--quick: 20,000): flat "build" (copying the vectors)
    against the HNSW(M=32, efConstruction=40) build. The HNSW baseline is built on a subsample
-   (--hnsw-sample, default 10,000) and scaled linearly to N, which understates it (insertion cost grows
-   with the graph), unless --hnsw-full. Search: a batch of queries (per-query time) and single queries.
+   (--hnsw-sample, default 10,000) and scaled linearly to N (insertion cost grows with the graph, so on
+   an equally loaded machine this understates it), unless --hnsw-full. Search: a batch of queries (per-query time) and single queries.
 B. Crossover: flat, IVF (smallest nprobe reaching recall@1000 >= 0.99) and HNSW at several sizes:
    build, batched and single-query time, recall. This sets index="auto" (see knn_index.AUTO_FLAT_BYTES).
 C. Storage: fp32, fp16, sq8, pca256, pca256+fp16, pca128 (flat) and pca256 IVF: memory, build, search,
@@ -97,7 +97,7 @@ def part_a(world, refs, queries, args) -> dict:
     print(f"   flat: ready in {flat_build.s:.2f} s, exact (recall 1.0); {res['batch_ms_per_query']:.1f} ms/query "
           f"batched, {res['single_ms_per_query']:.0f} ms single query; {out['flat_memory_mb']:.0f} MB")
     print(f"   HNSW M=32: {hnsw['build_s']:.1f} s for {n_sub:,} ({hnsw['build_ms_per_vector']:.2f} ms/vector) -> "
-          f"{hnsw_at_n:.0f} s at {n:,}{' (scaled linearly: a lower bound)' if n_sub < n else ''}; "
+          f"{hnsw_at_n:.0f} s at {n:,}{' (scaled linearly)' if n_sub < n else ''}; "
           f"recall@{K} {hnsw['recall']:.3f} at {n_sub:,}; {hnsw['batch_ms_per_query']:.1f} ms/query batched, "
           f"{hnsw['single_ms_per_query']:.1f} ms single")
     print(f"   IVF: built in {ivf['build_s']:.1f} s (nlist {ivf['nlist']}); nprobe {ivf['nprobe']} gives recall "
@@ -182,7 +182,7 @@ def main(argv=None) -> dict:
     b = part_b(world, refs, queries[:min(n_q, 300)], sizes, args) if "b" in args.parts else []
     c = part_c(world, refs[:n_storage], ref_y[:n_storage], queries[:500], query_y[:500], args) \
         if "c" in args.parts else []
-    hnsw_note = (f"HNSW built on {a['hnsw_sample']:,} and scaled x{n / a['hnsw_sample']:.0f} (lower bound)"
+    hnsw_note = (f"HNSW built on {a['hnsw_sample']:,} and scaled x{n / a['hnsw_sample']:.0f}"
                  if a["hnsw_extrapolated"] else "HNSW built on all")
     by_storage = {(r["storage"], r["kind"]): r for r in c}
     figures = [

@@ -21,10 +21,11 @@ CANBERRA_ZERO = 1e-30
 # index="auto": exact flat search while the fp32 reference vectors take at most AUTO_FLAT_BYTES, an
 # inverted file (IVF) above (HNSW for canberra, which IVF does not serve). Measured by
 # benchmarks/bench_index.py on 2 cores, 4,352-d clustered embeddings, k = 1000: flat is "built" in well
-# under a second (it copies the vectors) and is exact, and a batch of queries costs one GEMM; HNSW
-# (M=32) needs ~3 ms per vector to build (minutes at 100k) and IVF must probe about half its lists for
-# recall@1000 >= 0.99, where it is no faster than flat. So for batch classification flat wins at every
-# size that fits in memory; the switch is a memory bound, not a speed crossover.
+# under a second (it copies the vectors) and is exact, and a batch of queries costs one GEMM (~4-9 ms
+# per query at 100k); HNSW (M=32) took 84 s to build at 100k with recall@1000 0.96, and IVF must probe
+# about half its lists for recall@1000 >= 0.99, where it is no faster than flat. So for batch
+# classification flat wins at every size that fits in memory; the switch is a memory bound, not a speed
+# crossover. (A lone query scans everything: ~120-220 ms at 100k, against ~16 ms for HNSW.)
 AUTO_FLAT_BYTES = 4 << 30
 STORAGE_HELP = "fp32, fp16, sq8, pcaN, pcaN+fp16 or pcaN+sq8 (N = kept PCA components, e.g. pca256)"
 PCA_SAMPLE = 16_384  # rows used to fit the PCA
