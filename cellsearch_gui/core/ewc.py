@@ -84,11 +84,26 @@ def _row_counts(labels: np.ndarray, n_classes: int) -> np.ndarray:
     return np.bincount(flat, minlength=rows * n_classes).reshape(rows, n_classes)
 
 
-def _argmax_with_ties(scores: np.ndarray, first_rank: np.ndarray) -> np.ndarray:
+def _argmax_with_ties(scores: np.ndarray, neighbour_labels: np.ndarray, k_used: np.ndarray) -> np.ndarray:
+    """argmax over classes; a tie goes to the tied class whose nearest member ranks first among the
+    k_used neighbours. Only the (usually few) tied rows pay for the rank look-up."""
     best = scores.max(axis=1, keepdims=True)
     tied = scores >= best - 1e-9 * np.abs(best)
-    rank = np.where(tied, first_rank, np.iinfo(np.int64).max)
-    return rank.argmin(axis=1)
+    winner = tied.argmax(axis=1)
+    multi = np.flatnonzero(tied.sum(axis=1) > 1)
+    if multi.size:
+        big = np.iinfo(np.int64).max
+        depth = int(min(neighbour_labels.shape[1], k_used[multi].max()))
+        labels = neighbour_labels[multi, :depth]
+        inside = np.arange(depth)[None, :] < k_used[multi, None]
+        tied_m = tied[multi]
+        first_rank = np.full(tied_m.shape, big, dtype=np.int64)
+        for c in np.flatnonzero(tied_m.any(axis=0)):
+            hit = (labels == c) & inside
+            has = hit.any(axis=1)
+            first_rank[has, c] = hit.argmax(axis=1)[has]
+        winner[multi] = np.where(tied_m, first_rank, big).argmin(axis=1)
+    return winner
 
 
 @dataclass
@@ -101,33 +116,52 @@ class VoteResult:
     scores: np.ndarray  # (Q, C) weighted votes at k_used
 
 
-def adaptive_vote(neighbour_labels: np.ndarray, weights: np.ndarray, k_min: int, k_max: int,
-                  threshold: float, growth: float = 2.0, entropy_norm: str = "log_k") -> VoteResult:
-    """Evaluate the whole k schedule on pre-fetched neighbour labels (Q, K), K >= min(k_max, N)."""
+_VOTE_ROWS_ELEMENTS = 1 << 22  # bound on (schedule length x rows x classes) held at once
+
+
+def adaptive_vote_many(neighbour_labels: np.ndarray, weights: np.ndarray, k_min: int, k_max: int,
+                       thresholds, growth: float = 2.0, entropy_norm: str = "log_k") -> list[VoteResult]:
+    """``adaptive_vote`` for several entropy thresholds at once: the class counts and entropies at every
+    k of the schedule are computed once from the (Q, K) neighbour labels and shared by all thresholds."""
+    neighbour_labels = np.asarray(neighbour_labels)
     n_q, fetched = neighbour_labels.shape
     n_classes = len(weights)
     k_cap = min(k_max, fetched)
-    ks = k_schedule(min(k_min, k_cap), k_cap, growth)
+    ks = np.array(k_schedule(min(k_min, k_cap), k_cap, growth))
+    thresholds = list(thresholds)
+    step = max(1, _VOTE_ROWS_ELEMENTS // max(1, len(ks) * n_classes))
+    if n_q > step:  # bound memory: vote row chunks independently
+        parts = [adaptive_vote_many(neighbour_labels[i:i + step], weights, k_min, k_max, thresholds, growth,
+                                    entropy_norm) for i in range(0, n_q, step)]
+        return [VoteResult(*(np.concatenate([getattr(p[t], f) for p in parts])
+                             for f in ("label_ids", "k_used", "entropy", "scores")))
+                for t in range(len(thresholds))]
+    counts_at = np.zeros((len(ks), n_q, n_classes), dtype=np.int64)
+    h_at = np.zeros((len(ks), n_q))
     counts = np.zeros((n_q, n_classes), dtype=np.int64)
-    done = np.zeros(n_q, dtype=bool)
-    k_used = np.zeros(n_q, dtype=np.int64)
-    entropy = np.zeros(n_q)
-    final_counts = np.zeros((n_q, n_classes), dtype=np.int64)
     start = 0
-    for k in ks:
+    for i, k in enumerate(ks):
         counts += _row_counts(neighbour_labels[:, start:k], n_classes)
         start = k
-        h = normalised_entropy(counts, k, entropy_norm)
-        stop = ~done & ((h < threshold) | (k == ks[-1]))
-        k_used[stop], entropy[stop], final_counts[stop] = k, h[stop], counts[stop]
-        done |= stop
-    scores = final_counts * weights[None, :]
-    # rank of each class's nearest member in the neighbour list (for tie-breaking)
-    first_rank = np.full((n_q, n_classes), np.iinfo(np.int64).max, dtype=np.int64)
-    for rank in range(min(fetched, k_used.max()) - 1, -1, -1):
-        active = rank < k_used
-        first_rank[active, neighbour_labels[active, rank]] = rank
-    return VoteResult(_argmax_with_ties(scores, first_rank), k_used, entropy, scores)
+        counts_at[i] = counts
+        h_at[i] = normalised_entropy(counts, int(k), entropy_norm)
+    rows = np.arange(n_q)
+    out = []
+    for threshold in thresholds:
+        below = h_at < threshold
+        below[-1] = True  # stop at the last k of the schedule whatever the entropy
+        stop = below.argmax(axis=0)
+        k_used = ks[stop].astype(np.int64)
+        scores = counts_at[stop, rows] * weights[None, :]
+        out.append(VoteResult(_argmax_with_ties(scores, neighbour_labels, k_used), k_used,
+                              h_at[stop, rows], scores))
+    return out
+
+
+def adaptive_vote(neighbour_labels: np.ndarray, weights: np.ndarray, k_min: int, k_max: int,
+                  threshold: float, growth: float = 2.0, entropy_norm: str = "log_k") -> VoteResult:
+    """Evaluate the whole k schedule on pre-fetched neighbour labels (Q, K), K >= min(k_max, N)."""
+    return adaptive_vote_many(neighbour_labels, weights, k_min, k_max, [threshold], growth, entropy_norm)[0]
 
 
 @dataclass
@@ -139,15 +173,18 @@ class Predictions:
     classes: list[str]
     neighbour_ids: np.ndarray  # (Q, K) nearest first
     distances: np.ndarray  # (Q, K)
-    index_kind: str = "flat"  # the search that produced the neighbours: flat (exact) or hnsw
+    index_kind: str = "flat"  # the search that produced the neighbours: flat (exact), ivf or hnsw
 
 
 class EWCClassifier:
     """Reference library + index; ``predict`` runs the adaptive weighted vote."""
 
-    def __init__(self, params: EWCParams | None = None):
+    def __init__(self, params: EWCParams | None = None, storage: str = "fp32"):
+        """``storage``: how the index holds the references: fp32 (exact, default), fp16, sq8, or pcaN with
+        an optional +fp16/+sq8 (see KnnIndex; benchmarks/bench_index.py reports the accuracy change)."""
         self.params = (params or EWCParams()).validate()
-        self.index = KnnIndex(metric=self.params.metric, kind=self.params.index)
+        self.storage = storage
+        self.index = KnnIndex(metric=self.params.metric, kind=self.params.index, storage=storage)
         self.classes: list[str] = []
         self.label_ids = np.zeros(0, dtype=np.int64)
         self.weights = np.zeros(0)
