@@ -121,7 +121,7 @@ def _add_ewc_options(p: argparse.ArgumentParser) -> None:
     p.add_argument("--entropy-norm", default="log_k", choices=["log_k", "log_min_kc"],
                    help="log_k: the paper's H/log k; log_min_kc: H/log min(k, classes), robust under device shift")
     p.add_argument("--index", default="auto", choices=["auto", "flat", "hnsw", "ivf"],
-                   help="exact search or HNSW; auto picks exact up to 20,000 references")
+                   help="exact (flat), HNSW or IVF; auto: exact while the vectors fit in 4 GiB, IVF above")
 
 
 def build_parser() -> argparse.ArgumentParser:
