@@ -83,6 +83,12 @@ def test_fields_are_segmented_and_classified_then_labels_grow_the_index(small_pr
     assert [c.cell_id for c in again.cells] == [c.cell_id for c in ws.cells]
     assert np.allclose(again.result.query.features, ws.result.query.features)
     assert again.result.predictions.labels == ws.result.predictions.labels
+    assert again.result.notes[-1] == "no saved index"  # built, then saved beside the arrays
+    assert again.restore() and again.result.notes[-1] == "index read from the project"
+    index_file = next((ws.folder / "features").glob("run-*/index.faiss"))
+    index_file.write_bytes(index_file.read_bytes()[:100])  # a truncated index file
+    assert again.restore() and again.result.notes[-1].startswith("saved index damaged")
+    assert again.result.predictions.labels == ws.result.predictions.labels
     again.close()
 
 

@@ -189,7 +189,8 @@ class EWCClassifier:
         self.label_ids = np.zeros(0, dtype=np.int64)
         self.weights = np.zeros(0)
 
-    def fit(self, features: np.ndarray, labels: list[str]) -> "EWCClassifier":
+    def fit(self, features: np.ndarray, labels: list[str], index: KnnIndex | None = None) -> "EWCClassifier":
+        """``index``: one already built over exactly these features (e.g. read from a project's cache)."""
         features = check_features(features, "reference features")
         if len(labels) != len(features):
             raise FeatureError(f"{len(labels)} labels for {len(features)} reference vectors")
@@ -197,7 +198,10 @@ class EWCClassifier:
         lookup = {c: i for i, c in enumerate(self.classes)}
         self.label_ids = np.array([lookup[c] for c in labels], dtype=np.int64)
         self.weights = class_weights(self.label_ids, len(self.classes))
-        self.index.build(features)
+        if index is not None and index.size == len(features) and index.dim == features.shape[1]:
+            self.index = index
+        else:
+            self.index.build(features)
         return self
 
     def add(self, features: np.ndarray, labels: list[str]) -> None:

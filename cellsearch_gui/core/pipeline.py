@@ -173,9 +173,19 @@ def restore_result(store, settings: AnalysisSettings, added: dict[str, str] | No
         ref.features = np.concatenate([ref.features, query.features[extra]])
         for m in ref.per_model:
             ref.per_model[m] = np.concatenate([ref.per_model[m], query.per_model[m][extra]])
-    classifier = EWCClassifier(params).fit(ref.features, ref.labels)
+    from cellsearch_gui.core.project.index_file import load_index, save_index
+
+    run_dir = store.folder / "features" / f"run-{run['id']}"
+    classifier = EWCClassifier(params)
+    index, note = load_index(run_dir, classifier.index, ref.features)
+    classifier.fit(ref.features, ref.labels, index)
+    if index is None and not store.readonly:
+        try:
+            save_index(run_dir, classifier.index, ref.features)
+        except (OSError, RuntimeError) as exc:
+            note += f"; index not saved ({exc})"
     preds = classifier.predict(query.features)
-    return AnalysisResult(kept, ref, query, classifier, preds, mean, axes, [f"restored from run {run['id']}"],
+    return AnalysisResult(kept, ref, query, classifier, preds, mean, axes, [f"restored from run {run['id']}", note],
                           {}, list(ref.model_ids), run["provenance"])
 
 
