@@ -236,6 +236,7 @@ class EmbedOptions:
     # memory; crops are read once per model). False: every batch goes through all models (crops read once,
     # all models in memory). None: sequential on a GPU, interleaved on the CPU.
     sequential_models: bool | None = None
+    prefetch: bool = True  # read and prepare the next batch while the models run on this one
 
 
 def use_sequential_models(option: bool | None, device: str, n_models: int) -> bool:
@@ -263,6 +264,22 @@ def _read_batch(keys: list[str], first_path: dict, prep: CropPrep, skipped: dict
         images.append(image)
         batch_keys.append(key)
     return images, batch_keys
+
+
+def _prefetched(chunks: list[list[str]], read):
+    """read(chunk) for each chunk in order, the next chunk read on a worker thread while the caller runs
+    the models on the current one (decoding and crop preparation release Python's lock for the most part)."""
+    from concurrent.futures import ThreadPoolExecutor
+
+    if not chunks:
+        return
+    with ThreadPoolExecutor(1, thread_name_prefix="cellsearch-read") as pool:
+        future = pool.submit(read, chunks[0])
+        for number in range(len(chunks)):
+            result = future.result()
+            if number + 1 < len(chunks):
+                future = pool.submit(read, chunks[number + 1])
+            yield result
 
 
 def embed_crops(crops: CropSet, model_ids: list[str], cache: EmbeddingCache,
@@ -324,6 +341,18 @@ def embed_crops(crops: CropSet, model_ids: list[str], cache: EmbeddingCache,
             cache.put_meta(prep_tag, prep_records)
             prep_records.clear()
 
+    def read(chunk):  # thread-safe: results merged on the job's thread
+        own_skipped, own_records = {}, {}
+        images, batch_keys = _read_batch(chunk, first_path, opts.prep, own_skipped, own_records)
+        return images, batch_keys, own_skipped, own_records
+
+    def batches(chunks):
+        source = _prefetched(chunks, read) if opts.prefetch else map(read, chunks)
+        for images, batch_keys, own_skipped, own_records in source:
+            skipped.update(own_skipped)
+            prep_records.update(own_records)
+            yield images, batch_keys
+
     sequential = use_sequential_models(opts.sequential_models, runners[0].device if runners else "cpu",
                                        len(runners))
     t0 = time.perf_counter()
@@ -333,11 +362,11 @@ def embed_crops(crops: CropSet, model_ids: list[str], cache: EmbeddingCache,
             total, done = sum(len(todo) for _, todo in plan), 0
             for n, (runner, todo) in enumerate(plan, 1):
                 message = f"{runner.spec.id} (model {n} of {len(plan)})"
-                for start in range(0, len(todo), runner.batch_size):
+                chunks = [todo[start : start + runner.batch_size] for start in range(0, len(todo), runner.batch_size)]
+                for chunk, (images, batch_keys) in zip(chunks, batches(chunks)):
                     token.raise_if_cancelled()
                     yield Progress("embedding", done, total, message)
-                    chunk = todo[start : start + runner.batch_size]
-                    run(runner, *_read_batch(chunk, first_path, opts.prep, skipped, prep_records))
+                    run(runner, images, batch_keys)
                     save_prep_records()
                     done += len(chunk)
                 runner.release()
@@ -345,11 +374,10 @@ def embed_crops(crops: CropSet, model_ids: list[str], cache: EmbeddingCache,
         else:
             todo = [k for k in first_path if any(k not in vectors[r.spec.id] for r in runners)]
             batch_size = max(r.batch_size for r in runners)
-            for start in range(0, len(todo), batch_size):
+            chunks = [todo[start : start + batch_size] for start in range(0, len(todo), batch_size)]
+            for number, (images, batch_keys) in enumerate(batches(chunks)):
                 token.raise_if_cancelled()
-                yield Progress("embedding", start, len(todo), "+".join(model_ids))
-                images, batch_keys = _read_batch(todo[start : start + batch_size], first_path, opts.prep,
-                                                 skipped, prep_records)
+                yield Progress("embedding", number * batch_size, len(todo), "+".join(model_ids))
                 for runner in runners:
                     run(runner, images, batch_keys)
                 save_prep_records()
