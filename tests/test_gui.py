@@ -67,6 +67,8 @@ def test_drop_run_click_label_export(window, qtbot, inputs, tmp_path, real_weigh
     assert window.last_error is None
     n = len(c.workspace.cells)
     assert n >= 2 and window.cells_table.model().rowCount() == n
+    window.show_notes()
+    assert window.last_dialog.text().endswith(("note(s)", "changed"))
     assert window.image_panel.chooser.count() >= 2  # fields shown with outlines
     assert len(window.image_panel._overlays) >= 2
 
@@ -210,3 +212,18 @@ def test_cancel_reaches_inside_a_batch(tmp_path):
     with pytest.raises(Cancelled):
         runner.embed_arrays([np.zeros((32, 32, 3), np.uint8)] * 8)
     assert calls == [2]  # stopped after the first of four forward passes
+
+
+def test_whole_library_votes_are_flagged():
+    from types import SimpleNamespace
+
+    import numpy as np
+
+    from cellsearch_gui.gui.controller import whole_library_warning
+
+    def result(k_used):
+        return SimpleNamespace(cells=[0] * len(k_used), reference=SimpleNamespace(labels=["a"] * 10),
+                               predictions=SimpleNamespace(k_used=np.array(k_used)))
+
+    assert whole_library_warning(result([3, 6, 9, 10, 4])) == ""  # 1 of 5: below the threshold
+    assert whole_library_warning(result([10, 10, 3, 6])).startswith("50% of the cells needed the whole")

@@ -2,23 +2,19 @@
 
 from __future__ import annotations
 
-import os
 import sqlite3
 import time
 from pathlib import Path
 
 import numpy as np
 
+from cellsearch_gui.core.user_dirs import user_dir
+
 CACHE_ENV = "CELLSEARCH_CACHE_DIR"
 
 
 def default_cache_dir() -> Path:
-    env = os.environ.get(CACHE_ENV)
-    if env:
-        return Path(env).expanduser()
-    import platformdirs
-
-    return Path(platformdirs.user_cache_dir("cellsearch", appauthor=False))
+    return user_dir(CACHE_ENV, "cache")
 
 
 class EmbeddingCache:

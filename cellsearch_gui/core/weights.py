@@ -25,12 +25,11 @@ WEIGHTS_ENV = "CELLSEARCH_WEIGHTS_DIR"
 
 def weights_dir() -> Path:
     """The weights folder: $CELLSEARCH_WEIGHTS_DIR or the platform's user data folder."""
-    env = os.environ.get(WEIGHTS_ENV)
-    if env:
-        return Path(env).expanduser()
-    import platformdirs
+    from cellsearch_gui.core.user_dirs import user_dir
 
-    return Path(platformdirs.user_data_dir("cellsearch", appauthor=False)) / "weights"
+    if os.environ.get(WEIGHTS_ENV):
+        return user_dir(WEIGHTS_ENV, "data")
+    return user_dir(WEIGHTS_ENV, "data") / "weights"
 
 
 def sha256_of(path: Path, chunk: int = 1 << 20) -> str:

@@ -14,12 +14,9 @@ CONFIG_ENV = "CELLSEARCH_CONFIG_DIR"
 
 
 def config_dir() -> Path:
-    env = os.environ.get(CONFIG_ENV)
-    if env:
-        return Path(env).expanduser()
-    import platformdirs
+    from cellsearch_gui.core.user_dirs import user_dir
 
-    return Path(platformdirs.user_config_dir("cellsearch", appauthor=False))
+    return user_dir(CONFIG_ENV, "config")
 
 
 def app_settings() -> QSettings:

@@ -16,6 +16,19 @@ from cellsearch_gui.core.workspace import Workspace
 from cellsearch_gui.gui.workers import JobRunner
 
 
+def whole_library_warning(result) -> str:
+    """Cells whose vote needed the whole library: there the class weights make every class equal, so the
+    prediction is only the tie-break. Common with a small library or one from another device."""
+    n_ref = len(result.reference.labels)
+    if not len(result.cells) or n_ref == 0:
+        return ""
+    share = float((result.predictions.k_used >= n_ref).mean())
+    if share < 0.25:
+        return ""
+    return (f"{share:.0%} of the cells needed the whole reference library to vote, where every class weighs "
+            "the same: add reference cells, or label a few cells and use Analysis > Suggest a setting")
+
+
 class Controller(QObject):
     inputs_changed = Signal()
     settings_changed = Signal()
@@ -108,9 +121,10 @@ class Controller(QObject):
             self.workspace.apply(value)
             self.selected = None
             self.result_changed.emit()
-            skipped = len(value.notes)
-            self.message.emit(f"{len(value.cells)} cells classified with {'+'.join(value.models)}"
-                              + (f"; {skipped} note(s), see Help > Notes" if skipped else ""))
+            text = f"{len(value.cells)} cells classified with {'+'.join(value.models)}"
+            warning = whole_library_warning(value)
+            self.message.emit(text + (f". {warning}" if warning else "")
+                              + (f"; {len(value.notes)} note(s) (Analysis > Notes of the last run)" if value.notes else ""))
         elif name == "transfer evaluation":
             self.transfer_ready.emit(value)
         elif name == "setting suggestion":

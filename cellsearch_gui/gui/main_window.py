@@ -104,6 +104,7 @@ class MainWindow(QMainWindow):
         self.run_action = self._action(run_menu, "Run: segment, embed, classify", c.run_analysis, "Ctrl+R")
         self._action(run_menu, "Next uncertain cell", c.next_uncertain, "Ctrl+N")
         self._action(run_menu, "Add labelled cells to reference", c.add_labelled_to_reference)
+        self._action(run_menu, "Notes of the last run…", self.show_notes)
         run_menu.addSeparator()
         self._action(run_menu, "Transfer evaluation (labelled cells of another device)…", self.evaluate_transfer)
         self._action(run_menu, "Suggest a setting from my labelled cells", c.suggest_setting)
@@ -183,6 +184,19 @@ class MainWindow(QMainWindow):
                 self.controller.open_project(folder)
             except Exception as exc:  # noqa: BLE001 - a bad project file is reported, the app stays up
                 self._on_error(str(exc), "")
+
+    def show_notes(self) -> None:
+        """Skipped files and what was done to each crop, for the last result."""
+        result = self.controller.workspace.result
+        notes = result.notes if result else []
+        box = QMessageBox(QMessageBox.Icon.Information, "Notes of the last run",
+                          f"{len(notes)} note(s)" + ("" if notes else ": nothing was skipped or changed"),
+                          QMessageBox.StandardButton.Ok, self)
+        if notes:
+            box.setDetailedText("\n".join(notes))
+        self.last_dialog = box
+        if self.show_dialogs:
+            box.exec()
 
     def evaluate_transfer(self) -> None:
         folder = QFileDialog.getExistingDirectory(
