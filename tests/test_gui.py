@@ -226,4 +226,4 @@ def test_whole_library_votes_are_flagged():
                                predictions=SimpleNamespace(k_used=np.array(k_used)))
 
     assert whole_library_warning(result([3, 6, 9, 10, 4])) == ""  # 1 of 5: below the threshold
-    assert whole_library_warning(result([10, 10, 3, 6])).startswith("50% of the cells needed the whole")
+    assert whole_library_warning(result([10, 10, 3, 6])).startswith("50% of the cells needed the whole library")

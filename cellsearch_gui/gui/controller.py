@@ -25,8 +25,8 @@ def whole_library_warning(result) -> str:
     share = float((result.predictions.k_used >= n_ref).mean())
     if share < 0.25:
         return ""
-    return (f"{share:.0%} of the cells needed the whole reference library to vote, where every class weighs "
-            "the same: add reference cells, or label a few cells and use Analysis > Suggest a setting")
+    return (f"{share:.0%} of the cells needed the whole library to vote (all classes equal there): add "
+            "reference cells or try Analysis > Suggest a setting")
 
 
 class Controller(QObject):

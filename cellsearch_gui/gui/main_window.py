@@ -208,7 +208,7 @@ class MainWindow(QMainWindow):
     def _set_busy(self, busy: bool) -> None:
         self.progress.setVisible(busy)
         self.cancel_button.setVisible(busy)
-        self.progress_text.setText("" if busy else "ready")
+        self.progress_text.setText("")
         for action in getattr(self, "run_action", None), getattr(self, "export_action", None):
             if action is not None:
                 action.setEnabled(not busy)
