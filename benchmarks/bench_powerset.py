@@ -22,7 +22,7 @@ from _common import Timer, figure, peak_rss_mb, write_json  # noqa: I001
 from cellsearch_gui.core.combinations import Grid, _grid_points, power_set, search_combinations
 from cellsearch_gui.core.embedding import FeatureSet
 from cellsearch_gui.core.evaluation import evaluate_predictions
-from cellsearch_gui.core.ewc import adaptive_vote, class_weights
+from cellsearch_gui.core.ewc import adaptive_vote, encode_labels
 from cellsearch_gui.core.jobs import run_job
 from cellsearch_gui.core.knn_index import KnnIndex
 from cellsearch_gui.core.synthetic import SIX_MODELS, SyntheticWorld
@@ -40,10 +40,7 @@ def feature_set(world: SyntheticWorld, n: int, seed: int) -> FeatureSet:
 
 def baseline_rows(ref: FeatureSet, val: FeatureSet, subset, metric: str, grid: Grid) -> tuple[list[dict], float]:
     """The per-(subset, metric) FAISS path of search_combinations_faiss, for one subset."""
-    classes = sorted(set(ref.labels))
-    lookup = {c: i for i, c in enumerate(classes)}
-    ref_ids = np.array([lookup[c] for c in ref.labels])
-    weights = class_weights(ref_ids, len(classes))
+    classes, ref_ids, weights = encode_labels(ref.labels)
     t0 = time.perf_counter()
     _, nn = KnnIndex(metric=metric, kind="flat").build(ref.select(list(subset))).search(
         val.select(list(subset)), min(max(grid.k_maxs), len(ref_ids)))

@@ -18,7 +18,7 @@ import numpy as np
 
 from cellsearch_gui.core.embedding import FeatureSet
 from cellsearch_gui.core.evaluation import evaluate_predictions
-from cellsearch_gui.core.ewc import adaptive_vote, adaptive_vote_many, class_weights
+from cellsearch_gui.core.ewc import adaptive_vote, adaptive_vote_many, encode_labels
 from cellsearch_gui.core.jobs import CancelToken, Job, Progress
 from cellsearch_gui.core.knn_index import KnnIndex
 from cellsearch_gui.core.subset_search import DEFAULT_MAX_BYTES, chunk_rows, subset_neighbours
@@ -81,10 +81,7 @@ def search_combinations(ref: FeatureSet, val: FeatureSet, model_ids: list[str], 
     if engine != "blocks":
         raise ValueError(f"unknown search engine '{engine}'; choose blocks or faiss")
     token = token or CancelToken()
-    classes = sorted(set(ref.labels))
-    lookup = {c: i for i, c in enumerate(classes)}
-    ref_ids = np.array([lookup[c] for c in ref.labels], dtype=np.int64)
-    weights = class_weights(ref_ids, len(classes))
+    classes, ref_ids, weights = encode_labels(ref.labels)
     subsets = power_set(model_ids)
     points = _grid_points(grid)
     rules = sorted({(k_min, k_max, norm) for k_min, k_max, _, norm in points})
@@ -136,10 +133,7 @@ def search_combinations_faiss(ref: FeatureSet, val: FeatureSet, model_ids: list[
                               token: CancelToken | None = None) -> Job[list[dict]]:
     """The original path: one exact FAISS index and search per (subset, metric)."""
     token = token or CancelToken()
-    classes = sorted(set(ref.labels))
-    lookup = {c: i for i, c in enumerate(classes)}
-    ref_ids = np.array([lookup[c] for c in ref.labels], dtype=np.int64)
-    weights = class_weights(ref_ids, len(classes))
+    classes, ref_ids, weights = encode_labels(ref.labels)
     subsets = power_set(model_ids)
     steps = len(subsets) * len(grid.metrics)
     rows: list[dict] = []

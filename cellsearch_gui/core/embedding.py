@@ -251,8 +251,6 @@ def _read_batch(keys: list[str], first_path: dict, prep: CropPrep, skipped: dict
     images, batch_keys = [], []
     for key in keys:
         path = first_path[key]
-        if str(path) in skipped:
-            continue
         try:
             image = read_rgb(path)
         except BadImageError as exc:
@@ -343,6 +341,7 @@ def embed_crops(crops: CropSet, model_ids: list[str], cache: EmbeddingCache,
 
     def read(chunk):  # thread-safe: results merged on the job's thread
         own_skipped, own_records = {}, {}
+        chunk = [k for k in chunk if str(first_path[k]) not in skipped]  # found unreadable by an earlier model
         images, batch_keys = _read_batch(chunk, first_path, opts.prep, own_skipped, own_records)
         return images, batch_keys, own_skipped, own_records
 

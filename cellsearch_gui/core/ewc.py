@@ -63,6 +63,14 @@ def class_weights(label_ids: np.ndarray, n_classes: int) -> np.ndarray:
     return np.where(counts > 0, weights, 0.0)
 
 
+def encode_labels(labels: list[str]) -> tuple[list[str], np.ndarray, np.ndarray]:
+    """(sorted classes, class id of each reference, class weights N / (C * N_c))."""
+    classes = sorted(set(labels))
+    lookup = {c: i for i, c in enumerate(classes)}
+    ids = np.array([lookup[c] for c in labels], dtype=np.int64)
+    return classes, ids, class_weights(ids, len(classes))
+
+
 def normalised_entropy(counts: np.ndarray, k: int, norm: str = "log_k") -> np.ndarray:
     """-sum p log p / log k (the paper) or / log min(k, C) over the last axis; 0 when the divisor is 0.
 
@@ -194,10 +202,7 @@ class EWCClassifier:
         features = check_features(features, "reference features")
         if len(labels) != len(features):
             raise FeatureError(f"{len(labels)} labels for {len(features)} reference vectors")
-        self.classes = sorted(set(labels))
-        lookup = {c: i for i, c in enumerate(self.classes)}
-        self.label_ids = np.array([lookup[c] for c in labels], dtype=np.int64)
-        self.weights = class_weights(self.label_ids, len(self.classes))
+        self.classes, self.label_ids, self.weights = encode_labels(labels)
         if index is not None and index.size == len(features) and index.dim == features.shape[1]:
             self.index = index
         else:
