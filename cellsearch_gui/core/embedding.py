@@ -210,6 +210,14 @@ class FeatureSet:
     prep: dict = field(default_factory=dict)
     prep_notes: list[tuple[str, str]] = field(default_factory=list)
 
+    def append_rows(self, other: "FeatureSet", rows: list[int], labels: list[str]) -> None:
+        """Take ``other``'s crops at ``rows`` in, with these labels (query cells joining a reference library)."""
+        self.paths += [other.paths[i] for i in rows]
+        self.labels += list(labels)
+        self.features = np.concatenate([self.features, other.features[rows]])
+        for model in self.per_model:
+            self.per_model[model] = np.concatenate([self.per_model[model], other.per_model[model][rows]])
+
     def select(self, model_ids: list[str], per_model_l2: bool | None = None) -> np.ndarray:
         """Concatenate a sub-combination from the per-model blocks without re-embedding."""
         l2 = self.per_model_l2 if per_model_l2 is None else per_model_l2

@@ -168,11 +168,7 @@ def restore_result(store, settings: AnalysisSettings, added: dict[str, str] | No
     in_library = {str(p) for p in ref.paths}
     extra = [i for i, c in enumerate(kept) if c.cell_id in (added or {}) and c.crop_path not in in_library]
     if extra:
-        ref.paths += [query.paths[i] for i in extra]
-        ref.labels += [added[kept[i].cell_id] for i in extra]
-        ref.features = np.concatenate([ref.features, query.features[extra]])
-        for m in ref.per_model:
-            ref.per_model[m] = np.concatenate([ref.per_model[m], query.per_model[m][extra]])
+        ref.append_rows(query, extra, [added[kept[i].cell_id] for i in extra])
     from cellsearch_gui.core.project.index_file import load_index, save_index
 
     run_dir = store.folder / "features" / f"run-{run['id']}"

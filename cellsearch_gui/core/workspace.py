@@ -137,12 +137,7 @@ class Workspace:
             return 0
         labels = [self.label_of(i) for i in picked]
         r.classifier.add(r.query.features[picked], labels)
-        r.reference.paths += [r.query.paths[i] for i in picked]
-        r.reference.labels += labels
-        r.reference.features = np.concatenate([r.reference.features, r.query.features[picked]])
-        for model in r.reference.per_model:
-            r.reference.per_model[model] = np.concatenate([r.reference.per_model[model],
-                                                           r.query.per_model[model][picked]])
+        r.reference.append_rows(r.query, picked, labels)
         self.added_to_reference.update(self.cells[i].cell_id for i in picked)
         if self.store is not None and not self.store.readonly:
             self.store.set_meta("added_to_reference", sorted(self.added_to_reference))
