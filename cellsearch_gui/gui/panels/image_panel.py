@@ -49,6 +49,7 @@ class ImagePanel(QWidget):
         self._scale = 1.0
         self._shown_path = None
         self._by_image: dict[str, list[int]] = {}
+        self._outlines: dict[int, np.ndarray | None] = {}  # cell index -> polygon in source pixels
         layout = QVBoxLayout(self)
         layout.addWidget(self.chooser)
         layout.addWidget(self.hint)
@@ -61,6 +62,7 @@ class ImagePanel(QWidget):
     def refresh(self) -> None:
         ws = self.controller.workspace
         self._by_image = defaultdict(list)
+        self._outlines = {}
         for i, cell in enumerate(ws.cells):
             if cell.bbox:
                 self._by_image[cell.source_image].append(i)
@@ -95,10 +97,11 @@ class ImagePanel(QWidget):
         ws = self.controller.workspace
         classes, labels = ws.classes(), ws.result.predictions.labels
         for i in self._by_image[path]:
-            poly = outline(ws.cells[i])
-            if poly is None:
+            if i not in self._outlines:  # decoded once per result, not at every click
+                self._outlines[i] = outline(ws.cells[i])
+            if self._outlines[i] is None:
                 continue
-            poly *= self._scale
+            poly = self._outlines[i] * self._scale
             user = ws.label_of(i)
             width = 4 if i == self.controller.selected else 2
             pen = pg.mkPen(class_colour(classes, user or labels[i]), width=width,
