@@ -48,20 +48,22 @@ class WelcomeDialog(QDialog):
         from cellsearch_gui.core.weights import status
 
         specs = [s for s in REGISTRY.values() if "embed" in s.roles]
+        present = {spec.id: status(spec).present for spec in specs}
         self.table.setRowCount(len(specs))
         for row, spec in enumerate(specs):
-            state = "present" if status(spec).present else "missing"
+            state = "present" if present[spec.id] else "missing"
             for col, text in enumerate((spec.id, state, spec.licence)):
                 item = QTableWidgetItem(text)
                 if col == 1 and state == "missing":
                     item.setForeground(Qt.GlobalColor.darkRed)
                 self.table.setItem(row, col, item)
         self.table.resizeColumnsToContents()
-        have_demo = all(status(REGISTRY[m]).present for m in DEMO_MODELS)
-        self.demo_button.setEnabled(have_demo and find_sample_data() is not None)
+        have_demo = all(present[m] for m in DEMO_MODELS)
+        sample_data = find_sample_data()
+        self.demo_button.setEnabled(have_demo and sample_data is not None)
         if not have_demo:
             self.message.setText("The demo needs " + " and ".join(DEMO_MODELS) + ": download them or import them.")
-        elif find_sample_data() is None:
+        elif sample_data is None:
             self.message.setText("The demo images were not found (set CELLSEARCH_SAMPLE_DATA).")
 
     def show_device(self, text: str) -> None:
