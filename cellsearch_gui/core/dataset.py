@@ -43,6 +43,13 @@ class CropSet:
         return len(self.paths)
 
 
+def keep_shared_classes(ref: CropSet, query: CropSet) -> tuple[CropSet, CropSet, list[str]]:
+    """Both sets restricted to the classes they share, and the classes left out (sorted)."""
+    common = sorted(set(ref.classes) & set(query.classes))
+    left_out = sorted(set(ref.classes) ^ set(query.classes))
+    return ref.restrict(common), query.restrict(common), left_out
+
+
 def _hidden(path: Path) -> bool:
     return path.name.startswith((".", "_"))
 

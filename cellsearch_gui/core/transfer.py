@@ -8,7 +8,7 @@ from pathlib import Path
 from cellsearch_gui.core.pipeline import AnalysisSettings, load_reference
 from cellsearch_gui.core.cellcrop import preset
 from cellsearch_gui.core.combinations import Grid
-from cellsearch_gui.core.dataset import CropSet, scan_class_folders
+from cellsearch_gui.core.dataset import CropSet, keep_shared_classes, scan_class_folders
 from cellsearch_gui.core.embed_cache import EmbeddingCache
 from cellsearch_gui.core.embedding import EmbedOptions
 from cellsearch_gui.core.ewc import ENTROPY_NORMS, EWCClassifier
@@ -21,12 +21,9 @@ MIN_LABELLED = 5
 
 
 def _inputs(reference_dirs, query: CropSet, settings: AnalysisSettings) -> Inputs:
-    reference = load_reference(reference_dirs)
-    common = sorted(set(reference.classes) & set(query.classes))
-    notes = [f"class '{c}' is only in one set and is left out" for c in
-             sorted(set(reference.classes) ^ set(query.classes))]
-    return Inputs(reference.restrict(common), query.restrict(common), notes,
-                  settings.reference_pixel_size_um, settings.query_pixel_size_um)
+    reference, query, left_out = keep_shared_classes(load_reference(reference_dirs), query)
+    notes = [f"class '{c}' is only in one set and is left out" for c in left_out]
+    return Inputs(reference, query, notes, settings.reference_pixel_size_um, settings.query_pixel_size_um)
 
 
 def _options(settings: AnalysisSettings, device: str, prep_name: str | None = None) -> EmbedOptions:

@@ -10,7 +10,8 @@ from pathlib import Path
 from cellsearch_gui import __version__
 from cellsearch_gui.core.baselines import run_baselines
 from cellsearch_gui.core.combinations import Grid, search_combinations
-from cellsearch_gui.core.dataset import CropSet, scan_class_folders, scan_query, stratified_split
+from cellsearch_gui.core.dataset import (CropSet, keep_shared_classes, scan_class_folders, scan_query,
+                                          stratified_split)
 from cellsearch_gui.core.embed_cache import EmbeddingCache
 from cellsearch_gui.core.embedding import EmbedOptions, FeatureSet, embed_crops
 from cellsearch_gui.core.errors import DatasetError
@@ -45,10 +46,8 @@ def load_inputs(reference_dir, query_dir=None, split: float | None = None, seed:
     if classes:
         ref, query = ref.restrict(classes), (query.restrict(classes) if query.labelled else query)
     if shared_classes and query.labelled:
-        common = sorted(set(ref.classes) & set(query.classes))
-        notes += [f"class '{c}' only in one set, left out (--shared-classes)"
-                  for c in sorted(set(ref.classes) ^ set(query.classes))]
-        ref, query = ref.restrict(common), query.restrict(common)
+        ref, query, left_out = keep_shared_classes(ref, query)
+        notes += [f"class '{c}' only in one set, left out (--shared-classes)" for c in left_out]
     if len(ref) == 0:
         raise DatasetError(f"{reference_dir}: no reference images left after choosing classes")
     if len(query) == 0:
