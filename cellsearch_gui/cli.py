@@ -263,10 +263,9 @@ def _report_problems(result_skipped, notes) -> None:
 
 
 def _write_json(path: Path, data: dict) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_suffix(path.suffix + ".part")
-    tmp.write_text(json.dumps(data, indent=1, default=str))
-    tmp.replace(path)
+    from cellsearch_gui.core.atomic import write_text_atomic
+
+    write_text_atomic(path, json.dumps(data, indent=1, default=str))
 
 
 def cmd_models(args) -> int:

@@ -7,6 +7,7 @@ import csv
 import shutil
 from pathlib import Path
 
+from cellsearch_gui.core.atomic import atomic_open
 from cellsearch_gui.core.workflows import spreadsheet_safe
 
 CELL_COLUMNS = ["image", "cell_id", "bbox_x0", "bbox_y0", "bbox_x1", "bbox_y1", "centroid_x", "centroid_y",
@@ -40,12 +41,10 @@ def provenance_columns(provenance: dict) -> list:
 def write_cells_csv(path: str | Path, rows, provenance: dict, with_crops: bool = False) -> int:
     """``rows``: (cell, predicted, entropy, k, user_label) per cell. Atomic: a failed export leaves no file."""
     path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
     crop_dir = path.with_name(path.stem + "_crops")
     extra = provenance_columns(provenance)
-    tmp = path.with_suffix(path.suffix + ".part")
     count = 0
-    with open(tmp, "w", newline="", encoding="utf-8") as handle:
+    with atomic_open(path, newline="") as handle:
         writer = csv.writer(handle)
         writer.writerow(EXPORT_COLUMNS)
         for cell, predicted, entropy, k_used, user in rows:
@@ -61,7 +60,6 @@ def write_cells_csv(path: str | Path, rows, provenance: dict, with_crops: bool =
                 cell.source_image, cell.cell_id, *bbox, *centroid, cell.area_px or "", predicted,
                 f"{abs(entropy):.4f}", int(k_used), user or "", cell.true_label or "", crop_path, *extra)])
             count += 1
-    tmp.replace(path)
     return count
 
 

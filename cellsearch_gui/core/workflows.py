@@ -167,10 +167,9 @@ def spreadsheet_safe(value) -> str:
 
 def write_predictions_csv(path: str | Path, query: FeatureSet, preds: Predictions, ref: FeatureSet,
                           top: int = 5) -> None:
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_suffix(path.suffix + ".part")
-    with open(tmp, "w", newline="", encoding="utf-8") as handle:
+    from cellsearch_gui.core.atomic import atomic_open
+
+    with atomic_open(path, newline="") as handle:
         writer = csv.writer(handle)
         writer.writerow(["path", "true_label", "predicted_label", "k_used", "entropy",
                          *[f"score_{c}" for c in preds.classes], "top_neighbours"])
@@ -181,7 +180,6 @@ def write_predictions_csv(path: str | Path, query: FeatureSet, preds: Prediction
             writer.writerow([spreadsheet_safe(v) for v in (
                 p, query.labels[i] or "", preds.labels[i], int(preds.k_used[i]),
                 f"{preds.entropy[i]:.4f}", *[f"{s:.4f}" for s in preds.scores[i]], neighbours)])
-    tmp.replace(path)
 
 
 def analyse_job(reference: CropSet, models: list[str], cache: EmbeddingCache, options: EmbedOptions,

@@ -4,23 +4,14 @@ disk), written atomically and memory-mapped on load, so a project reopens withou
 from __future__ import annotations
 
 import json
-import os
 from pathlib import Path
 
 import numpy as np
 
+from cellsearch_gui.core.atomic import atomic_open, write_text_atomic
 from cellsearch_gui.core.embedding import FeatureSet, concat_blocks
 
 ARRAYS_DIR = "features"
-
-
-def _atomic_save(path: Path, array: np.ndarray) -> None:
-    tmp = path.with_name(path.name + ".part")
-    with open(tmp, "wb") as handle:
-        np.save(handle, array)
-        handle.flush()
-        os.fsync(handle.fileno())
-    tmp.replace(path)
 
 
 def save_run_arrays(folder: Path, run_id: int, reference: FeatureSet, query: FeatureSet,
@@ -30,15 +21,14 @@ def save_run_arrays(folder: Path, run_id: int, reference: FeatureSet, query: Fea
     out.mkdir(parents=True, exist_ok=True)
     for kind, features in (("reference", reference), ("query", query)):
         for model, block in features.per_model.items():
-            _atomic_save(out / f"{kind}.{model}.npy", block.astype(dtype))
+            with atomic_open(out / f"{kind}.{model}.npy", "wb") as handle:
+                np.save(handle, block.astype(dtype))
     manifest = {"models": reference.model_ids, "dims": reference.dims, "per_model_l2": reference.per_model_l2,
                 "fingerprints": reference.fingerprints, "dtype": dtype,
                 "reference_paths": [str(p) for p in reference.paths], "reference_labels": reference.labels,
                 "query_paths": [str(p) for p in query.paths], "prep": {"reference": reference.prep,
                                                                           "query": query.prep}}
-    tmp = out / "manifest.json.part"
-    tmp.write_text(json.dumps(manifest))
-    tmp.replace(out / "manifest.json")
+    write_text_atomic(out / "manifest.json", json.dumps(manifest))
     return out
 
 

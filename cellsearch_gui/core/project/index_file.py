@@ -8,6 +8,7 @@ from pathlib import Path
 
 import numpy as np
 
+from cellsearch_gui.core.atomic import write_text_atomic
 from cellsearch_gui.core.knn_index import KnnIndex
 
 INDEX_FILE, META_FILE = "index.faiss", "index.json"
@@ -34,9 +35,8 @@ def save_index(folder: Path, knn: KnnIndex, features: np.ndarray) -> None:
         np.save(folder / "index.pca_proj.npy", knn._pca[1])
         extra["pca"] = True
     tmp.replace(folder / INDEX_FILE)
-    meta_tmp = folder / (META_FILE + ".part")
-    meta_tmp.write_text(json.dumps({**_key(knn, features), **extra}))
-    meta_tmp.replace(folder / META_FILE)  # written last: an index without it is never used
+    write_text_atomic(folder / META_FILE, json.dumps({**_key(knn, features), **extra}))  # last: an index
+    # without its description is never used
 
 
 def load_index(folder: Path, template: KnnIndex, features: np.ndarray) -> tuple[KnnIndex | None, str]:
