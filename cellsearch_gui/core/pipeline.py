@@ -67,7 +67,7 @@ class RunPlan:
     query_paths: tuple[str, ...]
     settings: AnalysisSettings
     work_dir: Path
-    cache_path: Path
+    cache_dir: Path
     device: str = "auto"
     project: Path | None = None  # record cells, the run and its predictions in this project's store
     extra_references: tuple[tuple[str, str], ...] = ()  # (crop, label) of query cells added to the library
@@ -204,7 +204,7 @@ def _pipeline(plan: RunPlan, token: CancelToken, store) -> Job[AnalysisResult]:
                     notes + reference.problems, s.reference_pixel_size_um, s.query_pixel_size_um)
     options = EmbedOptions(weights=s.weights, device=plan.device, batch_size=s.batch_size,
                            prep=preset(s.preprocessing), views=s.views)
-    cache = EmbeddingCache(plan.cache_path)
+    cache = EmbeddingCache(plan.cache_dir)
     try:
         ref, query = yield from embed_both(inputs, s.models, cache, options, token)
     finally:

@@ -31,12 +31,12 @@ def _options(settings: AnalysisSettings, device: str, prep_name: str | None = No
                         prep=preset(prep_name or settings.preprocessing), views=settings.views)
 
 
-def transfer_job(reference_dirs, query_dir: str | Path, settings: AnalysisSettings, cache_path: Path,
+def transfer_job(reference_dirs, query_dir: str | Path, settings: AnalysisSettings, cache_dir: Path,
                  device: str = "auto", token: CancelToken | None = None) -> Job[dict]:
     """Macro accuracy/precision and per-class figures, under both stopping rules, from one embedding."""
     token = token or CancelToken()
     inputs = _inputs(reference_dirs, scan_class_folders(query_dir), settings)
-    cache = EmbeddingCache(cache_path)
+    cache = EmbeddingCache(cache_dir)
     try:
         ref, query = yield from embed_both(inputs, settings.models, cache, _options(settings, device), token)
     finally:
@@ -54,7 +54,7 @@ def transfer_job(reference_dirs, query_dir: str | Path, settings: AnalysisSettin
             "skipped": ref.skipped + query.skipped}
 
 
-def suggest_job(reference_dirs, labelled: CropSet, settings: AnalysisSettings, cache_path: Path,
+def suggest_job(reference_dirs, labelled: CropSet, settings: AnalysisSettings, cache_dir: Path,
                 device: str = "auto", presets=SUGGEST_PRESETS, token: CancelToken | None = None) -> Job[dict]:
     """Rank preprocessing x metric x threshold x stopping rule on a handful of labelled cells of the new device.
 
@@ -66,7 +66,7 @@ def suggest_job(reference_dirs, labelled: CropSet, settings: AnalysisSettings, c
                            f"(now {len(labelled)}); more classes give a more trustworthy suggestion")
     inputs = _inputs(reference_dirs, labelled, settings)
     grid = Grid(thresholds=[0.1, 0.3, 0.5], entropy_norms=list(ENTROPY_NORMS))
-    cache = EmbeddingCache(cache_path)
+    cache = EmbeddingCache(cache_dir)
     try:
         preps = {name: preset(name) for name in presets}
         result = yield from search_job(inputs, settings.models, grid, cache, _options(settings, device), token,

@@ -68,7 +68,7 @@ class Workspace:
             raise DatasetError("drop images or a folder of cells to classify")
         work = self.work_dir()
         return RunPlan(tuple(self.reference_dirs), tuple(self.query_paths),
-                       AnalysisSettings.from_dict(self.settings.as_dict()), work, self.cache_path(), device,
+                       AnalysisSettings.from_dict(self.settings.as_dict()), work, self.cache_dir(), device,
                        self.folder if self.store is not None and not self.store.readonly else None,
                        self.extra_references())
 
@@ -80,7 +80,7 @@ class Workspace:
         return tuple((crops[uid], self.user_labels[uid]) for uid in sorted(self.added_to_reference)
                      if uid in crops and uid in self.user_labels)
 
-    def cache_path(self) -> Path:
+    def cache_dir(self) -> Path:
         """Folder of the embedding cache (embeddings.sqlite): the project's own, else the user cache."""
         return self.folder if self.folder else default_cache_dir()
 

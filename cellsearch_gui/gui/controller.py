@@ -96,14 +96,14 @@ class Controller(QObject):
             return False
         settings = AnalysisSettings.from_dict(ws.settings.as_dict())
         return self._start("transfer evaluation", partial(
-            transfer_job, tuple(ws.reference_dirs), str(query_dir), settings, self._cache_path(), self.device))
+            transfer_job, tuple(ws.reference_dirs), str(query_dir), settings, ws.cache_dir(), self.device))
 
     def suggest_setting(self) -> bool:
         ws = self.workspace
         labelled = ws.labelled_set()
         settings = AnalysisSettings.from_dict(ws.settings.as_dict())
         return self._start("setting suggestion", lambda token: suggest_job(
-            tuple(ws.reference_dirs), labelled, settings, self._cache_path(), self.device, token=token))
+            tuple(ws.reference_dirs), labelled, settings, ws.cache_dir(), self.device, token=token))
 
     def apply_suggestion(self, suggestion: dict) -> None:
         merged = {**self.workspace.settings.as_dict(), **suggestion}
@@ -112,9 +112,6 @@ class Controller(QObject):
 
     def cancel(self) -> None:
         self.runner.cancel()
-
-    def _cache_path(self) -> Path:
-        return self.workspace.cache_path()
 
     def _on_success(self, name: str, value) -> None:
         if name == "analysis":
