@@ -58,13 +58,17 @@ class CropPrep:
 
 def find_cell(rgb: np.ndarray, objects: str = "nucleated") -> tuple[CellMask | None, int]:
     """The cell a crop is about: among the objects found, the one nearest the centre (large ones only)."""
-    from cellsearch_gui.core.segmentation.classical import ClassicalSegmenter
+    from cellsearch_gui.core.segmentation.classical import ClassicalSegmenter, nucleus_map
 
     guess = 0.5 * min(rgb.shape[:2])
-    masks = ClassicalSegmenter(objects=objects, cell_diameter_px=guess).segment(rgb)
-    if masks and objects == "nucleated":  # refine the size-dependent settings with the measured cell
-        measured = 2 * np.sqrt(max(m.area for m in masks) / np.pi)
-        masks = ClassicalSegmenter(objects=objects, cell_diameter_px=measured).segment(rgb) or masks
+    if objects == "nucleated":
+        nuclei = nucleus_map(rgb)  # independent of the diameter: computed once for both passes
+        masks = ClassicalSegmenter(objects=objects, cell_diameter_px=guess).cells_from_nuclei(nuclei)
+        if masks:  # refine the size-dependent settings with the measured cell
+            measured = 2 * np.sqrt(max(m.area for m in masks) / np.pi)
+            masks = ClassicalSegmenter(objects=objects, cell_diameter_px=measured).cells_from_nuclei(nuclei) or masks
+    else:
+        masks = ClassicalSegmenter(objects=objects, cell_diameter_px=guess).segment(rgb)
     if not masks:
         return None, 0
     biggest = max(m.area for m in masks)

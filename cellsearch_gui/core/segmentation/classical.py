@@ -133,34 +133,55 @@ class ClassicalSegmenter:
         return _masks_by_slices(labels)
 
     def _nucleated(self, rgb: np.ndarray) -> list[CellMask]:
+        return self.cells_from_nuclei(nucleus_map(rgb, self.nucleus_threshold))
+
+    def cells_from_nuclei(self, nuclei: np.ndarray) -> list[CellMask]:
+        """Group nucleus lobes into cells at this cell diameter; each cell is its nuclei's hull grown by a
+        margin. ``nuclei`` comes from ``nucleus_map``, which does not depend on the diameter."""
         import cv2
 
-        signal = nucleus_signal(rgb)
-        nuclei = signal > self.nucleus_threshold
         lobe_gap = max(3, int(0.12 * self.cell_diameter_px) | 1)
         kernel = cv2.getStructuringElement(cv2.MORPH_ELLIPSE, (lobe_gap, lobe_gap))
-        nuclei = cv2.morphologyEx(nuclei.astype(np.uint8), cv2.MORPH_OPEN,
-                                  cv2.getStructuringElement(cv2.MORPH_ELLIPSE, (5, 5)))
-        grouped = cv2.dilate(nuclei, kernel)  # lobes of one nucleus join
-        labels = cv2.connectedComponents(grouped)[1]
+        labels = np.zeros(nuclei.shape, np.int32)
+        x, y, w, h = cv2.boundingRect(nuclei)  # dilate only around the nuclei found
+        if w:
+            pad = lobe_gap // 2 + 1
+            ys, xs = slice(max(0, y - pad), y + h + pad), slice(max(0, x - pad), x + w + pad)
+            grouped = cv2.dilate(nuclei[ys, xs], kernel, borderType=cv2.BORDER_CONSTANT, borderValue=0)
+            labels[ys, xs] = cv2.connectedComponents(grouped)[1]  # lobes of one nucleus join
         masks = []
         min_nucleus = 0.02 * (np.pi / 4) * self.cell_diameter_px ** 2
         margin = max(2, int(0.12 * self.cell_diameter_px))
+        grow = cv2.getStructuringElement(cv2.MORPH_ELLIPSE, (2 * margin + 1, 2 * margin + 1))
+        height, width = nuclei.shape
         for cell in _masks_by_slices(labels):
             core = cell.mask & nuclei[cell.y0 : cell.y0 + cell.mask.shape[0],
                                       cell.x0 : cell.x0 + cell.mask.shape[1]].astype(bool)
             if core.sum() < min_nucleus:
                 continue
-            pts = np.argwhere(core)[:, ::-1].astype(np.int32) + [cell.x0, cell.y0]
-            hull = cv2.convexHull(pts)
-            full = np.zeros(rgb.shape[:2], np.uint8)
-            cv2.fillConvexPoly(full, hull, 1)
-            full = cv2.dilate(full, cv2.getStructuringElement(cv2.MORPH_ELLIPSE,
-                                                              (2 * margin + 1, 2 * margin + 1)))
-            grown = from_full(full.astype(bool))
+            # the grown cell lies within the core's box plus the margin: work in that window only
+            y0, x0 = max(0, cell.y0 - margin), max(0, cell.x0 - margin)
+            y1 = min(height, cell.y0 + cell.mask.shape[0] + margin)
+            x1 = min(width, cell.x0 + cell.mask.shape[1] + margin)
+            # the hull of a pixel set is the hull of its outer boundary pixels
+            outlines = cv2.findContours(core.astype(np.uint8), cv2.RETR_EXTERNAL, cv2.CHAIN_APPROX_SIMPLE)[0]
+            pts = np.concatenate(outlines).reshape(-1, 2) + [cell.x0 - x0, cell.y0 - y0]
+            window = np.zeros((y1 - y0, x1 - x0), np.uint8)
+            cv2.fillConvexPoly(window, cv2.convexHull(pts.astype(np.int32)), 1)
+            window = cv2.dilate(window, grow, borderType=cv2.BORDER_CONSTANT, borderValue=0)
+            grown = from_full(window.astype(bool))
             if grown is not None:
-                masks.append(grown)
+                masks.append(grown.shifted(y0, x0))
         return masks
+
+
+def nucleus_map(rgb: np.ndarray, threshold: int = 35) -> np.ndarray:
+    """uint8 0/1 map of stained nuclei, small specks removed."""
+    import cv2
+
+    nuclei = nucleus_signal(rgb) > threshold
+    return cv2.morphologyEx(nuclei.astype(np.uint8), cv2.MORPH_OPEN,
+                            cv2.getStructuringElement(cv2.MORPH_ELLIPSE, (5, 5)))
 
 
 def _masks_by_slices(labels: np.ndarray) -> list[CellMask]:
