@@ -55,7 +55,7 @@ def _images(n: int):
     return [rng.integers(0, 255, (360, 363, 3), np.uint8) for _ in range(n)], "random crops"
 
 
-def worker(model_id: str, crops: int, batch: int, device: str, precision: str) -> dict:
+def worker(model_id: str, crops: int, batch: int | None, device: str, precision: str) -> dict:
     """One model, one device and precision, in this process; returns the figures."""
     import torch
 
@@ -98,9 +98,9 @@ def worker(model_id: str, crops: int, batch: int, device: str, precision: str) -
     return result
 
 
-def _run_isolated(model_id: str, crops: int, batch: int, device: str, precision: str) -> dict:
-    cmd = [sys.executable, __file__, "--worker", model_id, "--crops", str(crops), "--batch", str(batch),
-           "--device", device, "--precision", precision]
+def _run_isolated(model_id: str, crops: int, batch: int | None, device: str, precision: str) -> dict:
+    cmd = [sys.executable, __file__, "--worker", model_id, "--crops", str(crops), "--device", device,
+           "--precision", precision] + (["--batch", str(batch)] if batch else [])
     done = subprocess.run(cmd, capture_output=True, text=True)
     lines = [line for line in done.stdout.splitlines() if line.startswith("{")]
     if done.returncode != 0 or not lines:
@@ -114,8 +114,8 @@ def main() -> int:
     parser.add_argument("--models", default=None, help="comma-separated ids (default: every embedder)")
     parser.add_argument("--crops", type=int, default=32, help="crops timed per model (after a 1-crop warm-up)")
     parser.add_argument("--sam-crops", type=int, default=2, help="crops for the SAM ViT encoders at 1024 px on CPU")
-    parser.add_argument("--batch", type=int, default=32)
-    parser.add_argument("--cpu-precisions", default="fp32")
+    parser.add_argument("--batch", type=int, default=None, help="default: sized to the device (32 CPU, 256 GPU)")
+    parser.add_argument("--cpu-precisions", default="fp32", help="comma-separated; 'none' skips the CPU rows")
     parser.add_argument("--gpu-crops", type=int, default=256)
     parser.add_argument("--json", type=Path, default=None)
     parser.add_argument("--worker", default=None, help=argparse.SUPPRESS)
@@ -134,7 +134,7 @@ def main() -> int:
     runs = []
     for model_id in models:
         crops = args.sam_crops if REGISTRY[model_id].arch in ("vit_b", "vit_l", "vit_h") else args.crops
-        runs += [(model_id, crops, "cpu", p) for p in args.cpu_precisions.split(",")]
+        runs += [(model_id, crops, "cpu", p) for p in args.cpu_precisions.split(",") if p != "none"]
         if torch.cuda.is_available():
             runs += [(model_id, args.gpu_crops, "cuda", p) for p in ("fp32", "fp16")]
     print(f"torch {torch.__version__}, {os.cpu_count()} CPU cores, CUDA: "

@@ -7,7 +7,7 @@ baseline measured in the same run, and their ratio. Writes the table and every b
     python benchmarks/run_all.py --only powerset,index --with engine,transfer
 
 Model-heavy benchmarks that need the shared data and imported weights are opt-in (--with): engine,
-transfer, imbalance, segmentation, stitched, gui; they print their own figures.
+transfer, imbalance, segmentation, stitched, gui, pipeline, models; they print their own figures.
 """
 
 from __future__ import annotations
@@ -29,7 +29,8 @@ SPEED = {  # name: (script, extra arguments for a full run)
     "scale": ("bench_scale.py", []),
 }
 OPT_IN = {"engine": "bench_engine.py", "transfer": "bench_transfer.py", "imbalance": "bench_imbalance.py",
-          "segmentation": "bench_segmentation.py", "stitched": "bench_stitched.py", "gui": "bench_gui.py"}
+          "segmentation": "bench_segmentation.py", "stitched": "bench_stitched.py", "gui": "bench_gui.py",
+          "pipeline": "bench_pipeline.py", "models": "bench_models.py"}
 
 
 def fmt(value, unit: str) -> str:

@@ -77,8 +77,9 @@ def _add_embed_options(p: argparse.ArgumentParser) -> None:
     p.add_argument("--random-init", action="store_true",
                    help="use random-initialised networks instead of pretrained weights (a control)")
     p.add_argument("--device", default="auto", help="auto, cpu, cuda, cuda:1 or mps")
-    p.add_argument("--batch-size", type=int, default=32,
-                   help="crops per forward pass (halved automatically when the GPU runs out of memory)")
+    p.add_argument("--batch-size", type=int, default=None,
+                   help="crops per forward pass (default: 16 on the CPU, 256 on a GPU; halved automatically "
+                        "when the GPU runs out of memory)")
     p.add_argument("--precision", default="auto", choices=["auto", "fp32", "fp16", "bf16"],
                    help="auto: fp16 on CUDA, fp32 on CPU/MPS; bf16 also speeds up recent CPUs")
     p.add_argument("--sequential-models", action=argparse.BooleanOptionalAction, default=None,

@@ -45,9 +45,9 @@ def test_classify_csv_and_cache_reuse(real_weights, small_sets, tmp_path, monkey
     from cellsearch_gui.core import embedding
 
     calls = []
-    original = embedding.ModelRunner.embed_arrays
-    monkeypatch.setattr(embedding.ModelRunner, "embed_arrays",
-                        lambda self, images: calls.append((self.spec.id, len(images))) or original(self, images))
+    original = embedding.ModelRunner._forward  # every forward pass goes through it
+    monkeypatch.setattr(embedding.ModelRunner, "_forward",
+                        lambda self, batch: calls.append((self.spec.id, len(batch))) or original(self, batch))
     ref, query = small_sets
     cache = tmp_path / "cache"
     out = tmp_path / "preds.csv"

@@ -161,3 +161,79 @@ def test_gpu_defaults_to_sequential_models():
     assert not embedding.use_sequential_models(None, "cpu", 3)
     assert not embedding.use_sequential_models(None, "cuda", 1)  # one model: nothing to take turns
     assert embedding.use_sequential_models(True, "cpu", 2) and not embedding.use_sequential_models(False, "cuda", 2)
+
+
+def test_batches_are_sized_to_the_device():
+    small, sam = embedding.get_spec("mobilenetv2"), embedding.get_spec("sam_vit_h")
+    assert embedding.auto_batch_size("cpu", small) == 16 and embedding.auto_batch_size("cuda", small) == 256
+    assert embedding.auto_batch_size("cpu", sam) == 4 and embedding.auto_batch_size("cuda:1", sam) == 32
+    assert ModelRunner("mobilenetv2", weights="random", device="cpu").batch_size == 16
+    assert ModelRunner("mobilenetv2", weights="random", device="cpu", batch_size=8).batch_size == 8
+
+
+def test_crop_readers_follow_the_device():
+    assert embedding.use_read_workers(None, "cpu") == 1  # the CPU's cores run the models
+    assert 1 <= embedding.use_read_workers(None, "cuda") <= 8
+    assert embedding.use_read_workers(3, "cpu") == 3 and embedding.use_read_workers(0, "cuda") == 1
+
+
+def test_pinned_memory_only_on_cuda():
+    assert not ModelRunner("mobilenetv2", weights="random", device="cpu").pin_memory
+    runner = ModelRunner("mobilenetv2", weights="random", device="cuda", pin_memory=False)
+    assert not runner.pin_memory  # the option turns it off; nothing is loaded on the GPU here
+
+
+@pytest.mark.parametrize("views", [1, 4])
+def test_parallel_readers_and_read_ahead_give_the_same_features(tiny_registry, crop_set, views):
+    models = ["convnext_base", "dinov2_vits14"]
+    results = []
+    for workers, prefetch, sequential in [(1, False, False), (3, True, False), (3, True, True)]:
+        options = EmbedOptions(weights="random", batch_size=3, views=views, read_workers=workers,
+                               prefetch=prefetch, sequential_models=sequential)
+        results.append(run_job(embed_crops(crop_set, models, EmbeddingCache(None), options)))
+    for other in results[1:]:
+        assert np.array_equal(other.features, results[0].features)
+        assert other.skipped == results[0].skipped and len(other.skipped) == 1
+        assert other.paths == results[0].paths and len(other.paths) == 7
+
+
+def test_input_batch_matches_the_reference_preprocessing(tiny_registry):
+    images = crops(3, seed=4)
+    runner = ModelRunner("convnext_base", weights="random")
+    batch = runner.input_batch(images)
+    assert batch.dtype == torch.uint8 and tuple(batch.shape[1:]) == (runner.spec.input_size,) * 2 + (3,)
+    reference = torch.from_numpy(np.stack([embedding.preprocess(im, runner.spec) for im in images]))
+    with torch.inference_mode():
+        expected = runner.load()(reference).numpy()
+    assert np.array_equal(runner.collect(runner.launch(batch, images)), expected)
+
+
+def test_launch_out_of_memory_falls_back_to_smaller_batches(tiny_registry):
+    images = crops(4)
+    expected = ModelRunner("convnext_base", weights="random", batch_size=4).embed_arrays(images)
+    runner = ModelRunner("convnext_base", weights="random", batch_size=4)
+    fake = FakeGpuModel(runner.load(), fits=2)
+    runner._model = fake
+    got = runner.collect(runner.launch(runner.input_batch(images), images))
+    assert np.allclose(got, expected, atol=1e-5) and runner.batch_size == 2
+    assert fake.batches == [4, 2, 2]
+
+
+def test_cancel_keeps_the_batches_already_computed(tiny_registry, crop_set):
+    cache = EmbeddingCache(None)
+    options = EmbedOptions(weights="random", batch_size=2)
+    token = CancelToken()
+    job = embed_crops(crop_set, ["convnext_base"], cache, options, token)
+    with pytest.raises(Cancelled):
+        for progress in job:
+            if progress.stage == "embedding" and progress.done == 4:  # two batches (3 readable crops) run
+                token.cancel()
+    again = EmbedOptions(weights="random", batch_size=2)
+    forwards = []
+    original = ModelRunner._forward
+    ModelRunner._forward = lambda self, batch: forwards.append(len(batch)) or original(self, batch)
+    try:
+        run_job(embed_crops(crop_set, ["convnext_base"], cache, again))
+    finally:
+        ModelRunner._forward = original
+    assert sum(forwards) == 7 - 3  # the first two batches came from the cache, the second one too

@@ -40,7 +40,7 @@ class AnalysisSettings:
     query_kind: str = "auto"  # auto | fields | crops
     reference_pixel_size_um: float | None = None
     query_pixel_size_um: float | None = None
-    batch_size: int = 16
+    batch_size: int | None = None  # None: sized to the device
     feature_storage: str = "float32"  # or float16: half the disk for a run's saved feature arrays
 
     def ewc_params(self) -> EWCParams:
