@@ -131,3 +131,20 @@ def test_add_references_without_rebuilding(rng):
     a, b = full.predict(q), grown.predict(q)
     assert a.labels == b.labels and (a.neighbour_ids == b.neighbour_ids).all()
     assert full.weights == pytest.approx(grown.weights)
+
+
+def test_predict_in_query_chunks_and_keep_few_neighbours(monkeypatch):
+    from cellsearch_gui.core import ewc
+
+    rng = np.random.default_rng(3)
+    x = rng.normal(size=(300, 8)).astype(np.float32)
+    labels = [f"c{i % 3}" for i in range(300)]
+    q = rng.normal(size=(50, 8)).astype(np.float32)
+    clf = EWCClassifier(EWCParams(k_min=3, k_max=64, index="flat")).fit(x, labels)
+    whole = clf.predict(q)
+    monkeypatch.setattr(ewc, "QUERY_CHUNK", 7)
+    chunked = clf.predict(q, keep_neighbours=5)
+    assert chunked.labels == whole.labels and (chunked.k_used == whole.k_used).all()
+    assert np.array_equal(chunked.scores, whole.scores) and np.array_equal(chunked.entropy, whole.entropy)
+    assert np.array_equal(chunked.neighbour_ids, whole.neighbour_ids[:, :5])
+    assert chunked.distances.shape == (50, 5) and (chunked.k_used > 5).any()  # votes used more than kept

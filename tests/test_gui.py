@@ -77,7 +77,7 @@ def test_drop_run_click_label_export(window, qtbot, inputs, tmp_path, real_weigh
     window.tabs.setCurrentWidget(table)
     rect = table.visualRect(table.model().index(0, 0))
     qtbot.mouseClick(table.viewport(), Qt.MouseButton.LeftButton, pos=rect.center())
-    row = table.proxy.mapToSource(table.model().index(0, 0)).row()
+    row = table.cells_model.cell_index(0)
     assert c.selected == row
     gallery = window.cell_panel.gallery
     assert gallery.count() == min(12, len(c.workspace.result.reference.labels))

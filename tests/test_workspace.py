@@ -7,6 +7,7 @@ import numpy as np
 import pytest
 
 from cellsearch_gui.core.pipeline import pca_2d, pipeline_job
+from cellsearch_gui.core.workspace import sample_per_class
 from cellsearch_gui.core.export import EXPORT_COLUMNS, export_cells_csv
 from cellsearch_gui.core.jobs import run_job
 from cellsearch_gui.core.query_cells import sort_inputs
@@ -109,3 +110,24 @@ def test_pca_axes_are_orthonormal_and_sign_stable(rng):
     assert np.allclose(axes @ axes.T, np.eye(2), atol=1e-5)
     _, axes_flipped = pca_2d(-x.astype(np.float32))
     assert np.allclose(np.abs(axes), np.abs(axes_flipped), atol=1e-4)
+
+
+def test_pca_of_a_large_library_matches_the_exact_axes(rng):
+    from cellsearch_gui.core import pipeline
+
+    centres = rng.normal(size=(6, 300)) * 4
+    x = (centres[rng.integers(0, 6, 30_000)] + rng.normal(size=(30_000, 300))).astype(np.float32)
+    mean, axes = pca_2d(x)  # a 20,000-row sample, randomized SVD
+    exact = np.linalg.svd(x - x.mean(axis=0), full_matrices=False)[2][:2]
+    assert len(x) > pipeline.PCA_PLOT_SAMPLE and min(x.shape) > 256
+    assert np.allclose(np.abs(np.sum(axes * exact, axis=1)), 1, atol=1e-3)
+    assert np.allclose(mean, x.mean(axis=0), atol=1e-4)
+
+
+def test_plot_sample_keeps_every_class():
+    labels = ["common"] * 99_000 + ["rare"] * 50 + ["middle"] * 950
+    rows = sample_per_class(labels, 10_000)
+    picked = [labels[i] for i in rows]
+    assert 9_900 <= len(rows) <= 10_100 and len(set(rows.tolist())) == len(rows)
+    assert picked.count("rare") == 50 and picked.count("middle") == 100 and (np.diff(rows) > 0).all()
+    assert (sample_per_class(labels[:500], 10_000) == np.arange(500)).all()

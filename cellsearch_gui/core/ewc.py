@@ -18,6 +18,7 @@ from cellsearch_gui.core.knn_index import KnnIndex, check_features
 
 
 ENTROPY_NORMS = ("log_k", "log_min_kc")
+QUERY_CHUNK = 8192  # queries searched and voted at a time in EWCClassifier.predict
 
 
 @dataclass
@@ -222,10 +223,24 @@ class EWCClassifier:
     def kneighbors(self, features: np.ndarray, k: int | None = None):
         return self.index.search(features, k or self.params.k_max)
 
-    def predict(self, features: np.ndarray) -> Predictions:
+    def predict(self, features: np.ndarray, keep_neighbours: int | None = None) -> Predictions:
+        """Adaptive weighted vote for each query. Queries are searched and voted QUERY_CHUNK at a time, so
+        memory follows the chunk, not the number of queries; ``keep_neighbours`` keeps only that many
+        nearest neighbours per query in the result (None: all k_max), e.g. what a gallery shows."""
         p = self.params
-        dist, ids = self.kneighbors(features, p.k_max)
-        vote = adaptive_vote(self.label_ids[ids], self.weights, p.k_min, p.k_max,
-                             p.entropy_threshold, p.growth, p.entropy_norm)
+        parts = []
+        for start in range(0, len(features), QUERY_CHUNK) if len(features) else [0]:
+            dist, ids = self.kneighbors(features[start : start + QUERY_CHUNK], p.k_max)
+            vote = adaptive_vote(self.label_ids[ids], self.weights, p.k_min, p.k_max,
+                                 p.entropy_threshold, p.growth, p.entropy_norm)
+            if keep_neighbours is not None:
+                ids, dist = ids[:, :keep_neighbours].copy(), dist[:, :keep_neighbours].copy()
+            parts.append((vote, ids, dist))
+        if len(parts) == 1:
+            vote, ids, dist = parts[0]
+        else:
+            vote = VoteResult(*(np.concatenate([getattr(v, f) for v, _, _ in parts])
+                                for f in ("label_ids", "k_used", "entropy", "scores")))
+            ids, dist = np.concatenate([i for _, i, _ in parts]), np.concatenate([d for _, _, d in parts])
         return Predictions([self.classes[i] for i in vote.label_ids], vote.k_used, vote.entropy,
                            vote.scores, list(self.classes), ids, dist, self.index.resolved_kind)

@@ -8,12 +8,27 @@ from pathlib import Path
 
 import numpy as np
 
-from cellsearch_gui.core.pipeline import AnalysisResult, AnalysisSettings, RunPlan
+from cellsearch_gui.core.pipeline import KEPT_NEIGHBOURS, AnalysisResult, AnalysisSettings, RunPlan
 from cellsearch_gui.core.dataset import CropSet
 from cellsearch_gui.core.embed_cache import default_cache_dir
 from cellsearch_gui.core.errors import DatasetError
 
 LEGACY_FILE = "project.json"  # the first app version's project file; converted on open
+
+
+def sample_per_class(labels: list[str], limit: int, seed: int = 0) -> np.ndarray:
+    """Sorted row indices of at most about ``limit`` rows (all when fewer): each class keeps its share, and
+    small classes at least min(size, 1 % of the limit), so no class disappears from a plot."""
+    if len(labels) <= limit:
+        return np.arange(len(labels))
+    rng = np.random.default_rng(seed)
+    values = np.asarray(labels)
+    picked = []
+    for name in sorted(set(labels)):
+        rows = np.flatnonzero(values == name)
+        quota = min(len(rows), max(limit // 100, int(limit * len(rows) / len(labels))))
+        picked.append(rng.choice(rows, quota, replace=False))
+    return np.sort(np.concatenate(picked))
 
 
 @dataclass
@@ -141,7 +156,7 @@ class Workspace:
         self.added_to_reference.update(self.cells[i].cell_id for i in picked)
         if self.store is not None and not self.store.readonly:
             self.store.set_meta("added_to_reference", sorted(self.added_to_reference))
-        r.predictions = r.classifier.predict(r.query.features)
+        r.predictions = r.classifier.predict(r.query.features, keep_neighbours=KEPT_NEIGHBOURS)
         if self.store is not None and not self.store.readonly:
             p = r.predictions
             run = self.store.start_run("add to reference", self.settings.as_dict())

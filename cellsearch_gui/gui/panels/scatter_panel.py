@@ -7,7 +7,10 @@ import pyqtgraph as pg
 from PySide6.QtCore import QRectF, Qt, Signal
 from PySide6.QtWidgets import QComboBox, QHBoxLayout, QLabel, QPushButton, QVBoxLayout, QWidget
 
+from cellsearch_gui.core.workspace import sample_per_class
 from cellsearch_gui.gui.pixmaps import class_colour, thumbnail
+
+MAX_SHOWN_REFERENCES = 50_000  # more points only slow the plot down; every class keeps a share
 
 
 class BoxSelectViewBox(pg.ViewBox):
@@ -77,11 +80,13 @@ class ScatterPanel(QWidget):
         layout.addWidget(self.plot, 1)
         self._ref_xy = np.zeros((0, 2))
         self._query_xy = np.zeros((0, 2))
+        self._brushes = {}
         controller.result_changed.connect(self.refresh)
         controller.predictions_changed.connect(self.refresh)
-        controller.labels_changed.connect(self.refresh)
+        controller.labels_changed.connect(self.paint_queries)
 
     def refresh(self) -> None:
+        """New result or predictions: project again (the reference sample is drawn once per result)."""
         ws = self.controller.workspace
         self.legend.clear()
         if ws.result is None:
@@ -90,22 +95,37 @@ class ScatterPanel(QWidget):
             return
         ref_xy, ref_labels, query_xy = ws.scatter()
         classes = ws.classes()
+        self._brushes = {name: pg.mkBrush(class_colour(classes, name)) for name in set(classes) | set(ref_labels)}
         self._ref_xy, self._query_xy = ref_xy, query_xy
-        self.references.setData(x=ref_xy[:, 0], y=ref_xy[:, 1], data=np.arange(len(ref_xy)),
-                                brush=[pg.mkBrush(class_colour(classes, lab)) for lab in ref_labels])
-        shown = [ws.label_of(i) or p for i, p in enumerate(ws.result.predictions.labels)]
-        self.queries.setData(x=query_xy[:, 0], y=query_xy[:, 1], data=np.arange(len(query_xy)),
-                             brush=[pg.mkBrush(class_colour(classes, lab)) for lab in shown],
-                             pen=[pg.mkPen("k" if ws.label_of(i) else "w", width=1.5) for i in range(len(shown))])
+        shown = sample_per_class(ref_labels, MAX_SHOWN_REFERENCES)
+        self.references.setData(x=ref_xy[shown, 0], y=ref_xy[shown, 1], data=shown,
+                                brush=[self._brushes[ref_labels[i]] for i in shown])
+        self.plot.setTitle(f"{len(shown):,} of {len(ref_xy):,} reference cells shown (a sample of each class)"
+                           if len(shown) < len(ref_xy) else None)
+        self.paint_queries()
         for name in classes:
-            self.legend.addItem(pg.ScatterPlotItem(size=8, pen=None, brush=pg.mkBrush(class_colour(classes, name))),
-                                name)
+            self.legend.addItem(pg.ScatterPlotItem(size=8, pen=None, brush=self._brushes[name]), name)
         self.legend.addItem(pg.ScatterPlotItem(size=11, symbol="star", brush=pg.mkBrush("w")), "query cells")
         current = self.box_label.currentText()
         self.box_label.clear()
         self.box_label.addItems(classes)
         if current:
             self.box_label.setCurrentText(current)
+
+    def paint_queries(self) -> None:
+        """Colour the query stars by the user's label, else the prediction (labels changed: nothing is
+        projected again)."""
+        ws = self.controller.workspace
+        if ws.result is None:
+            return
+        classes = ws.classes()
+        labelled = [ws.label_of(i) for i in range(len(self._query_xy))]
+        shown = [mine or predicted for mine, predicted in zip(labelled, ws.result.predictions.labels)]
+        for name in set(shown) - set(self._brushes):
+            self._brushes[name] = pg.mkBrush(class_colour(classes, name))
+        pens = {True: pg.mkPen("k", width=1.5), False: pg.mkPen("w", width=1.5)}
+        self.queries.setData(x=self._query_xy[:, 0], y=self._query_xy[:, 1], data=np.arange(len(shown)),
+                             brush=[self._brushes[name] for name in shown], pen=[pens[bool(m)] for m in labelled])
 
     def _hover(self, points, path_of, caption_of) -> None:
         if not len(points):
