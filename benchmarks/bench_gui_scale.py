@@ -60,6 +60,7 @@ def main() -> dict:
     parser.add_argument("--references", type=int, default=100_000)
     parser.add_argument("--queries", type=int, default=5_000)
     parser.add_argument("--json", default="out/bench_gui_scale.json")
+    parser.add_argument("--screenshot", default=None, help="save the window with the PCA tab here (PNG)")
     args = parser.parse_args()
     os.environ.setdefault("CELLSEARCH_CONFIG_DIR", tempfile.mkdtemp(prefix="cellsearch-config-"))
     from PySide6.QtCore import QElapsedTimer, Qt, QTimer
@@ -120,6 +121,13 @@ def main() -> dict:
     timer.stop()
     longest = max(pauses, default=0)  # the first tick comes after the first step: it counts too
     print(f"  longest event-loop pause over all steps: {longest} ms; peak RSS {peak_rss_mb() / 1024:.1f} GiB")
+    if args.screenshot:
+        window.resize(1560, 960)
+        window.tabs.setCurrentWidget(window.scatter_panel)
+        for _ in range(5):
+            app.processEvents()
+            time.sleep(0.05)
+        window.grab().save(args.screenshot)
     window.close()
     out = {"references": args.references, "queries": args.queries, "steps_s": figures,
            "longest_pause_ms": longest, "build_s": built.s}
