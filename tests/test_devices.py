@@ -237,3 +237,14 @@ def test_cancel_keeps_the_batches_already_computed(tiny_registry, crop_set):
     finally:
         ModelRunner._forward = original
     assert sum(forwards) == 7 - 3  # the first two batches came from the cache, the second one too
+
+
+def test_pinned_path_runs_and_matches(tiny_registry, monkeypatch):
+    """The CUDA branch (pin the input, copy it non-blocking) driven on the CPU with pinning faked."""
+    images = crops(5, seed=9)
+    expected = ModelRunner("convnext_base", weights="random", batch_size=2).embed_arrays(images)
+    pinned = []
+    monkeypatch.setattr(torch.Tensor, "pin_memory", lambda self: pinned.append(len(self)) or self.clone())
+    runner = ModelRunner("convnext_base", weights="random", batch_size=2)
+    runner.pin_memory = True
+    assert np.array_equal(runner.embed_arrays(images), expected) and pinned == [2, 2, 1]
