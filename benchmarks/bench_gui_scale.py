@@ -26,7 +26,26 @@ from _common import REPO, Timer, peak_rss_mb, write_json  # noqa: E402,I001
 PBC = Path(os.environ.get("CELLSEARCH_SHARED", REPO.parent / "shared")) / "data" / "pbc_barcelona"
 
 
-def build_result(n_ref: int, n_query: int):
+def _in_field(field: Path, n: int) -> list[tuple]:
+    """Bounding box, centroid and a round mask for n cells spread over the field on a grid."""
+    from cellsearch_gui.core.images import read_rgb
+    from cellsearch_gui.core.segmentation.masks import encode_rle
+
+    import numpy as np
+
+    height, width = read_rgb(field).shape[:2]
+    side = int(np.ceil(np.sqrt(n * width / height)))
+    step_x, step_y = width / side, height / int(np.ceil(n / side))
+    yy, xx = np.mgrid[:16, :16]
+    rle = encode_rle((yy - 7.5) ** 2 + (xx - 7.5) ** 2 <= 56)
+    cells = []
+    for i in range(n):
+        x0, y0 = int((i % side) * step_x), int((i // side) * step_y)
+        cells.append(((x0, y0, x0 + 16, y0 + 16), (x0 + 8.0, y0 + 8.0), rle))
+    return cells
+
+
+def build_result(n_ref: int, n_query: int, field: Path | None = None):
     import numpy as np
 
     from cellsearch_gui.core.embedding import FeatureSet
@@ -47,8 +66,13 @@ def build_result(n_ref: int, n_query: int):
     reference = features([files[i % len(files)] for i in range(n_ref)], ref_labels, ref_x)
     query_paths = [files[i % len(files)] for i in range(n_query)]
     query = features(query_paths, query_truth, query_x)
-    cells = [QueryCell(f"cell{i:07d}", str(p), str(p), true_label=t) for i, (p, t) in enumerate(zip(query_paths,
-                                                                                                    query_truth))]
+    if field is None:
+        cells = [QueryCell(f"cell{i:07d}", str(p), str(p), true_label=t)
+                 for i, (p, t) in enumerate(zip(query_paths, query_truth))]
+    else:  # every cell cut from one field: the image view draws them all
+        cells = [QueryCell(f"cell{i:07d}", str(p), str(field), bbox, centroid, 200, rle, t)
+                 for i, (p, t, (bbox, centroid, rle)) in enumerate(zip(query_paths, query_truth,
+                                                                       _in_field(field, n_query)))]
     classifier = EWCClassifier(EWCParams(index="flat", entropy_norm="log_min_kc")).fit(ref_x, ref_labels)
     predictions = classifier.predict(query_x, keep_neighbours=KEPT_NEIGHBOURS)
     mean, axes = pca_2d(ref_x)
@@ -60,7 +84,9 @@ def main() -> dict:
     parser.add_argument("--references", type=int, default=100_000)
     parser.add_argument("--queries", type=int, default=5_000)
     parser.add_argument("--json", default="out/bench_gui_scale.json")
-    parser.add_argument("--screenshot", default=None, help="save the window with the PCA tab here (PNG)")
+    parser.add_argument("--screenshot", default=None, help="save the window here (PNG): the PCA tab, or the image tab with --field")
+    parser.add_argument("--field", action="store_true",
+                        help="put every query cell in one BCCD field, so the image view outlines them all")
     args = parser.parse_args()
     os.environ.setdefault("CELLSEARCH_CONFIG_DIR", tempfile.mkdtemp(prefix="cellsearch-config-"))
     from PySide6.QtCore import QElapsedTimer, Qt, QTimer
@@ -69,7 +95,8 @@ def main() -> dict:
     from cellsearch_gui.gui.app import create_window
 
     with Timer() as built:
-        result = build_result(args.references, args.queries)
+        field = sorted((PBC.parent / "bccd_fov" / "JPEGImages").glob("*.jpg"))[0] if args.field else None
+        result = build_result(args.references, args.queries, field)
     print(f"result of {args.references:,} references and {args.queries:,} query cells built in {built.s:.0f} s "
           "(worker-thread work, not timed below)")
     app = QApplication.instance() or QApplication([])
@@ -123,7 +150,7 @@ def main() -> dict:
     print(f"  longest event-loop pause over all steps: {longest} ms; peak RSS {peak_rss_mb() / 1024:.1f} GiB")
     if args.screenshot:
         window.resize(1560, 960)
-        window.tabs.setCurrentWidget(window.scatter_panel)
+        window.tabs.setCurrentWidget(window.image_panel if args.field else window.scatter_panel)
         for _ in range(5):
             app.processEvents()
             time.sleep(0.05)

@@ -227,3 +227,50 @@ def test_whole_library_votes_are_flagged():
 
     assert whole_library_warning(result([3, 6, 9, 10, 4])) == ""  # 1 of 5: below the threshold
     assert whole_library_warning(result([10, 10, 3, 6])).startswith("50% of the cells needed the whole library")
+
+
+def test_a_field_with_thousands_of_cells_is_drawn_in_few_items(window, tmp_path):
+    """Outlines are grouped per class and grid square; one item per cell crashed PySide6 (a refcount
+    error in bool_dealloc) at about a thousand cells."""
+    import numpy as np
+    from PIL import Image
+
+    from cellsearch_gui.core.embedding import FeatureSet
+    from cellsearch_gui.core.ewc import EWCClassifier, EWCParams
+    from cellsearch_gui.core.pipeline import AnalysisResult, pca_2d
+    from cellsearch_gui.core.query_cells import QueryCell
+    from cellsearch_gui.core.segmentation.masks import encode_rle
+
+    field = tmp_path / "field.png"
+    Image.fromarray(np.full((600, 800, 3), 200, np.uint8)).save(field)
+    crop = tmp_path / "crop.png"
+    Image.fromarray(np.full((32, 32, 3), 90, np.uint8)).save(crop)
+    rng = np.random.default_rng(0)
+    n_ref, n = 300, 2500
+    ref_x, query_x = rng.normal(size=(n_ref, 8)).astype(np.float32), rng.normal(size=(n, 8)).astype(np.float32)
+    ref_labels = [f"class{i % 4}" for i in range(n_ref)]
+    yy, xx = np.mgrid[:12, :12]
+    rle = encode_rle((yy - 5.5) ** 2 + (xx - 5.5) ** 2 <= 30)
+    cells = [QueryCell(f"c{i}", str(crop), str(field), (16 * (i % 50), 12 * (i // 50), 16 * (i % 50) + 12,
+                                                        12 * (i // 50) + 12), (0.0, 0.0), 90, rle)
+             for i in range(n)]
+
+    def features(x, labels):
+        return FeatureSet([crop] * len(x), labels, x, ["m"], [8], False, {}, per_model={"m": x})
+
+    classifier = EWCClassifier(EWCParams(k_max=50, index="flat")).fit(ref_x, ref_labels)
+    mean, axes = pca_2d(ref_x)
+    result = AnalysisResult(cells, features(ref_x, ref_labels), features(query_x, [None] * n), classifier,
+                            classifier.predict(query_x, keep_neighbours=12), mean, axes, [], {}, ["m"])
+    c, panel = window.controller, window.image_panel
+    c.workspace.apply(result)
+    c.result_changed.emit()
+    window.tabs.setCurrentWidget(panel)
+    QApplication.processEvents()
+    assert 0 < len(panel._overlays) <= 4 * 2 * 16  # classes x (predicted, labelled) x grid squares
+    for index in (10, 2000, 1234):
+        c.select_cell(index)
+        c.set_label(index, "class1")
+        QApplication.processEvents()
+    assert len(panel._selection) == 2  # the selected cell's outline and its name
+    assert c.workspace.label_of(1234) == "class1"

@@ -11,6 +11,8 @@ from PySide6.QtWidgets import QComboBox, QLabel, QVBoxLayout, QWidget
 from cellsearch_gui.gui.pixmaps import class_colour
 
 OVERVIEW_SIDE = 4096  # huge stitched images are shown downsampled to this many pixels
+OUTLINE_TILES = 4  # outlines are grouped per class and per square of a 4 x 4 grid: a click repaints few
+NAMED_CELLS = 200  # fields with more cells name only the selected one (colours still tell the class)
 
 
 def outline(cell) -> np.ndarray | None:
@@ -46,6 +48,7 @@ class ImagePanel(QWidget):
         self.plot.addItem(self.image_item)
         self.plot.scene().sigMouseClicked.connect(self._clicked)
         self._overlays: list = []
+        self._selection: list = []  # the selected cell's outline and name
         self._scale = 1.0
         self._shown_path = None
         self._by_image: dict[str, list[int]] = {}
@@ -77,6 +80,9 @@ class ImagePanel(QWidget):
         self._show_current()
 
     def _show_current(self, *_):
+        """Outlines in one curve per class colour, style and grid square (NaN-separated polygons), so a
+        field with thousands of cells is a few dozen items, and a click repaints only the squares it
+        touches; names are written when the field has few cells."""
         for item in self._overlays:
             self.plot.removeItem(item)
         self._overlays = []
@@ -84,6 +90,7 @@ class ImagePanel(QWidget):
         if not path:
             self.image_item.clear()
             self._shown_path = None
+            self._draw_selection()
             return
         new_image = path != self._shown_path
         if new_image:
@@ -96,25 +103,63 @@ class ImagePanel(QWidget):
             self._shown_path = path
         ws = self.controller.workspace
         classes, labels = ws.classes(), ws.result.predictions.labels
-        for i in self._by_image[path]:
-            if i not in self._outlines:  # decoded once per result, not at every click
-                self._outlines[i] = outline(ws.cells[i])
-            if self._outlines[i] is None:
-                continue
-            poly = self._outlines[i] * self._scale
-            user = ws.label_of(i)
-            width = 4 if i == self.controller.selected else 2
-            pen = pg.mkPen(class_colour(classes, user or labels[i]), width=width,
-                           style=pg.QtCore.Qt.PenStyle.SolidLine if not user else pg.QtCore.Qt.PenStyle.DashLine)
-            curve = pg.PlotCurveItem(poly[:, 0], poly[:, 1], pen=pen)
-            self.plot.addItem(curve)
-            text = pg.TextItem(user or labels[i], color=class_colour(classes, user or labels[i]), anchor=(0, 1))
-            x0, y0 = ws.cells[i].bbox[:2]
-            text.setPos(x0 * self._scale, y0 * self._scale)
-            self.plot.addItem(text)
-            self._overlays += [curve, text]
+        groups = defaultdict(list)  # (class, labelled by the user, tile) -> polygons
+        cells = self._by_image[path]
+        tile = max(self.image_item.width() or 1, self.image_item.height() or 1) / OUTLINE_TILES
+        for i in cells:
+            poly = self._outline(i)
+            if poly is not None:
+                user = ws.label_of(i)
+                poly = poly * self._scale
+                where = (int(poly[0, 0] // tile), int(poly[0, 1] // tile))
+                groups[(user or labels[i], bool(user), where)].append(poly)
+        for (name, labelled, _), polys in groups.items():
+            gap = np.full((1, 2), np.nan, np.float32)
+            joined = np.concatenate([part for poly in polys for part in (poly, gap)])
+            style = pg.QtCore.Qt.PenStyle.DashLine if labelled else pg.QtCore.Qt.PenStyle.SolidLine
+            curve = pg.PlotCurveItem(joined[:, 0], joined[:, 1], connect="finite",
+                                     pen=pg.mkPen(class_colour(classes, name), width=2, style=style))
+            self.plot.addItem(curve, ignoreBounds=True)
+            self._overlays.append(curve)
+        if len(cells) <= NAMED_CELLS:
+            for i in cells:
+                self._overlays.append(self._name(i))
+        self._draw_selection()
         if new_image:
             self.plot.autoRange()
+
+    def _outline(self, index: int) -> np.ndarray | None:
+        if index not in self._outlines:  # decoded once per result, not at every click
+            self._outlines[index] = outline(self.controller.workspace.cells[index])
+        return self._outlines[index]
+
+    def _name(self, index: int):
+        ws = self.controller.workspace
+        name = ws.label_of(index) or ws.result.predictions.labels[index]
+        text = pg.TextItem(name, color=class_colour(ws.classes(), name), anchor=(0, 1))
+        x0, y0 = ws.cells[index].bbox[:2]
+        text.setPos(x0 * self._scale, y0 * self._scale)
+        self.plot.addItem(text, ignoreBounds=True)  # names and outlines never move the view
+        return text
+
+    def _draw_selection(self) -> None:
+        """The selected cell drawn thicker (and named), on its own items: a click redraws only these."""
+        for item in self._selection:
+            self.plot.removeItem(item)
+        self._selection = []
+        index, ws = self.controller.selected, self.controller.workspace
+        if index is None or ws.result is None or index not in self._by_image.get(self.chooser.currentText(), ()):
+            return
+        poly = self._outline(index)
+        if poly is None:
+            return
+        name = ws.label_of(index) or ws.result.predictions.labels[index]
+        poly = poly * self._scale
+        curve = pg.PlotCurveItem(poly[:, 0], poly[:, 1], pen=pg.mkPen(class_colour(ws.classes(), name), width=4))
+        self.plot.addItem(curve, ignoreBounds=True)
+        self._selection = [curve]
+        if len(self._by_image[self.chooser.currentText()]) > NAMED_CELLS:
+            self._selection.append(self._name(index))
 
     def _clicked(self, event) -> None:
         path = self.chooser.currentText()
@@ -135,5 +180,7 @@ class ImagePanel(QWidget):
             self.chooser.setCurrentText(cell.source_image)
 
     def _follow_selection(self, index: int) -> None:
-        self.select_image_of(index)
-        self._show_current()
+        shown = self.chooser.currentText()
+        self.select_image_of(index)  # another field: the chooser redraws everything
+        if self.chooser.currentText() == shown:
+            self._draw_selection()
