@@ -219,7 +219,7 @@ def test_launch_out_of_memory_falls_back_to_smaller_batches(tiny_registry):
     assert fake.batches == [4, 2, 2]
 
 
-def test_cancel_keeps_the_batches_already_computed(tiny_registry, crop_set):
+def test_cancel_keeps_the_batches_already_computed(tiny_registry, crop_set, monkeypatch):
     cache = EmbeddingCache(None)
     options = EmbedOptions(weights="random", batch_size=2)
     token = CancelToken()
@@ -231,11 +231,8 @@ def test_cancel_keeps_the_batches_already_computed(tiny_registry, crop_set):
     again = EmbedOptions(weights="random", batch_size=2)
     forwards = []
     original = ModelRunner._forward
-    ModelRunner._forward = lambda self, batch: forwards.append(len(batch)) or original(self, batch)
-    try:
-        run_job(embed_crops(crop_set, ["convnext_base"], cache, again))
-    finally:
-        ModelRunner._forward = original
+    monkeypatch.setattr(ModelRunner, "_forward", lambda self, batch: forwards.append(len(batch)) or original(self, batch))
+    run_job(embed_crops(crop_set, ["convnext_base"], cache, again))
     assert sum(forwards) == 7 - 3  # the first two batches came from the cache, the second one too
 
 

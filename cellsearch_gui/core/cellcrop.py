@@ -61,14 +61,15 @@ def find_cell(rgb: np.ndarray, objects: str = "nucleated") -> tuple[CellMask | N
     from cellsearch_gui.core.segmentation.classical import ClassicalSegmenter, nucleus_map
 
     guess = 0.5 * min(rgb.shape[:2])
+    finder = ClassicalSegmenter(objects=objects, cell_diameter_px=guess)
     if objects == "nucleated":
-        nuclei = nucleus_map(rgb)  # independent of the diameter: computed once for both passes
-        masks = ClassicalSegmenter(objects=objects, cell_diameter_px=guess).cells_from_nuclei(nuclei)
+        nuclei = nucleus_map(rgb, finder.nucleus_threshold)  # independent of the diameter: made once
+        masks = finder.cells_from_nuclei(nuclei)
         if masks:  # refine the size-dependent settings with the measured cell
-            measured = 2 * np.sqrt(max(m.area for m in masks) / np.pi)
-            masks = ClassicalSegmenter(objects=objects, cell_diameter_px=measured).cells_from_nuclei(nuclei) or masks
+            finder.cell_diameter_px = 2 * np.sqrt(max(m.area for m in masks) / np.pi)
+            masks = finder.cells_from_nuclei(nuclei) or masks
     else:
-        masks = ClassicalSegmenter(objects=objects, cell_diameter_px=guess).segment(rgb)
+        masks = finder.segment(rgb)
     if not masks:
         return None, 0
     biggest = max(m.area for m in masks)

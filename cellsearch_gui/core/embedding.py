@@ -7,6 +7,7 @@ import gc
 import hashlib
 import json
 import time
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
@@ -346,8 +347,6 @@ def _read_one(path: Path, prep: CropPrep):
 def _prefetched(chunks: list, read):
     """read(chunk) for each chunk in order, the next chunk read on a worker thread while the caller runs
     the models on the current one (decoding and crop preparation release Python's lock for the most part)."""
-    from concurrent.futures import ThreadPoolExecutor
-
     if not chunks:
         return
     with ThreadPoolExecutor(1, thread_name_prefix="cellsearch-read") as pool:
@@ -487,8 +486,6 @@ def embed_crops(crops: CropSet, model_ids: list[str], cache: EmbeddingCache,
     sequential = use_sequential_models(opts.sequential_models, runners[0].device if runners else "cpu",
                                        len(runners))
     t0 = time.perf_counter()
-    from concurrent.futures import ThreadPoolExecutor
-
     with ThreadPoolExecutor(workers, thread_name_prefix="cellsearch-crop") as crop_pool:
         map_crops = crop_pool.map if workers > 1 else map
         try:
