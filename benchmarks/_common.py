@@ -12,6 +12,8 @@ from pathlib import Path
 REPO = Path(__file__).resolve().parents[1]
 if str(REPO) not in sys.path:  # run as a script from a checkout without installing
     sys.path.insert(0, str(REPO))
+if str(REPO / "tests") not in sys.path:  # test-only helpers (synthetic feature worlds)
+    sys.path.append(str(REPO / "tests"))
 
 
 def peak_rss_mb() -> float:

@@ -14,11 +14,15 @@ from __future__ import annotations
 import argparse
 
 import numpy as np
-
 from _common import Timer, figure, write_json  # noqa: I001  (puts the checkout on sys.path)
 
-from cellsearch_gui.core.ewc import EWCClassifier, EWCParams, adaptive_vote, k_schedule
-from cellsearch_gui.core.synthetic import SyntheticWorld, concat
+from cellsearch_gui.core.classify.ewc import (
+    EWCClassifier,
+    EWCParams,
+    adaptive_vote,
+    k_schedule,
+)
+from synthetic import SyntheticWorld, concat
 
 
 def research_every_k(clf: EWCClassifier, queries: np.ndarray, undecided_only: bool):

@@ -13,14 +13,15 @@ import json
 import time
 from pathlib import Path
 
-from cellsearch_gui.core.baselines import run_baselines
-from cellsearch_gui.core.combinations import Grid, search_combinations
-from cellsearch_gui.core.dataset import scan_class_folders, stratified_split
-from cellsearch_gui.core.embed_cache import EmbeddingCache, default_cache_dir
-from cellsearch_gui.core.embedding import EmbedOptions, FeatureSet, embed_crops
-from cellsearch_gui.core.evaluation import evaluate_predictions
-from cellsearch_gui.core.ewc import EWCClassifier, EWCParams
+from cellsearch_gui.core.classify.baselines import run_baselines
+from cellsearch_gui.core.classify.combinations import Grid, search_combinations
+from cellsearch_gui.core.classify.evaluation import evaluate_predictions
+from cellsearch_gui.core.classify.ewc import EWCClassifier, EWCParams
+from cellsearch_gui.core.embedding.cache import EmbeddingCache, default_cache_dir
+from cellsearch_gui.core.embedding.job import EmbedOptions, embed_crops
+from cellsearch_gui.core.io.dataset import scan_class_folders, stratified_split
 from cellsearch_gui.core.jobs import run_job
+from cellsearch_gui.core.types import FeatureSet
 
 MODELS = ["mobilenetv2", "efficientnet_lite0"]
 WBC5 = ["basophil", "eosinophil", "lymphocyte", "monocyte", "neutrophil"]

@@ -28,10 +28,10 @@ PBC = Path(os.environ.get("CELLSEARCH_SHARED", REPO.parent / "shared")) / "data"
 
 def _in_field(field: Path, n: int) -> list[tuple]:
     """Bounding box, centroid and a round mask for n cells spread over the field on a grid."""
-    from cellsearch_gui.core.images import read_rgb
-    from cellsearch_gui.core.segmentation.masks import encode_rle
-
     import numpy as np
+
+    from cellsearch_gui.core.io.images import read_rgb
+    from cellsearch_gui.core.segmentation.masks import encode_rle
 
     height, width = read_rgb(field).shape[:2]
     side = int(np.ceil(np.sqrt(n * width / height)))
@@ -46,13 +46,11 @@ def _in_field(field: Path, n: int) -> list[tuple]:
 
 
 def build_result(n_ref: int, n_query: int, field: Path | None = None):
-    import numpy as np
 
-    from cellsearch_gui.core.embedding import FeatureSet
-    from cellsearch_gui.core.ewc import EWCClassifier, EWCParams
-    from cellsearch_gui.core.pipeline import KEPT_NEIGHBOURS, AnalysisResult, pca_2d
-    from cellsearch_gui.core.query_cells import QueryCell
-    from cellsearch_gui.core.synthetic import SyntheticWorld
+    from cellsearch_gui.core.app.run import KEPT_NEIGHBOURS, AnalysisResult, pca_2d
+    from cellsearch_gui.core.classify.ewc import EWCClassifier, EWCParams
+    from synthetic import SyntheticWorld
+    from cellsearch_gui.core.types import FeatureSet, QueryCell
 
     world = SyntheticWorld()
     ref_x, ref_y = next(iter(world.chunks(n_ref, 1, chunk=n_ref)))

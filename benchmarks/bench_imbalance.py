@@ -9,14 +9,14 @@ Usage: python benchmarks/bench_imbalance.py   (after bench_transfer.py has cache
 from __future__ import annotations
 
 import numpy as np
-
 from bench_transfer import MODELS, SHARED, WBC5
-from cellsearch_gui.core.cellcrop import CropPrep
-from cellsearch_gui.core.dataset import scan_class_folders, stratified_split
-from cellsearch_gui.core.embed_cache import EmbeddingCache, default_cache_dir
-from cellsearch_gui.core.embedding import EmbedOptions, embed_crops
-from cellsearch_gui.core.evaluation import evaluate_predictions
-from cellsearch_gui.core.ewc import EWCClassifier, EWCParams
+
+from cellsearch_gui.core.classify.evaluation import evaluate_predictions
+from cellsearch_gui.core.classify.ewc import EWCClassifier, EWCParams
+from cellsearch_gui.core.crops.prepare import CropPrep
+from cellsearch_gui.core.embedding.cache import EmbeddingCache, default_cache_dir
+from cellsearch_gui.core.embedding.job import EmbedOptions, embed_crops
+from cellsearch_gui.core.io.dataset import scan_class_folders, stratified_split
 from cellsearch_gui.core.jobs import run_job
 
 PREP = CropPrep(centre=True, scale="cell_size", mask=True, colour="device_reinhard", detail=2.0)

@@ -46,7 +46,7 @@ def _peak_rss_mb() -> float:
 def _images(n: int):
     import numpy as np
 
-    from cellsearch_gui.core.images import read_rgb
+    from cellsearch_gui.core.io.images import read_rgb
 
     pbc = SHARED / "data" / "pbc_barcelona"
     if pbc.is_dir():
@@ -60,9 +60,9 @@ def worker(model_id: str, crops: int, batch: int | None, device: str, precision:
     """One model, one device and precision, in this process; returns the figures."""
     import torch
 
-    from cellsearch_gui.core.embedding import ModelRunner
-    from cellsearch_gui.core.registry import get_spec
-    from cellsearch_gui.core.weights import locate_weights
+    from cellsearch_gui.core.embedding.runner import ModelRunner
+    from cellsearch_gui.core.models.checkpoints import locate_weights
+    from cellsearch_gui.core.models.registry import get_spec
 
     spec = get_spec(model_id)
     images, source = _images(crops)
@@ -137,7 +137,7 @@ def main() -> int:
 
     import torch
 
-    from cellsearch_gui.core.registry import REGISTRY
+    from cellsearch_gui.core.models.registry import REGISTRY
 
     models = args.models.split(",") if args.models else [m for m, s in REGISTRY.items() if "embed" in s.roles]
     runs = []

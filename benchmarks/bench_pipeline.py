@@ -44,14 +44,15 @@ def _sync(device: str) -> None:
 
 def measure(models: list[str], prep_name: str, paths: list[Path], device: str, batch: int | None,
             repeats: int, precision: str) -> dict:
-    from cellsearch_gui.core.cellcrop import prepare_crop, preset
-    from cellsearch_gui.core.dataset import CropSet
-    from cellsearch_gui.core.embed_cache import EmbeddingCache
-    from cellsearch_gui.core.embedding import EmbedOptions, ModelRunner, embed_crops
-    from cellsearch_gui.core.images import read_rgb
+    from cellsearch_gui.core.crops.prepare import prepare_crop, preset
+    from cellsearch_gui.core.embedding.cache import EmbeddingCache
+    from cellsearch_gui.core.embedding.job import EmbedOptions, embed_crops
+    from cellsearch_gui.core.embedding.runner import ModelRunner
+    from cellsearch_gui.core.io.dataset import CropSet
+    from cellsearch_gui.core.io.images import read_rgb
     from cellsearch_gui.core.jobs import run_job
-    from cellsearch_gui.core.registry import get_spec
-    from cellsearch_gui.core.weights import locate_weights
+    from cellsearch_gui.core.models.checkpoints import locate_weights
+    from cellsearch_gui.core.models.registry import get_spec
 
     prep = preset(prep_name)
     weights = "pretrained" if all(locate_weights(get_spec(m)) for m in models) else "random"
@@ -103,7 +104,8 @@ def main() -> None:
     args = parser.parse_args()
     import torch
 
-    from cellsearch_gui.core.embedding import pick_device, use_read_workers
+    from cellsearch_gui.core.embedding.job import use_read_workers
+    from cellsearch_gui.core.models.devices import pick_device
 
     device = pick_device(args.device)
     paths = _paths(args.crops)

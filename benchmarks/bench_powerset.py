@@ -16,16 +16,20 @@ import argparse
 import time
 
 import numpy as np
-
 from _common import Timer, figure, peak_rss_mb, write_json  # noqa: I001
 
-from cellsearch_gui.core.combinations import Grid, _grid_points, power_set, search_combinations
-from cellsearch_gui.core.embedding import FeatureSet
-from cellsearch_gui.core.evaluation import evaluate_predictions
-from cellsearch_gui.core.ewc import adaptive_vote, encode_labels
+from cellsearch_gui.core.classify.combinations import (
+    Grid,
+    _grid_points,
+    power_set,
+    search_combinations,
+)
+from cellsearch_gui.core.classify.evaluation import evaluate_predictions
+from cellsearch_gui.core.classify.ewc import adaptive_vote, encode_labels
+from cellsearch_gui.core.index.knn import KnnIndex
 from cellsearch_gui.core.jobs import run_job
-from cellsearch_gui.core.knn_index import KnnIndex
-from cellsearch_gui.core.synthetic import SIX_MODELS, SyntheticWorld
+from synthetic import SIX_MODELS, SyntheticWorld
+from cellsearch_gui.core.types import FeatureSet
 
 KEYS = ("balanced_accuracy", "macro_precision", "mean_k")
 
@@ -55,7 +59,7 @@ def baseline_rows(ref: FeatureSet, val: FeatureSet, subset, metric: str, grid: G
 
 def only_ties(ref, val, models, subset, metric, k) -> bool:
     """True when the fast and FAISS neighbour lists differ only where distances tie to float32 rounding."""
-    from cellsearch_gui.core.subset_search import subset_search
+    from cellsearch_gui.core.index.subsets import subset_search
 
     idx = tuple(models.index(m) for m in subset)
     d_f, i_f = subset_search([ref.select([m]) for m in models], [val.select([m]) for m in models], [idx],

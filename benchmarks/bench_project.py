@@ -14,8 +14,8 @@ import tempfile
 import time
 from pathlib import Path
 
-from cellsearch_gui.core.query_cells import QueryCell
-from cellsearch_gui.core.workspace import Workspace
+from cellsearch_gui.core.app.session import Workspace
+from cellsearch_gui.core.types import QueryCell
 
 
 def build(folder: Path, n_cells: int) -> float:

@@ -18,13 +18,12 @@ from __future__ import annotations
 import argparse
 
 import numpy as np
-
 from _common import Timer, figure, peak_rss_mb, recall, write_json  # noqa: I001
 
-from cellsearch_gui.core.evaluation import evaluate_predictions
-from cellsearch_gui.core.ewc import adaptive_vote, class_weights
-from cellsearch_gui.core.knn_index import KnnIndex
-from cellsearch_gui.core.synthetic import SyntheticWorld
+from cellsearch_gui.core.classify.evaluation import evaluate_predictions
+from cellsearch_gui.core.classify.ewc import adaptive_vote, class_weights
+from cellsearch_gui.core.index.knn import KnnIndex
+from synthetic import SyntheticWorld
 
 K = 1000
 

@@ -19,20 +19,20 @@ import tempfile
 import time
 from pathlib import Path
 
-
-from cellsearch_gui.core.cellcrop import CropPrep
-from cellsearch_gui.core.dataset import read_cells_csv, scan_class_folders
-from cellsearch_gui.core.embed_cache import EmbeddingCache, default_cache_dir
-from cellsearch_gui.core.embedding import EmbedOptions
-from cellsearch_gui.core.evaluation import evaluate_predictions
-from cellsearch_gui.core.ewc import EWCParams
-from cellsearch_gui.core.images import read_rgb
+from cellsearch_gui.core.app.experiments import Inputs, classify_job
+from cellsearch_gui.core.app.segment import segment_images
+from cellsearch_gui.core.classify.evaluation import evaluate_predictions
+from cellsearch_gui.core.classify.ewc import EWCParams
+from cellsearch_gui.core.crops.prepare import CropPrep
+from cellsearch_gui.core.embedding.cache import EmbeddingCache, default_cache_dir
+from cellsearch_gui.core.embedding.job import EmbedOptions
+from cellsearch_gui.core.io.dataset import read_cells_csv, scan_class_folders
+from cellsearch_gui.core.io.images import read_rgb
 from cellsearch_gui.core.jobs import run_job
-from cellsearch_gui.core.segment_job import SegmentSettings, segment_images
 from cellsearch_gui.core.segmentation.classical import ClassicalSegmenter
 from cellsearch_gui.core.segmentation.masks import box_iou
 from cellsearch_gui.core.segmentation.sam import SamGridSegmenter, SamSegmenter
-from cellsearch_gui.core.workflows import Inputs, classify_job
+from cellsearch_gui.core.segmentation.settings import SegmentSettings
 
 WBC5 = ["basophil", "eosinophil", "lymphocyte", "monocyte", "neutrophil"]
 DIAMETER_PX = 160  # typical white cell in these 100x fields, given as a user would

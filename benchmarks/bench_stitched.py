@@ -11,17 +11,18 @@ import json
 import resource
 import subprocess
 import sys
-import threading
 import tempfile
+import threading
 import time
 from pathlib import Path
 
 import numpy as np
 import tifffile
 
-from cellsearch_gui.core.images import read_rgb
+from cellsearch_gui.core.app.segment import segment_images
+from cellsearch_gui.core.io.images import read_rgb
 from cellsearch_gui.core.jobs import run_job
-from cellsearch_gui.core.segment_job import SegmentSettings, segment_images
+from cellsearch_gui.core.segmentation.settings import SegmentSettings
 
 SHARED = Path(__file__).resolve().parents[1].parent / "shared"
 

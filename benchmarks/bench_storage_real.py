@@ -19,9 +19,9 @@ from pathlib import Path
 from _common import REPO, Timer, write_json  # noqa: I001
 from bench_index import STORAGE_OPTIONS, storage_table
 
-from cellsearch_gui.core.dataset import scan_class_folders, stratified_split
-from cellsearch_gui.core.embed_cache import EmbeddingCache
-from cellsearch_gui.core.embedding import EmbedOptions, embed_crops
+from cellsearch_gui.core.embedding.cache import EmbeddingCache
+from cellsearch_gui.core.embedding.job import EmbedOptions, embed_crops
+from cellsearch_gui.core.io.dataset import scan_class_folders, stratified_split
 from cellsearch_gui.core.jobs import run_job
 
 SHARED = Path(os.environ.get("CELLSEARCH_SHARED", REPO.parent / "shared"))

@@ -13,12 +13,12 @@ import json
 import time
 from pathlib import Path
 
-from cellsearch_gui.core.cellcrop import CropPrep
-from cellsearch_gui.core.dataset import scan_class_folders, stratified_split
-from cellsearch_gui.core.embed_cache import EmbeddingCache, default_cache_dir
-from cellsearch_gui.core.embedding import EmbedOptions, embed_crops
-from cellsearch_gui.core.evaluation import evaluate_predictions
-from cellsearch_gui.core.ewc import EWCClassifier, EWCParams
+from cellsearch_gui.core.classify.evaluation import evaluate_predictions
+from cellsearch_gui.core.classify.ewc import EWCClassifier, EWCParams
+from cellsearch_gui.core.crops.prepare import CropPrep
+from cellsearch_gui.core.embedding.cache import EmbeddingCache, default_cache_dir
+from cellsearch_gui.core.embedding.job import EmbedOptions, embed_crops
+from cellsearch_gui.core.io.dataset import scan_class_folders, stratified_split
 from cellsearch_gui.core.jobs import run_job
 
 SHARED = Path(__file__).resolve().parents[1].parent / "shared"

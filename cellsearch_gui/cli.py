@@ -22,7 +22,7 @@ def _floats(text: str) -> list[float]:
 
 
 def _pixel_size(text: str) -> float:
-    from cellsearch_gui.core.fields import parse_pixel_size
+    from cellsearch_gui.core.io.fields import parse_pixel_size
 
     try:
         value = parse_pixel_size(text)
@@ -221,13 +221,13 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def _embed_setup(args):
-    from cellsearch_gui.core.embed_cache import EmbeddingCache, default_cache_dir
-    from cellsearch_gui.core.embedding import EmbedOptions
-    from cellsearch_gui.core.registry import parse_model_list
+    from cellsearch_gui.core.embedding.cache import EmbeddingCache, default_cache_dir
+    from cellsearch_gui.core.embedding.job import EmbedOptions
+    from cellsearch_gui.core.models.registry import parse_model_list
 
     models = parse_model_list(args.models, role="embed")
     cache = EmbeddingCache(None if args.no_cache else (args.cache_dir or default_cache_dir()))
-    from cellsearch_gui.core.cellcrop import CropPrep
+    from cellsearch_gui.core.crops.prepare import CropPrep
 
     prep = CropPrep(centre=args.centre, scale=args.scale, mask=args.mask, colour=args.colour,
                     target_pixel_size_um=args.crop_target_pixel_size, objects=args.find_cell, detail=args.detail)
@@ -238,7 +238,7 @@ def _embed_setup(args):
 
 
 def _load_inputs(args, query_dir, needs_labels: bool):
-    from cellsearch_gui.core.workflows import load_inputs
+    from cellsearch_gui.core.app.experiments import load_inputs
 
     inputs = load_inputs(args.reference, query_dir, args.split, args.seed, args.classes, args.shared_classes,
                          query_needs_labels=needs_labels)
@@ -248,7 +248,7 @@ def _load_inputs(args, query_dir, needs_labels: bool):
 
 
 def _params(args):
-    from cellsearch_gui.core.ewc import EWCParams
+    from cellsearch_gui.core.classify.ewc import EWCParams
 
     return EWCParams(metric=args.metric, k_min=args.k_min, k_max=args.k_max,
                      entropy_threshold=args.entropy, index=args.index,
@@ -264,24 +264,24 @@ def _report_problems(result_skipped, notes) -> None:
 
 
 def _write_json(path: Path, data: dict) -> None:
-    from cellsearch_gui.core.atomic import write_text_atomic
+    from cellsearch_gui.core.io.atomic import write_text_atomic
 
     write_text_atomic(path, json.dumps(data, indent=1, default=str))
 
 
 def cmd_models(args) -> int:
-    from cellsearch_gui.core import weights
-    from cellsearch_gui.core.hub import offline_mode
-    from cellsearch_gui.core.registry import REGISTRY, parse_model_list
+    from cellsearch_gui.core.models import checkpoints, install
+    from cellsearch_gui.core.models.hub import offline_mode
+    from cellsearch_gui.core.models.registry import REGISTRY, parse_model_list
 
     if args.models_command in ("list", "verify"):
         ids = parse_model_list(",".join(args.ids)) if getattr(args, "ids", None) else sorted(REGISTRY)
         verify = args.models_command == "verify"
-        print(f"weights folder: {weights.weights_dir()}" + ("   (offline mode)" if offline_mode() else ""))
+        print(f"weights folder: {checkpoints.weights_dir()}" + ("   (offline mode)" if offline_mode() else ""))
         print(f"{'id':<23}{'dim':>6}{'input':>7}  {'roles':<15}{'weights':<19}{'licence'}")
         bad = 0
         for model_id in ids:
-            st = weights.status(REGISTRY[model_id], verify=verify)
+            st = checkpoints.status(REGISTRY[model_id], verify=verify)
             bad += st.verified is False
             spec = st.spec
             print(f"{spec.id:<23}{spec.dim:>6}{spec.input_size:>7}  {','.join(spec.roles):<15}{st.state:<19}"
@@ -293,18 +293,18 @@ def cmd_models(args) -> int:
     if args.models_command == "import":
         if args.id is None:  # a folder of checkpoints (USB stick): each file recognised by its sha256
             folder = args.file
-            done = weights.import_folder(folder)
+            done = install.import_folder(folder)
             for model_id, path in done:
                 print(f"imported {model_id} -> {path}")
             if not done:
                 raise CellSearchError(f"{folder}: no file matches a pinned checkpoint")
             return 0
-        path = weights.import_weights(args.id, args.file, allow_unpinned=args.allow_unpinned)
+        path = install.import_weights(args.id, args.file, allow_unpinned=args.allow_unpinned)
         print(f"imported {args.id} -> {path}")
         return 0
     if args.models_command == "download":
         for model_id in parse_model_list(",".join(args.ids)):
-            print(f"downloaded {model_id} -> {weights.download_weights(model_id)}")
+            print(f"downloaded {model_id} -> {checkpoints.download_weights(model_id)}")
         return 0
     return 2
 
@@ -320,8 +320,8 @@ def _run(job, quiet: bool):
 
 
 def cmd_evaluate(args) -> int:
-    from cellsearch_gui.core.evaluation import format_confusion
-    from cellsearch_gui.core.workflows import evaluate_job
+    from cellsearch_gui.core.app.experiments import evaluate_job
+    from cellsearch_gui.core.classify.evaluation import format_confusion
 
     models, cache, options = _embed_setup(args)
     params = _params(args)
@@ -346,7 +346,8 @@ def cmd_evaluate(args) -> int:
 
 
 def cmd_classify(args) -> int:
-    from cellsearch_gui.core.workflows import classify_job, write_predictions_csv
+    from cellsearch_gui.core.app.experiments import classify_job
+    from cellsearch_gui.core.export import write_predictions_csv
 
     models, cache, options = _embed_setup(args)
     args.split = None
@@ -363,15 +364,15 @@ def cmd_classify(args) -> int:
 
 
 def cmd_search(args) -> int:
-    from cellsearch_gui.core.combinations import Grid
-    from cellsearch_gui.core.workflows import search_job
+    from cellsearch_gui.core.app.experiments import search_job
+    from cellsearch_gui.core.classify.combinations import Grid
 
     models, cache, options = _embed_setup(args)
     grid = Grid(metrics=args.metrics, k_mins=args.k_min, k_maxs=args.k_max, thresholds=args.thresholds,
                 entropy_norms=args.entropy_norms)
     preps = None
     if args.preps:
-        from cellsearch_gui.core.cellcrop import PRESETS, preset
+        from cellsearch_gui.core.crops.prepare import PRESETS, preset
 
         names = list(PRESETS) if args.preps == ["all"] else args.preps
         try:
@@ -379,7 +380,7 @@ def cmd_search(args) -> int:
                                target_pixel_size_um=args.crop_target_pixel_size) for n in names}
         except ValueError as exc:
             raise CellSearchError(str(exc)) from None
-    from cellsearch_gui.core.knn_index import KnnIndex
+    from cellsearch_gui.core.index.knn import KnnIndex
 
     for metric in grid.metrics:
         KnnIndex(metric=metric)  # validates the name before any embedding work
@@ -407,8 +408,8 @@ def cmd_search(args) -> int:
 
 
 def cmd_segment(args) -> int:
-    from cellsearch_gui.core.normalise import Normalisation
-    from cellsearch_gui.core.segment_job import SegmentSettings, segment_images
+    from cellsearch_gui.core.app.segment import segment_images
+    from cellsearch_gui.core.segmentation.settings import Normalisation, SegmentSettings
 
     settings = SegmentSettings(
         segmenter=args.segmenter, objects=args.objects, pixel_size_um=args.pixel_size,
@@ -446,9 +447,9 @@ def cmd_project(args) -> int:
 
 
 def cmd_analyse(args) -> int:
-    from cellsearch_gui.core.analysis import format_table, render_png
-    from cellsearch_gui.core.dataset import scan_class_folders
-    from cellsearch_gui.core.workflows import analyse_job
+    from cellsearch_gui.core.app.experiments import analyse_job
+    from cellsearch_gui.core.classify.analysis import format_table, render_png
+    from cellsearch_gui.core.io.dataset import scan_class_folders
 
     models, cache, options = _embed_setup(args)
     reference = scan_class_folders(args.reference)

@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-import argparse
-import csv
 import sys
 from pathlib import Path
 
@@ -42,7 +40,7 @@ def add_project_parser(sub) -> None:
 
 
 def _open(folder: Path, purpose: str):
-    from cellsearch_gui.core.workspace import Workspace
+    from cellsearch_gui.core.app.session import Workspace
 
     return Workspace.open(folder, purpose=purpose)
 
@@ -53,8 +51,8 @@ def cmd_project(args) -> int:
 
 
 def _new(args) -> int:
-    from cellsearch_gui.core.registry import parse_model_list
-    from cellsearch_gui.core.workspace import Workspace
+    from cellsearch_gui.core.app.session import Workspace
+    from cellsearch_gui.core.models.registry import parse_model_list
 
     if (args.folder / "project.sqlite").exists():
         print(f"error: {args.folder} already holds a project", file=sys.stderr)
@@ -86,7 +84,7 @@ def _info(args) -> int:
 
 
 def _add(args) -> int:
-    from cellsearch_gui.core.dataset import scan_class_folders
+    from cellsearch_gui.core.io.dataset import scan_class_folders
     from cellsearch_gui.core.project.library import read_library_info
 
     ws = _open(args.folder, "'cellsearch project add'")
@@ -107,7 +105,7 @@ def _add(args) -> int:
 
 def _classify(args) -> int:
     from cellsearch_gui.cli import ProgressPrinter
-    from cellsearch_gui.core.pipeline import pipeline_job
+    from cellsearch_gui.core.app.run import pipeline_job
     from cellsearch_gui.core.jobs import run_job
 
     ws = _open(args.folder, "'cellsearch project classify'")
@@ -125,7 +123,7 @@ def _classify(args) -> int:
 
 
 def _label(args) -> int:
-    from cellsearch_gui.core.labels_csv import read_labels_csv
+    from cellsearch_gui.core.io.labels_csv import read_labels_csv
 
     ws = _open(args.folder, "'cellsearch project label'")
     try:

@@ -32,13 +32,14 @@ def session_weights(tmp_path_factory):
     """Real checkpoints imported once through `models import` into a session weights folder."""
     if not SHARED_MODELS.is_dir():
         pytest.skip(f"no shared models at {SHARED_MODELS}")
-    from cellsearch_gui.core import weights
 
     folder = tmp_path_factory.mktemp("weights")
     old = os.environ.get("CELLSEARCH_WEIGHTS_DIR")
     os.environ["CELLSEARCH_WEIGHTS_DIR"] = str(folder)
     try:
-        imported = weights.import_folder(SHARED_MODELS)
+        from cellsearch_gui.core.models import install
+
+        imported = install.import_folder(SHARED_MODELS)
     finally:
         if old is None:
             del os.environ["CELLSEARCH_WEIGHTS_DIR"]

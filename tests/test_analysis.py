@@ -5,9 +5,9 @@ import json
 
 import numpy as np
 import pytest
-
-from cellsearch_gui.core import analysis
 from zoo_helpers import tiny_registry  # noqa: F401 - fixture
+
+from cellsearch_gui.core.classify import analysis
 
 
 # --- direct numpy transcription of the CKA reference code (Kornblith et al. 2019, "cka.ipynb") ---------
@@ -101,10 +101,10 @@ def test_stratified_sample_keeps_every_class():
 
 
 def test_analyse_models_command(tiny_registry, tmp_path, capsys):
+    from conftest import PBC, make_subset
     from PIL import Image
 
     from cellsearch_gui.cli import main
-    from conftest import PBC, make_subset
 
     if PBC.is_dir():
         ref = make_subset(PBC, tmp_path / "ref", ["lymphocyte", "neutrophil", "eosinophil"], 4)

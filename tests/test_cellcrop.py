@@ -1,13 +1,17 @@
 import numpy as np
 import pytest
+from conftest import PBC, needs_shared
 from PIL import Image
 
-from cellsearch_gui.core.cellcrop import CropPrep, frame_cell, prepare_crop
-from cellsearch_gui.core.colour import COLOUR_MODES, REINHARD_MEAN, normalise_colour
+from cellsearch_gui.core.app.segment import segment_images
+from cellsearch_gui.core.crops.colour import (
+    COLOUR_MODES,
+    REINHARD_MEAN,
+    normalise_colour,
+)
+from cellsearch_gui.core.crops.prepare import CropPrep, frame_cell, prepare_crop
 from cellsearch_gui.core.jobs import run_job
-from cellsearch_gui.core.normalise import Normalisation
-from cellsearch_gui.core.segment_job import SegmentSettings, segment_images
-from conftest import PBC, needs_shared
+from cellsearch_gui.core.segmentation.settings import Normalisation, SegmentSettings
 
 STAIN = (110, 60, 170)  # purple, nucleus-like (blue minus red is high)
 
@@ -101,7 +105,7 @@ def test_reinhard_maps_two_devices_to_the_same_statistics():
 
 @needs_shared
 def test_macenko_on_a_real_smear_crop():
-    from cellsearch_gui.core.images import read_rgb
+    from cellsearch_gui.core.io.images import read_rgb
 
     img = read_rgb(next((PBC / "neutrophil").iterdir()))
     out = normalise_colour(img, "macenko")
@@ -125,7 +129,7 @@ def test_device_reinhard_keeps_colour_differences_within_a_device():
     """Per-image Reinhard erases the colour that tells two cells apart; one transform per device keeps it."""
     import cv2
 
-    from cellsearch_gui.core.cellcrop import with_device_colour
+    from cellsearch_gui.core.crops.prepare import with_device_colour
 
     lilac = blob_image(150, 150, [(75, 75, 40)])
     red = lilac.copy()

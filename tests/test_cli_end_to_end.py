@@ -5,10 +5,10 @@ import json
 
 import numpy as np
 import pytest
+from conftest import PBC, WBC5, make_subset, needs_shared
 from PIL import Image
 
 from cellsearch_gui.cli import main
-from conftest import PBC, WBC5, make_subset, needs_shared
 
 pytestmark = needs_shared
 MODELS = "mobilenetv2,efficientnet_lite0"
@@ -42,11 +42,12 @@ def test_evaluate_writes_the_promised_json(real_weights, small_sets, tmp_path, c
 
 
 def test_classify_csv_and_cache_reuse(real_weights, small_sets, tmp_path, monkeypatch):
-    from cellsearch_gui.core import embedding
+
+    from cellsearch_gui.core.embedding import runner
 
     calls = []
-    original = embedding.ModelRunner._forward  # every forward pass goes through it
-    monkeypatch.setattr(embedding.ModelRunner, "_forward",
+    original = runner.ModelRunner._forward  # every forward pass goes through it
+    monkeypatch.setattr(runner.ModelRunner, "_forward",
                         lambda self, batch: calls.append((self.spec.id, len(batch))) or original(self, batch))
     ref, query = small_sets
     cache = tmp_path / "cache"

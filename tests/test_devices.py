@@ -4,14 +4,18 @@ fake out-of-memory error), and loading several models one after another."""
 import numpy as np
 import pytest
 import torch
-
-from cellsearch_gui.core import embedding
-from cellsearch_gui.core.dataset import CropSet
-from cellsearch_gui.core.embed_cache import EmbeddingCache
-from cellsearch_gui.core.embedding import EmbedOptions, ModelRunner, embed_crops, pick_precision
-from cellsearch_gui.core.errors import Cancelled, CellSearchError, OutOfMemoryError
-from cellsearch_gui.core.jobs import CancelToken, run_job
 from zoo_helpers import crops, tiny_registry  # noqa: F401 - fixture
+
+from cellsearch_gui.core.embedding import job as embedding_job
+from cellsearch_gui.core.embedding import runner as embedding_runner
+from cellsearch_gui.core.embedding.cache import EmbeddingCache
+from cellsearch_gui.core.embedding.job import EmbedOptions, embed_crops
+from cellsearch_gui.core.embedding.runner import ModelRunner
+from cellsearch_gui.core.errors import Cancelled, CellSearchError, OutOfMemoryError
+from cellsearch_gui.core.io.dataset import CropSet
+from cellsearch_gui.core.jobs import CancelToken, run_job
+from cellsearch_gui.core.models.devices import pick_precision
+from cellsearch_gui.core.models.registry import get_spec
 
 BF16_MIN_COSINE = 0.99  # stated tolerance: bf16 autocast vs fp32, per crop
 
@@ -110,8 +114,8 @@ def _track_loads(monkeypatch):
             events.append(("release", self.spec.id))
         release(self)
 
-    monkeypatch.setattr(embedding.ModelRunner, "load", tracked_load)
-    monkeypatch.setattr(embedding.ModelRunner, "release", tracked_release)
+    monkeypatch.setattr(embedding_runner.ModelRunner, "load", tracked_load)
+    monkeypatch.setattr(embedding_runner.ModelRunner, "release", tracked_release)
     return events
 
 
@@ -157,24 +161,24 @@ def test_sequential_models_use_the_cache_and_stop_when_cancelled(tiny_registry, 
 
 
 def test_gpu_defaults_to_sequential_models():
-    assert embedding.use_sequential_models(None, "cuda", 3) and embedding.use_sequential_models(None, "mps", 2)
-    assert not embedding.use_sequential_models(None, "cpu", 3)
-    assert not embedding.use_sequential_models(None, "cuda", 1)  # one model: nothing to take turns
-    assert embedding.use_sequential_models(True, "cpu", 2) and not embedding.use_sequential_models(False, "cuda", 2)
+    assert embedding_job.use_sequential_models(None, "cuda", 3) and embedding_job.use_sequential_models(None, "mps", 2)
+    assert not embedding_job.use_sequential_models(None, "cpu", 3)
+    assert not embedding_job.use_sequential_models(None, "cuda", 1)  # one model: nothing to take turns
+    assert embedding_job.use_sequential_models(True, "cpu", 2) and not embedding_job.use_sequential_models(False, "cuda", 2)
 
 
 def test_batches_are_sized_to_the_device():
-    small, sam = embedding.get_spec("mobilenetv2"), embedding.get_spec("sam_vit_h")
-    assert embedding.auto_batch_size("cpu", small) == 16 and embedding.auto_batch_size("cuda", small) == 256
-    assert embedding.auto_batch_size("cpu", sam) == 4 and embedding.auto_batch_size("cuda:1", sam) == 32
+    small, sam = get_spec("mobilenetv2"), get_spec("sam_vit_h")
+    assert embedding_runner.auto_batch_size("cpu", small) == 16 and embedding_runner.auto_batch_size("cuda", small) == 256
+    assert embedding_runner.auto_batch_size("cpu", sam) == 4 and embedding_runner.auto_batch_size("cuda:1", sam) == 32
     assert ModelRunner("mobilenetv2", weights="random", device="cpu").batch_size == 16
     assert ModelRunner("mobilenetv2", weights="random", device="cpu", batch_size=8).batch_size == 8
 
 
 def test_crop_readers_follow_the_device():
-    assert embedding.use_read_workers(None, "cpu") == 1  # the CPU's cores run the models
-    assert 1 <= embedding.use_read_workers(None, "cuda") <= 8
-    assert embedding.use_read_workers(3, "cpu") == 3 and embedding.use_read_workers(0, "cuda") == 1
+    assert embedding_job.use_read_workers(None, "cpu") == 1  # the CPU's cores run the models
+    assert 1 <= embedding_job.use_read_workers(None, "cuda") <= 8
+    assert embedding_job.use_read_workers(3, "cpu") == 3 and embedding_job.use_read_workers(0, "cuda") == 1
 
 
 def test_pinned_memory_only_on_cuda():
@@ -202,7 +206,7 @@ def test_input_batch_matches_the_reference_preprocessing(tiny_registry):
     runner = ModelRunner("convnext_base", weights="random")
     batch = runner.input_batch(images)
     assert batch.dtype == torch.uint8 and tuple(batch.shape[1:]) == (runner.spec.input_size,) * 2 + (3,)
-    reference = torch.from_numpy(np.stack([embedding.preprocess(im, runner.spec) for im in images]))
+    reference = torch.from_numpy(np.stack([embedding_runner.preprocess(im, runner.spec) for im in images]))
     with torch.inference_mode():
         expected = runner.load()(reference).numpy()
     assert np.array_equal(runner.collect(runner.launch(batch, images)), expected)

@@ -1,8 +1,13 @@
 import numpy as np
 import pytest
-from sklearn.metrics import balanced_accuracy_score, confusion_matrix, precision_score, recall_score
+from sklearn.metrics import (
+    balanced_accuracy_score,
+    confusion_matrix,
+    precision_score,
+    recall_score,
+)
 
-from cellsearch_gui.core.evaluation import evaluate_predictions
+from cellsearch_gui.core.classify.evaluation import evaluate_predictions
 
 
 @pytest.mark.parametrize("seed", range(5))

@@ -1,11 +1,16 @@
 import numpy as np
 import pytest
+from ewc_reference import ewc_predict_one
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
+from cellsearch_gui.core.classify.ewc import (
+    EWCClassifier,
+    EWCParams,
+    adaptive_vote,
+    k_schedule,
+)
 from cellsearch_gui.core.errors import FeatureError
-from cellsearch_gui.core.ewc import EWCClassifier, EWCParams, adaptive_vote, k_schedule
-from ewc_reference import ewc_predict_one
 
 
 @st.composite
@@ -134,7 +139,7 @@ def test_add_references_without_rebuilding(rng):
 
 
 def test_predict_in_query_chunks_and_keep_few_neighbours(monkeypatch):
-    from cellsearch_gui.core import ewc
+    from cellsearch_gui.core.classify import ewc
 
     rng = np.random.default_rng(3)
     x = rng.normal(size=(300, 8)).astype(np.float32)

@@ -1,8 +1,8 @@
 import numpy as np
 import pytest
-
-from cellsearch_gui.core.ewc import EWCClassifier, EWCParams
 from ewc_reference import ewc_predict_one
+
+from cellsearch_gui.core.classify.ewc import EWCClassifier, EWCParams
 
 
 def _data(rng, n_ref=240, n_q=60, dim=12, n_classes=4, positive=False):
@@ -72,7 +72,7 @@ def test_paper_rule_always_stops_by_c_over_threshold_but_min_kc_does_not():
     """With C classes the paper's H <= log C / log k: for C=5 and 0.3 it stops by k=384 even on a
     perfectly mixed neighbourhood; the log min(k, C) rule keeps growing to k_max."""
     labels = np.tile(np.arange(5), 200)[None, :]  # maximally mixed neighbours
-    from cellsearch_gui.core.ewc import adaptive_vote
+    from cellsearch_gui.core.classify.ewc import adaptive_vote
 
     paper = adaptive_vote(labels, np.ones(5), 3, 1000, 0.3)
     fixed = adaptive_vote(labels, np.ones(5), 3, 1000, 0.3, entropy_norm="log_min_kc")

@@ -1,7 +1,6 @@
 """First run: the welcome dialog shows the device and the weights, imports them from a folder, and opens
 the offline demo, which classifies the sample fields."""
 
-import pytest
 
 from conftest import SHARED_MODELS, needs_shared
 

@@ -5,12 +5,13 @@ tolerance, pinned model inputs, and the pipeline with and without pinned memory.
 import numpy as np
 import pytest
 import torch
-
-from cellsearch_gui.core.dataset import CropSet
-from cellsearch_gui.core.embed_cache import EmbeddingCache
-from cellsearch_gui.core.embedding import EmbedOptions, ModelRunner, embed_crops
-from cellsearch_gui.core.jobs import run_job
 from zoo_helpers import crops
+
+from cellsearch_gui.core.embedding.cache import EmbeddingCache
+from cellsearch_gui.core.embedding.job import EmbedOptions, embed_crops
+from cellsearch_gui.core.embedding.runner import ModelRunner
+from cellsearch_gui.core.io.dataset import CropSet
+from cellsearch_gui.core.jobs import run_job
 
 pytestmark = pytest.mark.skipif(not torch.cuda.is_available(), reason="no CUDA GPU here")
 MODELS = ["mobilenetv2", "dinov2_vits14", "convnext_base"]

@@ -6,11 +6,10 @@ import shutil
 import pytest
 
 pytest.importorskip("pytestqt")
+from conftest import PBC, SHARED, WBC5, make_subset, needs_shared  # noqa: E402
 from PySide6.QtCore import QMimeData, QPoint, QPointF, Qt, QUrl  # noqa: E402
 from PySide6.QtGui import QDragEnterEvent, QDropEvent  # noqa: E402
 from PySide6.QtWidgets import QApplication, QDockWidget, QFileDialog, QMessageBox  # noqa: E402
-
-from conftest import PBC, SHARED, WBC5, make_subset, needs_shared  # noqa: E402
 
 pytestmark = pytest.mark.filterwarnings("ignore:Function.*QDragEnterEvent:DeprecationWarning")
 
@@ -200,7 +199,7 @@ def test_cancel_reaches_inside_a_batch(tmp_path):
     """The runner checks the token between forward passes, not only between crop batches."""
     import numpy as np
 
-    from cellsearch_gui.core.embedding import ModelRunner
+    from cellsearch_gui.core.embedding.runner import ModelRunner
     from cellsearch_gui.core.errors import Cancelled
     from cellsearch_gui.core.jobs import CancelToken
 
@@ -235,11 +234,10 @@ def test_a_field_with_thousands_of_cells_is_drawn_in_few_items(window, tmp_path)
     import numpy as np
     from PIL import Image
 
-    from cellsearch_gui.core.embedding import FeatureSet
-    from cellsearch_gui.core.ewc import EWCClassifier, EWCParams
-    from cellsearch_gui.core.pipeline import AnalysisResult, pca_2d
-    from cellsearch_gui.core.query_cells import QueryCell
+    from cellsearch_gui.core.app.run import AnalysisResult, pca_2d
+    from cellsearch_gui.core.classify.ewc import EWCClassifier, EWCParams
     from cellsearch_gui.core.segmentation.masks import encode_rle
+    from cellsearch_gui.core.types import FeatureSet, QueryCell
 
     field = tmp_path / "field.png"
     Image.fromarray(np.full((600, 800, 3), 200, np.uint8)).save(field)

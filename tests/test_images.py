@@ -3,7 +3,7 @@ import pytest
 from PIL import Image
 
 from cellsearch_gui.core.errors import BadImageError
-from cellsearch_gui.core.images import read_rgb, to_uint8
+from cellsearch_gui.core.io.images import read_rgb, to_uint8
 
 
 def test_grayscale_16bit_rgba_and_float(tmp_path):

@@ -3,11 +3,11 @@
 import numpy as np
 import pytest
 
-from cellsearch_gui.core import knn_index
+from cellsearch_gui.core.classify.ewc import EWCClassifier, EWCParams
 from cellsearch_gui.core.errors import FeatureError
-from cellsearch_gui.core.ewc import EWCClassifier, EWCParams
-from cellsearch_gui.core.knn_index import KnnIndex, Storage
-from cellsearch_gui.core.synthetic import SyntheticWorld, concat
+from cellsearch_gui.core.index import knn
+from cellsearch_gui.core.index.knn import KnnIndex, Storage
+from synthetic import SyntheticWorld, concat
 
 
 @pytest.fixture(scope="module")
@@ -78,7 +78,7 @@ def test_ivf_with_enough_probes_matches_exact_and_streams(library, storage):
 def test_auto_index_is_flat_until_the_memory_bound(library, monkeypatch):
     _, ref, _, q, _ = library
     assert KnnIndex().build(ref).resolved_kind == "flat"
-    monkeypatch.setattr(knn_index, "AUTO_FLAT_BYTES", ref.nbytes // 2)
+    monkeypatch.setattr(knn, "AUTO_FLAT_BYTES", ref.nbytes // 2)
     assert KnnIndex().build(ref).resolved_kind == "ivf"
     assert KnnIndex(metric="canberra").build(np.abs(ref)).resolved_kind == "hnsw"
     # fp16 storage halves the bytes, so the same library fits the bound as flat again

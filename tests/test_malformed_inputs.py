@@ -10,13 +10,13 @@ import numpy as np
 import pytest
 from PIL import Image
 
+from cellsearch_gui.core.app.session import Workspace
 from cellsearch_gui.core.errors import BadImageError, CellSearchError
-from cellsearch_gui.core.images import read_rgb
-from cellsearch_gui.core.labels_csv import read_labels_csv
+from cellsearch_gui.core.io.images import read_rgb
+from cellsearch_gui.core.io.labels_csv import read_labels_csv
 from cellsearch_gui.core.project import open_project
 from cellsearch_gui.core.project.library import read_library_info
-from cellsearch_gui.core.query_cells import QueryCell
-from cellsearch_gui.core.workspace import Workspace
+from cellsearch_gui.core.types import QueryCell
 
 
 def _png(array) -> bytes:
@@ -207,7 +207,7 @@ def test_not_a_project_and_newer_library(tmp_path):
 
 
 def test_damaged_embedding_cache_is_set_aside_and_rebuilt(tmp_path):
-    from cellsearch_gui.core.embed_cache import EmbeddingCache
+    from cellsearch_gui.core.embedding.cache import EmbeddingCache
 
     cache = EmbeddingCache(tmp_path)
     cache.put_many("m", {"k": np.ones(4, np.float32)})

@@ -1,11 +1,11 @@
 import pytest
-
-from cellsearch_gui.core.embed_cache import EmbeddingCache
-from cellsearch_gui.core.embedding import EmbedOptions
-from cellsearch_gui.core.ewc import EWCParams
-from cellsearch_gui.core.jobs import run_job
-from cellsearch_gui.core.workflows import evaluate_job, load_inputs
 from conftest import PBC, WBC5, make_subset, needs_shared
+
+from cellsearch_gui.core.app.experiments import evaluate_job, load_inputs
+from cellsearch_gui.core.classify.ewc import EWCParams
+from cellsearch_gui.core.embedding.cache import EmbeddingCache
+from cellsearch_gui.core.embedding.job import EmbedOptions
+from cellsearch_gui.core.jobs import run_job
 
 
 @needs_shared

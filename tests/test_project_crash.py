@@ -13,7 +13,6 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-
 from conftest import PBC, WBC5, make_subset, needs_shared
 
 CLI = [sys.executable, "-m", "cellsearch_gui"]

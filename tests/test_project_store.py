@@ -3,15 +3,14 @@
 import subprocess
 import sys
 import textwrap
-import time
 
 import pytest
 
+from cellsearch_gui.core.app.session import Workspace
 from cellsearch_gui.core.errors import CellSearchError
 from cellsearch_gui.core.project import open_project
 from cellsearch_gui.core.project.schema import SCHEMA_VERSION
-from cellsearch_gui.core.query_cells import QueryCell
-from cellsearch_gui.core.workspace import Workspace
+from cellsearch_gui.core.types import QueryCell
 
 
 @pytest.fixture

@@ -4,16 +4,17 @@ import json
 import numpy as np
 import pytest
 import tifffile
+from conftest import SHARED, needs_shared
 from PIL import Image
 
 from cellsearch_gui.cli import main
-from cellsearch_gui.core.dataset import scan_query
-from cellsearch_gui.core.fields import Field
+from cellsearch_gui.core.app.segment import segment_images
+from cellsearch_gui.core.io.dataset import scan_query
+from cellsearch_gui.core.io.fields import Field
 from cellsearch_gui.core.jobs import run_job
-from cellsearch_gui.core.segment_job import SegmentSettings, segment_images
 from cellsearch_gui.core.segmentation.masks import decode_rle, encode_rle
+from cellsearch_gui.core.segmentation.settings import SegmentSettings
 from cellsearch_gui.core.segmentation.tiling import tiles
-from conftest import SHARED, needs_shared
 
 RADIUS = 30
 
@@ -180,13 +181,13 @@ def test_mask_background_blanks_neighbours(tmp_path):
 
 @needs_shared
 def test_mobilesam_real_weights_finds_the_white_cell(real_weights):
-    from cellsearch_gui.core import weights
-    from cellsearch_gui.core.images import read_rgb
+    from cellsearch_gui.core.io.images import read_rgb
+    from cellsearch_gui.core.models import install
     from cellsearch_gui.core.segmentation.classical import ClassicalSegmenter
     from cellsearch_gui.core.segmentation.masks import box_iou
     from cellsearch_gui.core.segmentation.sam import SamSegmenter
 
-    weights.import_weights("mobilesam", SHARED / "models" / "mobile_sam_vit_t.pt")
+    install.import_weights("mobilesam", SHARED / "models" / "mobile_sam_vit_t.pt")
     rgb = read_rgb(SHARED / "data" / "bccd_fov" / "JPEGImages" / "BloodImage_00000.jpg")
     seg = SamSegmenter("mobilesam", proposals=ClassicalSegmenter(objects="nucleated", cell_diameter_px=160))
     masks = seg.segment(rgb)

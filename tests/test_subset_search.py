@@ -3,13 +3,18 @@
 import numpy as np
 import pytest
 
-from cellsearch_gui.core import fastdist
-from cellsearch_gui.core.combinations import Grid, power_set, search_combinations, search_combinations_faiss
-from cellsearch_gui.core.embedding import FeatureSet
-from cellsearch_gui.core.ewc import adaptive_vote, adaptive_vote_many
+from cellsearch_gui.core.classify.combinations import (
+    Grid,
+    power_set,
+    search_combinations,
+    search_combinations_faiss,
+)
+from cellsearch_gui.core.classify.ewc import adaptive_vote, adaptive_vote_many
+from cellsearch_gui.core.index import canberra
+from cellsearch_gui.core.index.knn import KnnIndex
+from cellsearch_gui.core.index.subsets import chunk_rows, subset_search
 from cellsearch_gui.core.jobs import run_job
-from cellsearch_gui.core.knn_index import KnnIndex
-from cellsearch_gui.core.subset_search import chunk_rows, subset_search
+from cellsearch_gui.core.types import FeatureSet
 
 DIMS = {"a": 6, "b": 9, "c": 4}
 
@@ -127,16 +132,16 @@ def test_vote_ties_go_to_the_class_seen_first(rng):
 
 @pytest.mark.parametrize("use_numba", [True, False])
 def test_canberra_matrix_matches_scipy(rng, monkeypatch, use_numba):
-    if use_numba and not fastdist.HAVE_NUMBA:
+    if use_numba and not canberra.HAVE_NUMBA:
         pytest.skip("numba not installed")
-    monkeypatch.setattr(fastdist, "HAVE_NUMBA", use_numba)
+    monkeypatch.setattr(canberra, "HAVE_NUMBA", use_numba)
     from scipy.spatial.distance import cdist
 
     a = np.maximum(rng.normal(size=(13, 37)), 0).astype(np.float32)
     b = np.maximum(rng.normal(size=(21, 37)), 0).astype(np.float32)
     b[3] = 0  # an all-zero row: every 0/0 term counts 0
     a[:, 5] = -a[:, 5]  # signs matter: |a - b| / (|a| + |b|)
-    got = fastdist.canberra_matrix(a, b)
+    got = canberra.canberra_matrix(a, b)
     assert got == pytest.approx(cdist(a.astype(np.float64), b.astype(np.float64), "canberra"), rel=1e-5)
-    acc = fastdist.canberra_matrix(a, b, out=np.ones_like(got), accumulate=True)
+    acc = canberra.canberra_matrix(a, b, out=np.ones_like(got), accumulate=True)
     assert acc == pytest.approx(got + 1, rel=1e-5)

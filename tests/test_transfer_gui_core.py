@@ -1,14 +1,13 @@
 """Transfer evaluation and setting suggestion as the app runs them (issue 4's in-app parts)."""
 
 import pytest
-
-from cellsearch_gui.core.pipeline import AnalysisSettings
-from cellsearch_gui.core.dataset import scan_class_folders
-from cellsearch_gui.core.errors import DatasetError
-from cellsearch_gui.core.jobs import run_job
-from cellsearch_gui.core.transfer import suggest_job, transfer_job
-
 from conftest import BCCD_WBC, PBC, make_subset, needs_shared
+
+from cellsearch_gui.core.app.run import AnalysisSettings
+from cellsearch_gui.core.app.transfer import suggest_job, transfer_job
+from cellsearch_gui.core.errors import DatasetError
+from cellsearch_gui.core.io.dataset import scan_class_folders
+from cellsearch_gui.core.jobs import run_job
 
 CLASSES = ["eosinophil", "lymphocyte", "neutrophil"]
 
@@ -49,7 +48,7 @@ def test_suggestion_ranks_presets_on_a_few_labelled_cells(two_devices, tmp_path,
 
 
 def test_suggestion_needs_a_handful_of_labelled_cells(tmp_path):
-    from cellsearch_gui.core.dataset import CropSet
+    from cellsearch_gui.core.io.dataset import CropSet
 
     with pytest.raises(DatasetError, match="at least 5"):
         run_job(suggest_job([tmp_path], CropSet([tmp_path / "a.png"], ["x"]), AnalysisSettings(), tmp_path / "c"))

@@ -4,14 +4,18 @@ import json
 import numpy as np
 import pytest
 import torch
-
-from cellsearch_gui.core import weights
-from cellsearch_gui.core.backends import RANDOM_INIT, build_model
-from cellsearch_gui.core.embedding import ModelRunner
-from cellsearch_gui.core.errors import (ChecksumMismatchError, CellSearchError, UnknownModelError,
-                                        WeightsMissingError)
-from cellsearch_gui.core.registry import get_spec, parse_model_list
 from conftest import SHARED_MODELS, needs_shared
+
+from cellsearch_gui.core.embedding.runner import ModelRunner
+from cellsearch_gui.core.errors import (
+    CellSearchError,
+    ChecksumMismatchError,
+    UnknownModelError,
+    WeightsMissingError,
+)
+from cellsearch_gui.core.models import checkpoints, install
+from cellsearch_gui.core.models.backends import RANDOM_INIT, build_model
+from cellsearch_gui.core.models.registry import get_spec, parse_model_list
 
 
 def test_unknown_model_suggests_a_name():
@@ -22,7 +26,7 @@ def test_unknown_model_suggests_a_name():
 def test_missing_weights_is_an_error_with_a_hint():
     with pytest.raises(WeightsMissingError, match="cellsearch models import mobilenetv2 FILE"):
         ModelRunner("mobilenetv2")
-    assert not weights.status(get_spec("mobilenetv2")).present
+    assert not checkpoints.status(get_spec("mobilenetv2")).present
 
 
 def test_random_init_is_explicit_and_deterministic():
@@ -38,15 +42,15 @@ def test_import_rejects_wrong_checksum(tmp_path):
     fake = tmp_path / "fake.pth"
     torch.save({"w": torch.zeros(3)}, fake)
     with pytest.raises(ChecksumMismatchError, match="does not match the pinned checkpoint"):
-        weights.import_weights("mobilenetv2", fake)
-    assert not weights.weights_path(get_spec("mobilenetv2")).exists()
+        install.import_weights("mobilenetv2", fake)
+    assert not checkpoints.weights_path(get_spec("mobilenetv2")).exists()
 
 
 def test_import_rejects_unloadable_file_even_when_unpinned(tmp_path):
     fake = tmp_path / "fake.pth"
     torch.save({"w": torch.zeros(3)}, fake)
     with pytest.raises(CellSearchError, match="different model"):
-        weights.import_weights("mobilenetv2", fake, allow_unpinned=True)
+        install.import_weights("mobilenetv2", fake, allow_unpinned=True)
 
 
 def test_pickled_objects_are_never_loaded(tmp_path):
@@ -57,7 +61,7 @@ def test_pickled_objects_are_never_loaded(tmp_path):
     path = tmp_path / "evil.pth"
     torch.save({"x": Evil()}, path)
     with pytest.raises(CellSearchError, match="not a loadable tensor checkpoint"):
-        weights.load_state_dict(path)
+        checkpoints.load_state_dict(path)
 
 
 def test_native_timm_checkpoint_roundtrip(tmp_path):
@@ -80,7 +84,7 @@ def test_native_timm_checkpoint_roundtrip(tmp_path):
 def test_download_verifies_and_never_leaves_a_partial_file(tmp_path, monkeypatch):
     import dataclasses
 
-    from cellsearch_gui.core import registry
+    from cellsearch_gui.core.models import registry
 
     payload = tmp_path / "served.pth"
     torch.save({"w": torch.ones(2)}, payload)
@@ -88,14 +92,14 @@ def test_download_verifies_and_never_leaves_a_partial_file(tmp_path, monkeypatch
     wrong = dataclasses.replace(get_spec("mobilenetv2"), url=payload.as_uri(), sha256="0" * 64)
     monkeypatch.setitem(registry.REGISTRY, "mobilenetv2", wrong)
     with pytest.raises(ChecksumMismatchError, match="partial or wrong file was deleted"):
-        weights.download_weights("mobilenetv2")
-    assert list(weights.weights_dir().iterdir()) == []
+        checkpoints.download_weights("mobilenetv2")
+    assert list(checkpoints.weights_dir().iterdir()) == []
     right = dataclasses.replace(wrong, sha256=digest)
     monkeypatch.setitem(registry.REGISTRY, "mobilenetv2", right)
     seen = []
-    path = weights.download_weights("mobilenetv2", progress=lambda d, t: seen.append(d))
+    path = checkpoints.download_weights("mobilenetv2", progress=lambda d, t: seen.append(d))
     assert path.read_bytes() == payload.read_bytes() and seen
-    assert json.loads((weights.weights_dir() / "mobilenetv2.json").read_text())["sha256"] == digest
+    assert json.loads((checkpoints.weights_dir() / "mobilenetv2.json").read_text())["sha256"] == digest
 
 
 @needs_shared
@@ -121,11 +125,11 @@ def test_models_verify_detects_tampering(real_weights, tmp_path, monkeypatch):
     folder = tmp_path / "w"
     shutil.copytree(real_weights, folder)
     monkeypatch.setenv("CELLSEARCH_WEIGHTS_DIR", str(folder))
-    assert weights.status(get_spec("mobilenetv2"), verify=True).verified
+    assert checkpoints.status(get_spec("mobilenetv2"), verify=True).verified
     with open(folder / "mobilenetv2.pth", "r+b") as handle:
         handle.seek(5000)
         handle.write(b"\x00\x01\x02")
-    assert weights.status(get_spec("mobilenetv2"), verify=True).state == "CHECKSUM MISMATCH"
+    assert checkpoints.status(get_spec("mobilenetv2"), verify=True).state == "CHECKSUM MISMATCH"
     assert RANDOM_INIT == "random"
 
 

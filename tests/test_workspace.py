@@ -5,15 +5,14 @@ import shutil
 
 import numpy as np
 import pytest
+from conftest import PBC, SHARED, WBC5, make_subset, needs_shared
 
-from cellsearch_gui.core.pipeline import pca_2d, pipeline_job
-from cellsearch_gui.core.workspace import sample_per_class
+from cellsearch_gui.core.app import run
+from cellsearch_gui.core.app.inputs import sort_inputs
+from cellsearch_gui.core.app.run import pca_2d, pipeline_job
+from cellsearch_gui.core.app.session import Workspace, sample_per_class
 from cellsearch_gui.core.export import EXPORT_COLUMNS, export_cells_csv
 from cellsearch_gui.core.jobs import run_job
-from cellsearch_gui.core.query_cells import sort_inputs
-from cellsearch_gui.core.workspace import Workspace
-
-from conftest import PBC, SHARED, WBC5, make_subset, needs_shared
 
 FOV = SHARED / "data" / "bccd_fov" / "JPEGImages"
 
@@ -113,13 +112,12 @@ def test_pca_axes_are_orthonormal_and_sign_stable(rng):
 
 
 def test_pca_of_a_large_library_matches_the_exact_axes(rng):
-    from cellsearch_gui.core import pipeline
 
     centres = rng.normal(size=(6, 300)) * 4
     x = (centres[rng.integers(0, 6, 30_000)] + rng.normal(size=(30_000, 300))).astype(np.float32)
     mean, axes = pca_2d(x)  # a 20,000-row sample, randomized SVD
     exact = np.linalg.svd(x - x.mean(axis=0), full_matrices=False)[2][:2]
-    assert len(x) > pipeline.PCA_PLOT_SAMPLE and min(x.shape) > 256
+    assert len(x) > run.PCA_PLOT_SAMPLE and min(x.shape) > 256
     assert np.allclose(np.abs(np.sum(axes * exact, axis=1)), 1, atol=1e-3)
     assert np.allclose(mean, x.mean(axis=0), atol=1e-4)
 

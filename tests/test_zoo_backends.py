@@ -6,11 +6,11 @@ import dataclasses
 import numpy as np
 import pytest
 import torch
-
-from cellsearch_gui.core.backends import RANDOM_INIT, build_model, tiny_spec
-from cellsearch_gui.core.embedding import ModelRunner
-from cellsearch_gui.core.registry import REGISTRY, get_spec, parse_model_list
 from zoo_helpers import EMBEDDERS, crops, tiny_registry  # noqa: F401 - fixture
+
+from cellsearch_gui.core.embedding.runner import ModelRunner
+from cellsearch_gui.core.models.backends import RANDOM_INIT, build_model, tiny_spec
+from cellsearch_gui.core.models.registry import REGISTRY, get_spec, parse_model_list
 
 
 @pytest.mark.parametrize("model_id", EMBEDDERS)
@@ -59,7 +59,7 @@ def test_our_sam_vit_b_is_segment_anythings_vit_b():
     """The SAM builder (which exposes the encoder settings) builds the same network as segment-anything's."""
     from segment_anything import sam_model_registry
 
-    from cellsearch_gui.core.segmentation.sam import build_sam
+    from cellsearch_gui.core.models.sam_net import build_sam
 
     ours = build_sam(get_spec("sam_vit_b"), RANDOM_INIT).state_dict()
     theirs = sam_model_registry["vit_b"](checkpoint=None).state_dict()
@@ -109,7 +109,7 @@ def test_real_configuration_builds_with_registered_dimension(model_id):
 def test_our_large_sams_are_segment_anythings(arch):
     from segment_anything import sam_model_registry
 
-    from cellsearch_gui.core.segmentation.sam import build_sam
+    from cellsearch_gui.core.models.sam_net import build_sam
 
     ours = build_sam(get_spec(f"sam_{arch}"), RANDOM_INIT).state_dict()
     theirs = sam_model_registry[arch](checkpoint=None).state_dict()

@@ -2,11 +2,11 @@
 
 import numpy as np
 import pytest
-
-from cellsearch_gui.core.analysis import class_similarity
-from cellsearch_gui.core.embedding import ModelRunner
-from cellsearch_gui.core.images import read_rgb
 from conftest import PBC, needs_shared
+
+from cellsearch_gui.core.classify.analysis import class_similarity
+from cellsearch_gui.core.embedding.runner import ModelRunner
+from cellsearch_gui.core.io.images import read_rgb
 
 pytestmark = needs_shared
 CLASSES = ["lymphocyte", "neutrophil", "eosinophil", "erythroblast", "platelet"]

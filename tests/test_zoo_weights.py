@@ -7,13 +7,13 @@ import json
 import numpy as np
 import pytest
 import torch
+from zoo_helpers import crops, hub_cache, put_in_hub_cache, tiny_registry  # noqa: F401 - fixtures
 
 from cellsearch_gui.cli import main
-from cellsearch_gui.core import hub, weights
-from cellsearch_gui.core.embedding import ModelRunner, preprocess
+from cellsearch_gui.core.embedding.runner import ModelRunner, preprocess
 from cellsearch_gui.core.errors import ChecksumMismatchError, WeightsMissingError
-from cellsearch_gui.core.registry import get_spec
-from zoo_helpers import crops, hub_cache, put_in_hub_cache, tiny_registry  # noqa: F401 - fixtures
+from cellsearch_gui.core.models import checkpoints, hub, install
+from cellsearch_gui.core.models.registry import get_spec
 
 
 def _batch(images, spec):
@@ -85,7 +85,7 @@ def save_vitmae_pretrained_folder(spec, path):
 
 def save_sam_pth(spec, path):
     """A segment-anything checkpoint: the whole Sam (encoder, prompt encoder, mask decoder)."""
-    from cellsearch_gui.core.segmentation.sam import build_sam
+    from cellsearch_gui.core.models.sam_net import build_sam
 
     donor = build_sam(spec, "random", seed=7)
     torch.save(donor.state_dict(), path)
@@ -120,8 +120,8 @@ def test_native_checkpoint_imports_and_reproduces_the_model(model_id, tiny_regis
     assert np.allclose(got, expected, atol=1e-5, rtol=1e-4), np.abs(got - expected).max()
     assert not np.allclose(got, ModelRunner(model_id, weights="random").embed_arrays(images), atol=1e-3)
     # no pinned sha256: the import recorded the file's own hash, `models verify` checks it
-    stored = weights.weights_path(spec)
-    record = json.loads((weights.weights_dir() / f"{stored.stem}.json").read_text())
+    stored = checkpoints.weights_path(spec)
+    record = json.loads((checkpoints.weights_dir() / f"{stored.stem}.json").read_text())
     assert record["sha256"] == hashlib.sha256(stored.read_bytes()).hexdigest() == runner.weights_id
     assert main(["models", "verify", model_id]) == 0
     assert " ok " in capsys.readouterr().out
@@ -131,8 +131,8 @@ def test_mobilesam_checkpoint_needs_allow_unpinned_when_it_is_not_the_pinned_fil
     spec = get_spec("mobilesam")
     encode = save_sam_pth(spec, tmp_path / "mobile_sam.pt")
     with pytest.raises(ChecksumMismatchError, match="does not match the pinned checkpoint"):
-        weights.import_weights("mobilesam", tmp_path / "mobile_sam.pt")
-    weights.import_weights("mobilesam", tmp_path / "mobile_sam.pt", allow_unpinned=True)
+        install.import_weights("mobilesam", tmp_path / "mobile_sam.pt")
+    install.import_weights("mobilesam", tmp_path / "mobile_sam.pt", allow_unpinned=True)
     image = crops(1)
     with torch.inference_mode():
         expected = encode(_batch(image, spec)).numpy()
@@ -143,8 +143,8 @@ def test_position_tables_are_resampled_to_the_input_size(tiny_registry, tmp_path
     """Released DINOv2 weights are for 518 px and SAM's for 1024 px; both load into smaller inputs."""
     import dataclasses
 
-    from cellsearch_gui.core.backends import build_model
-    from cellsearch_gui.core.segmentation.sam import build_sam
+    from cellsearch_gui.core.models.backends import build_model
+    from cellsearch_gui.core.models.sam_net import build_sam
 
     dino = get_spec("dinov2_vits14")  # 56 px here
     donor = _timm_donor(dino, img_size=112)
@@ -207,7 +207,7 @@ def test_imported_weights_take_precedence_over_the_hub_cache(tiny_registry, hub_
     put_in_hub_cache(hub_cache, spec.hub_id, "pytorch_model.bin", tmp_path / "hub.pth")
     torch.manual_seed(2)
     save_timm_pth(spec, tmp_path / "local.pth")
-    weights.import_weights("convnext_base", tmp_path / "local.pth")
+    install.import_weights("convnext_base", tmp_path / "local.pth")
     assert ModelRunner("convnext_base").weights_id == hashlib.sha256((tmp_path / "local.pth").read_bytes()).hexdigest()
 
 
@@ -272,11 +272,11 @@ def test_damaged_or_interrupted_downloads_are_never_used(tiny_registry, hub_cach
     monkeypatch.setattr(huggingface_hub, "hf_hub_download", interrupted)
     with pytest.raises(WeightsMissingError, match="nothing partial is kept.*cellsearch models import swin_base"):
         ModelRunner("swin_base")
-    assert hub.cached_file(spec) is None and not weights.weights_path(spec).exists()
+    assert hub.cached_file(spec) is None and not checkpoints.weights_path(spec).exists()
 
 
 def test_models_list_shows_every_model_with_role_and_state(capsys):
-    from cellsearch_gui.core.registry import REGISTRY
+    from cellsearch_gui.core.models.registry import REGISTRY
 
     assert main(["models", "list"]) == 0
     out = capsys.readouterr().out
@@ -292,7 +292,7 @@ def test_first_use_downloads_a_url_model_into_the_weights_folder(online, tmp_pat
 
     import timm
 
-    from cellsearch_gui.core import registry
+    from cellsearch_gui.core.models import registry
 
     spec = get_spec("mobilenetv2")
     torch.save(timm.create_model(spec.arch, pretrained=False).state_dict(), tmp_path / "served.pth")
@@ -300,8 +300,8 @@ def test_first_use_downloads_a_url_model_into_the_weights_folder(online, tmp_pat
     served = dataclasses.replace(spec, url=(tmp_path / "served.pth").as_uri(), sha256=digest)
     monkeypatch.setitem(registry.REGISTRY, "mobilenetv2", served)
     runner = ModelRunner("mobilenetv2")
-    assert runner.weights_id == digest and weights.weights_path(spec).is_file()
-    assert [p.name for p in weights.weights_dir().iterdir() if p.name.startswith(".")] == []  # no partial file
+    assert runner.weights_id == digest and checkpoints.weights_path(spec).is_file()
+    assert [p.name for p in checkpoints.weights_dir().iterdir() if p.name.startswith(".")] == []  # no partial file
 
 
 @pytest.mark.parametrize("source_id, target_id, save", [
@@ -317,4 +317,4 @@ def test_a_checkpoint_for_another_model_is_refused(source_id, target_id, save, t
     assert main(["models", "import", target_id, str(path)]) == 2
     err = capsys.readouterr().err
     assert err.startswith("error: ") and ("different model" in err or "not a" in err or "not an" in err), err
-    assert not weights.weights_path(get_spec(target_id)).exists()
+    assert not checkpoints.weights_path(get_spec(target_id)).exists()

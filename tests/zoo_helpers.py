@@ -8,8 +8,8 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from cellsearch_gui.core.backends import tiny_spec
-from cellsearch_gui.core.registry import REGISTRY
+from cellsearch_gui.core.models.backends import tiny_spec
+from cellsearch_gui.core.models.registry import REGISTRY
 
 EMBEDDERS = sorted(m for m, s in REGISTRY.items() if "embed" in s.roles)
 

@@ -7,8 +7,10 @@ import csv
 import shutil
 from pathlib import Path
 
-from cellsearch_gui.core.atomic import atomic_open
-from cellsearch_gui.core.workflows import spreadsheet_safe
+from cellsearch_gui.core.classify.ewc import Predictions
+from cellsearch_gui.core.io.atomic import atomic_open
+from cellsearch_gui.core.project.store import ProjectError
+from cellsearch_gui.core.types import FeatureSet
 
 CELL_COLUMNS = ["image", "cell_id", "bbox_x0", "bbox_y0", "bbox_x1", "bbox_y1", "centroid_x", "centroid_y",
                 "area_px", "predicted_label", "entropy", "k_used", "user_label", "true_label", "crop_path"]
@@ -75,7 +77,6 @@ def export_cells_csv(workspace, path: str | Path, with_crops: bool = False) -> i
 
 def export_project_csv(store, path: str | Path, with_crops: bool = False) -> int:
     """The project's last finished run, with the labels as they are now."""
-    from cellsearch_gui.core.project.store import ProjectError
 
     run = store.last_finished_run()
     if run is None:
@@ -85,3 +86,25 @@ def export_project_csv(store, path: str | Path, with_crops: bool = False) -> int
     rows = ((cell, *predictions[cell.cell_id], labels.get(cell.cell_id))
             for cell in store.cells() if cell.cell_id in predictions)
     return write_cells_csv(path, rows, run["provenance"], with_crops)
+
+
+def spreadsheet_safe(value) -> str:
+    """Neutralise cells that a spreadsheet would run as a formula."""
+    text = str(value)
+    return "'" + text if text[:1] in ("=", "+", "-", "@", "\t", "\r") else text
+
+
+def write_predictions_csv(path: str | Path, query: FeatureSet, preds: Predictions, ref: FeatureSet,
+                          top: int = 5) -> None:
+
+    with atomic_open(path, newline="") as handle:
+        writer = csv.writer(handle)
+        writer.writerow(["path", "true_label", "predicted_label", "k_used", "entropy",
+                         *[f"score_{c}" for c in preds.classes], "top_neighbours"])
+        for i, p in enumerate(query.paths):
+            neighbours = "; ".join(
+                f"{ref.paths[j].name}:{ref.labels[j]}:{d:.4g}"
+                for j, d in zip(preds.neighbour_ids[i, :top], preds.distances[i, :top]))
+            writer.writerow([spreadsheet_safe(v) for v in (
+                p, query.labels[i] or "", preds.labels[i], int(preds.k_used[i]),
+                f"{preds.entropy[i]:.4f}", *[f"{s:.4f}" for s in preds.scores[i]], neighbours)])

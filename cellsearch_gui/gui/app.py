@@ -5,16 +5,23 @@ from __future__ import annotations
 import os
 import sys
 import threading
+from importlib.resources import files
 from pathlib import Path
 
 from PySide6.QtCore import QObject, QSettings, QTimer, Signal
 from PySide6.QtWidgets import QApplication
 
+from cellsearch_gui.core.io.user_dirs import user_dir
+from cellsearch_gui.core.models.devices import pick_device
+from cellsearch_gui.gui.controller import Controller
+from cellsearch_gui.gui.main_window import MainWindow
+from cellsearch_gui.gui.welcome import WelcomeDialog
+from cellsearch_gui.gui.workers import HEAVY_IMPORTS_DONE
+
 CONFIG_ENV = "CELLSEARCH_CONFIG_DIR"
 
 
 def config_dir() -> Path:
-    from cellsearch_gui.core.user_dirs import user_dir
 
     return user_dir(CONFIG_ENV, "config")
 
@@ -32,7 +39,6 @@ class DeviceProbe(QObject):
     found = Signal(str)
 
     def start(self, requested: str) -> None:
-        from cellsearch_gui.gui.workers import HEAVY_IMPORTS_DONE
 
         HEAVY_IMPORTS_DONE.clear()
 
@@ -61,7 +67,6 @@ def warm_imports() -> None:
 
 
 def describe_device(requested: str) -> str:
-    from cellsearch_gui.core.embedding import pick_device
 
     device = pick_device(requested)
     if device == "cuda":
@@ -75,8 +80,6 @@ def describe_device(requested: str) -> str:
 def create_window(argv_paths=(), reference=None, project=None, welcome: bool = False):
     import pyqtgraph as pg
 
-    from cellsearch_gui.gui.controller import Controller
-    from cellsearch_gui.gui.main_window import MainWindow
 
     pg.setConfigOptions(imageAxisOrder="row-major", antialias=True)
     settings = app_settings()
@@ -93,7 +96,6 @@ def create_window(argv_paths=(), reference=None, project=None, welcome: bool = F
     window.device_probe = probe
     window.welcome = None
     if welcome and not project and not argv_paths and settings.value("welcome_shown") != "yes":
-        from cellsearch_gui.gui.welcome import WelcomeDialog
 
         window.welcome = WelcomeDialog(controller, window)
         probe.found.connect(window.welcome.show_device)
@@ -106,7 +108,6 @@ def create_window(argv_paths=(), reference=None, project=None, welcome: bool = F
 def main(paths=(), reference=None, project=None) -> int:
     app = QApplication.instance() or QApplication(sys.argv[:1])
     app.setApplicationName("CellSearch")
-    from importlib.resources import files
 
     from PySide6.QtGui import QIcon
 

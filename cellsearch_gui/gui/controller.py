@@ -8,11 +8,11 @@ from pathlib import Path
 
 from PySide6.QtCore import QObject, Signal
 
-from cellsearch_gui.core.pipeline import AnalysisSettings, pipeline_job
+from cellsearch_gui.core.app.run import AnalysisSettings, pipeline_job
+from cellsearch_gui.core.app.session import Workspace
+from cellsearch_gui.core.app.transfer import suggest_job, transfer_job
 from cellsearch_gui.core.errors import CellSearchError
 from cellsearch_gui.core.export import export_cells_csv
-from cellsearch_gui.core.transfer import suggest_job, transfer_job
-from cellsearch_gui.core.workspace import Workspace
 from cellsearch_gui.gui.workers import JobRunner
 
 

@@ -7,6 +7,9 @@ from functools import lru_cache
 import numpy as np
 from PySide6.QtGui import QColor, QImage, QPixmap
 
+from cellsearch_gui.core.errors import BadImageError
+from cellsearch_gui.core.io.images import read_rgb
+
 PALETTE = ["#1f77b4", "#ff7f0e", "#2ca02c", "#d62728", "#9467bd", "#8c564b", "#e377c2", "#7f7f7f",
            "#bcbd22", "#17becf", "#aec7e8", "#ffbb78"]
 
@@ -28,8 +31,6 @@ def thumbnail(path: str, size: int = 96) -> QPixmap:
     """A cell crop as a square thumbnail; a grey tile when the file cannot be read."""
     import cv2
 
-    from cellsearch_gui.core.errors import BadImageError
-    from cellsearch_gui.core.images import read_rgb
 
     try:
         rgb = read_rgb(path)

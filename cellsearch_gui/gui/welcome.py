@@ -3,11 +3,27 @@
 
 from __future__ import annotations
 
-from PySide6.QtCore import Qt
-from PySide6.QtWidgets import (QDialog, QFileDialog, QHBoxLayout, QLabel, QPushButton, QTableWidget,
-                               QTableWidgetItem, QVBoxLayout)
+import tempfile
+from pathlib import Path
 
-from cellsearch_gui.core.demo import DEMO_MODELS, find_sample_data
+from PySide6.QtCore import Qt
+from PySide6.QtWidgets import (
+    QDialog,
+    QFileDialog,
+    QHBoxLayout,
+    QLabel,
+    QPushButton,
+    QTableWidget,
+    QTableWidgetItem,
+    QVBoxLayout,
+)
+
+from cellsearch_gui.core.app.demo import DEMO_MODELS, build_demo, find_sample_data
+from cellsearch_gui.core.errors import CellSearchError
+from cellsearch_gui.core.jobs import Progress
+from cellsearch_gui.core.models.checkpoints import download_weights, status
+from cellsearch_gui.core.models.install import import_folder
+from cellsearch_gui.core.models.registry import REGISTRY
 
 
 class WelcomeDialog(QDialog):
@@ -44,8 +60,6 @@ class WelcomeDialog(QDialog):
         self.refresh()
 
     def refresh(self) -> None:
-        from cellsearch_gui.core.registry import REGISTRY
-        from cellsearch_gui.core.weights import status
 
         specs = [s for s in REGISTRY.values() if "embed" in s.roles]
         present = {spec.id: status(spec).present for spec in specs}
@@ -70,8 +84,6 @@ class WelcomeDialog(QDialog):
         self.device.setText(text)
 
     def import_folder(self, folder: str | None = None) -> None:
-        from cellsearch_gui.core.errors import CellSearchError
-        from cellsearch_gui.core.weights import import_folder
 
         folder = folder or QFileDialog.getExistingDirectory(self, "Folder with model weights")
         if not folder:
@@ -86,8 +98,6 @@ class WelcomeDialog(QDialog):
 
     def download(self) -> None:
         """On the worker thread, with progress in the status bar; the list refreshes when it ends."""
-        from cellsearch_gui.core.jobs import Progress
-        from cellsearch_gui.core.weights import download_weights
 
         def job(token):
             for number, model in enumerate(DEMO_MODELS):
@@ -102,10 +112,7 @@ class WelcomeDialog(QDialog):
         self.controller._start("download of the demo models", job)
 
     def open_demo(self) -> None:
-        import tempfile
-        from pathlib import Path
 
-        from cellsearch_gui.core.demo import build_demo
 
         target = Path(tempfile.mkdtemp(prefix="cellsearch-demo-"))
         reference, fields = build_demo(target)

@@ -11,7 +11,6 @@ from PySide6.QtCore import QObject, QThread, Signal, Slot
 from cellsearch_gui.core.errors import Cancelled
 from cellsearch_gui.core.jobs import CancelToken, Progress
 
-
 # Cleared while the start-up probe imports torch in its own thread; a job waits for it, since two threads
 # importing torch at once can register its kernels twice.
 HEAVY_IMPORTS_DONE = threading.Event()

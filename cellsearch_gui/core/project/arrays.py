@@ -8,8 +8,8 @@ from pathlib import Path
 
 import numpy as np
 
-from cellsearch_gui.core.atomic import atomic_open, write_text_atomic
-from cellsearch_gui.core.embedding import FeatureSet, concat_blocks
+from cellsearch_gui.core.io.atomic import atomic_open, write_text_atomic
+from cellsearch_gui.core.types import FeatureSet, concat_blocks
 
 ARRAYS_DIR = "features"
 

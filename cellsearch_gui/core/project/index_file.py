@@ -3,19 +3,19 @@ missing, damaged or made for other settings (a big IVF library takes minutes to 
 
 from __future__ import annotations
 
+import hashlib
 import json
 from pathlib import Path
 
 import numpy as np
 
-from cellsearch_gui.core.atomic import write_text_atomic
-from cellsearch_gui.core.knn_index import KnnIndex
+from cellsearch_gui.core.index.knn import KnnIndex
+from cellsearch_gui.core.io.atomic import write_text_atomic
 
 INDEX_FILE, META_FILE = "index.faiss", "index.json"
 
 
 def _key(knn: KnnIndex, features: np.ndarray) -> dict:
-    import hashlib
 
     step = max(1, len(features) // 1000)  # a sample of the rows: a changed library changes the key
     sample = hashlib.sha1(np.ascontiguousarray(features[::step], np.float32).tobytes()).hexdigest()

@@ -10,13 +10,13 @@ from pathlib import Path
 
 from cellsearch_gui import __version__
 from cellsearch_gui.core.errors import DatasetError
+from cellsearch_gui.core.io.dataset import load_reference
 
 LIBRARY_FILE = "library.json"
 
 
 def export_library(workspace, out_dir, device: str | None = None) -> dict:
     """Reference folders plus the cells the user labelled, copied into one class-per-folder library."""
-    from cellsearch_gui.core.pipeline import load_reference
 
     out = Path(out_dir)
     if out.exists() and any(out.iterdir()):

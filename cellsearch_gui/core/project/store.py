@@ -14,6 +14,7 @@ from cellsearch_gui import __version__
 from cellsearch_gui.core.errors import CellSearchError
 from cellsearch_gui.core.project.lock import ProjectLock
 from cellsearch_gui.core.project.schema import SCHEMA_VERSION, migrate
+from cellsearch_gui.core.types import QueryCell
 
 DB_NAME = "project.sqlite"
 LEGACY_FILE = "project.json"
@@ -98,7 +99,6 @@ class ProjectStore:
                            "VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?) ON CONFLICT (uid) DO NOTHING", rows)
 
     def cells(self):
-        from cellsearch_gui.core.query_cells import QueryCell
 
         out = []
         for row in self.db.execute("SELECT uid, crop_path, image_path, bbox_x0, bbox_y0, bbox_x1, bbox_y1, "

@@ -8,6 +8,8 @@ import numpy as np
 import pyqtgraph as pg
 from PySide6.QtWidgets import QComboBox, QLabel, QVBoxLayout, QWidget
 
+from cellsearch_gui.core.io.fields import Field
+from cellsearch_gui.core.segmentation.masks import decode_rle
 from cellsearch_gui.gui.pixmaps import class_colour
 
 OVERVIEW_SIDE = 4096  # huge stitched images are shown downsampled to this many pixels
@@ -19,7 +21,6 @@ def outline(cell) -> np.ndarray | None:
     """Closed polygon (x, y) of a cell's mask in source pixels."""
     import cv2
 
-    from cellsearch_gui.core.segmentation.masks import decode_rle
 
     if not cell.mask_rle or not cell.bbox:
         return None
@@ -94,7 +95,6 @@ class ImagePanel(QWidget):
             return
         new_image = path != self._shown_path
         if new_image:
-            from cellsearch_gui.core.fields import Field
 
             with Field(path) as field_:
                 overview = field_.overview(OVERVIEW_SIDE)

@@ -2,16 +2,32 @@
 
 from __future__ import annotations
 
-from PySide6.QtCore import Qt
-from PySide6.QtWidgets import (QCheckBox, QComboBox, QDoubleSpinBox, QFileDialog, QFormLayout, QHBoxLayout,
-                               QListWidget, QListWidgetItem, QPushButton, QSpinBox, QVBoxLayout, QWidget)
+from functools import partial
 
-from cellsearch_gui.core.pipeline import AnalysisSettings
-from cellsearch_gui.core.cellcrop import PRESETS
+from PySide6.QtCore import Qt
+from PySide6.QtWidgets import (
+    QCheckBox,
+    QComboBox,
+    QDoubleSpinBox,
+    QFileDialog,
+    QFormLayout,
+    QHBoxLayout,
+    QListWidget,
+    QListWidgetItem,
+    QPushButton,
+    QSpinBox,
+    QVBoxLayout,
+    QWidget,
+)
+
+from cellsearch_gui.core.app.run import AnalysisSettings
+from cellsearch_gui.core.classify.ewc import ENTROPY_NORMS
+from cellsearch_gui.core.crops.prepare import PRESETS
 from cellsearch_gui.core.errors import CellSearchError
-from cellsearch_gui.core.ewc import ENTROPY_NORMS
-from cellsearch_gui.core.registry import REGISTRY
-from cellsearch_gui.core.segment_job import SEGMENTERS
+from cellsearch_gui.core.models.checkpoints import download_weights, status
+from cellsearch_gui.core.models.install import import_weights
+from cellsearch_gui.core.models.registry import REGISTRY
+from cellsearch_gui.core.segmentation.settings import SEGMENTERS
 
 MODEL_ID = Qt.ItemDataRole.UserRole
 
@@ -75,7 +91,6 @@ class ModelPanel(QWidget):
         self.load()
 
     def load(self) -> None:
-        from cellsearch_gui.core.weights import status
 
         self._loading = True
         s = self.controller.workspace.settings
@@ -127,7 +142,6 @@ class ModelPanel(QWidget):
         return item.data(MODEL_ID) if item else None
 
     def _import(self) -> None:
-        from cellsearch_gui.core.weights import import_weights
 
         model = self._selected_model()
         if not model:
@@ -142,9 +156,7 @@ class ModelPanel(QWidget):
             self.load()
 
     def _download(self) -> None:
-        from functools import partial
 
-        from cellsearch_gui.core.weights import download_weights
 
         model = self._selected_model()
         if model:

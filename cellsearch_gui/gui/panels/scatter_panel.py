@@ -5,9 +5,16 @@ from __future__ import annotations
 import numpy as np
 import pyqtgraph as pg
 from PySide6.QtCore import QRectF, Qt, Signal
-from PySide6.QtWidgets import QComboBox, QHBoxLayout, QLabel, QPushButton, QVBoxLayout, QWidget
+from PySide6.QtWidgets import (
+    QComboBox,
+    QHBoxLayout,
+    QLabel,
+    QPushButton,
+    QVBoxLayout,
+    QWidget,
+)
 
-from cellsearch_gui.core.workspace import sample_per_class
+from cellsearch_gui.core.app.session import sample_per_class
 from cellsearch_gui.gui.pixmaps import class_colour, thumbnail
 
 MAX_SHOWN_REFERENCES = 50_000  # more points only slow the plot down; every class keeps a share

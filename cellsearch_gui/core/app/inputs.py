@@ -1,0 +1,123 @@
+"""What the user dropped -> query cells: fields are segmented into crops, ready-made crops are used as they are."""
+
+from __future__ import annotations
+
+import csv
+import hashlib
+import json
+from dataclasses import asdict
+from pathlib import Path
+
+from cellsearch_gui.core.app.segment import segment_images
+from cellsearch_gui.core.errors import DatasetError
+from cellsearch_gui.core.io.dataset import scan_class_folders
+from cellsearch_gui.core.io.images import collect_images, is_image_name
+from cellsearch_gui.core.jobs import CancelToken, Job, Progress
+from cellsearch_gui.core.segmentation.settings import SegmentSettings
+from cellsearch_gui.core.types import QueryCell
+
+FIELD_MIN_SIDE = 512  # an image at least this wide or tall is a field of view to segment, not a crop
+
+
+def image_side(path: Path) -> int:
+    """Largest side in pixels from the file header only; 0 when it cannot be read (reported later)."""
+    try:
+        if path.suffix.lower() in (".tif", ".tiff"):
+            import tifffile
+
+            with tifffile.TiffFile(path) as tif:
+                shape = tif.series[0].shape
+                return max(shape[-3:-1] if shape[-1] in (3, 4) else shape[-2:])
+        from PIL import Image
+
+        with Image.open(path) as image:
+            return max(image.size)
+    except Exception:  # noqa: BLE001 - unreadable files are reported by the step that reads them
+        return 0
+
+
+def _crop_cell(path: Path, label: str | None = None) -> QueryCell:
+    digest = hashlib.sha1(str(path).encode()).hexdigest()[:8]
+    return QueryCell(f"{path.stem}_{digest}", str(path), str(path), true_label=label)
+
+
+def cells_from_csv(csv_path: Path) -> list[QueryCell]:
+    cells = []
+    with open(csv_path, newline="", encoding="utf-8") as handle:
+        for row in csv.DictReader(handle):
+            crop = csv_path.parent / row["crop_path"]
+            if not crop.is_file():
+                continue
+            cells.append(QueryCell(
+                row["cell_id"], str(crop), row["source_image"],
+                tuple(int(row[k]) for k in ("bbox_x0", "bbox_y0", "bbox_x1", "bbox_y1")),
+                (float(row["centroid_x"]), float(row["centroid_y"])), int(row["area_px"]), row["mask_rle"],
+                row.get("label") or None))
+    return cells
+
+
+def sort_inputs(paths: list[str | Path], kind: str = "auto") -> tuple[list[Path], list[QueryCell], list[str]]:
+    """(fields to segment, ready-made crop cells, notes). ``kind``: auto | fields | crops."""
+    fields: list[Path] = []
+    crops: list[QueryCell] = []
+    notes: list[str] = []
+    for item in map(Path, paths):
+        if item.is_dir() and (item / "cells.csv").is_file():
+            crops += cells_from_csv(item / "cells.csv")
+            continue
+        if item.is_dir() and kind != "fields" and _is_class_folder_set(item):
+            labelled = scan_class_folders(item)
+            notes += labelled.problems
+            crops += [_crop_cell(p, lab) for p, lab in zip(labelled.paths, labelled.labels)]
+            continue
+        images, problems = collect_images([item])
+        notes += problems
+        for image in images:
+            is_field = kind == "fields" or (kind == "auto" and image_side(image) >= FIELD_MIN_SIDE)
+            (fields.append(image) if is_field else crops.append(_crop_cell(image)))
+    return fields, crops, notes
+
+
+def _is_class_folder_set(folder: Path) -> bool:
+    subdirs = [d for d in folder.iterdir() if d.is_dir() and not d.name.startswith((".", "_"))]
+    loose = [p for p in folder.iterdir() if p.is_file() and is_image_name(p)]
+    return bool(subdirs) and not loose
+
+
+def _segment_key(fields: list[Path], settings: SegmentSettings) -> str:
+    stamp = [(str(p), p.stat().st_mtime_ns, p.stat().st_size) for p in fields]
+    blob = json.dumps([stamp, asdict(settings)], default=str, sort_keys=True)
+    return hashlib.sha256(blob.encode()).hexdigest()[:16]
+
+
+def segment_each(fields: list[Path], work_dir: Path, settings: SegmentSettings, token: CancelToken
+                 ) -> Job[tuple[list[QueryCell], list[str]]]:
+    """Segment field by field, each into its own folder: a finished field is never redone, so an
+    interrupted run resumes at the first unfinished field (a folder counts once its segment.json exists)."""
+    cells: list[QueryCell] = []
+    notes: list[str] = []
+    for number, field_path in enumerate(fields):
+        token.raise_if_cancelled()
+        yield Progress("segmenting", number, len(fields), field_path.name)
+        out = Path(work_dir) / "segmented" / _segment_key([field_path], settings)
+        if not (out / "segment.json").is_file():
+            for _ in segment_images([field_path], out, settings, token):
+                token.raise_if_cancelled()
+        summary = json.loads((out / "segment.json").read_text())
+        notes += summary["problems"]
+        cells += cells_from_csv(out / "cells.csv")
+    yield Progress("segmenting", len(fields), len(fields))
+    return cells, notes
+
+
+def collect_query_cells(paths: list[str | Path], work_dir: Path, settings: SegmentSettings, kind: str = "auto",
+                        token: CancelToken | None = None) -> Job[tuple[list[QueryCell], list[str]]]:
+    """Segment the fields (reusing finished ones) and gather every query cell."""
+    token = token or CancelToken()
+    fields, cells, notes = sort_inputs(paths, kind)
+    if fields:
+        segmented, seg_notes = yield from segment_each(fields, work_dir, settings, token)
+        cells, notes = segmented + cells, notes + seg_notes
+    if not cells:
+        raise DatasetError("no cells to classify: " + ("; ".join(notes[:3]) or "the dropped items hold no images"))
+    return cells, notes

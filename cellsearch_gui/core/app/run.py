@@ -1,0 +1,234 @@
+"""One analysis as the app runs it: settings, the pipeline job (segment -> embed -> classify) and its result."""
+
+from __future__ import annotations
+
+import dataclasses
+import time
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+
+import numpy as np
+
+from cellsearch_gui.core.app.experiments import Inputs, embed_both, provenance
+from cellsearch_gui.core.app.inputs import collect_query_cells
+from cellsearch_gui.core.classify.ewc import EWCClassifier, EWCParams, Predictions
+from cellsearch_gui.core.crops.prepare import PRESETS, preset
+from cellsearch_gui.core.embedding.cache import EmbeddingCache
+from cellsearch_gui.core.embedding.job import EmbedOptions
+from cellsearch_gui.core.io.dataset import CropSet, load_reference
+from cellsearch_gui.core.jobs import CancelToken, Job, Progress
+from cellsearch_gui.core.models.devices import pick_device
+from cellsearch_gui.core.project import open_project
+from cellsearch_gui.core.project.arrays import load_run_arrays, save_run_arrays
+from cellsearch_gui.core.project.index_file import load_index, save_index
+from cellsearch_gui.core.segmentation.settings import SegmentSettings
+from cellsearch_gui.core.types import FeatureSet, QueryCell
+
+DEFAULT_MODELS = ("mobilenetv2", "efficientnet_lite0")
+
+
+@dataclass
+class AnalysisSettings:
+    """Everything that decides a result; saved with the project."""
+
+    models: list[str] = field(default_factory=lambda: list(DEFAULT_MODELS))
+    weights: str = "pretrained"  # or "random" (controls and tests)
+    # the app's default stopping rule is H / log min(k, C): a user's microscope is rarely the library's, and
+    # under device shift the paper's H / log k stops only at a vote over hundreds of cells (README)
+    params: dict = field(default_factory=lambda: EWCParams(entropy_norm="log_min_kc").as_dict())
+    preprocessing: str = "cell_device_colour"  # a preset of cellcrop.PRESETS
+    views: int = 1
+    segmenter: str = "classical"
+    objects: str = "nucleated"
+    cell_diameter_px: float | None = None  # typical cell size in the fields; None: segmentation's default
+    query_kind: str = "auto"  # auto | fields | crops
+    reference_pixel_size_um: float | None = None
+    query_pixel_size_um: float | None = None
+    batch_size: int | None = None  # None: sized to the device
+    feature_storage: str = "float32"  # or float16: half the disk for a run's saved feature arrays
+
+    def ewc_params(self) -> EWCParams:
+        known = {f.name for f in dataclasses.fields(EWCParams)}
+        return EWCParams(**{k: v for k, v in self.params.items() if k in known}).validate()
+
+    @classmethod
+    def from_dict(cls, raw: dict) -> "AnalysisSettings":
+        known = {f.name for f in dataclasses.fields(cls)}
+        settings = cls(**{k: v for k, v in raw.items() if k in known})
+        if settings.preprocessing not in PRESETS:
+            settings.preprocessing = cls.preprocessing
+        return settings
+
+    def as_dict(self) -> dict:
+        return asdict(self)
+
+
+@dataclass(frozen=True)
+class RunPlan:
+    """An immutable snapshot of what to run, taken on the GUI thread."""
+
+    reference_dirs: tuple[str, ...]
+    query_paths: tuple[str, ...]
+    settings: AnalysisSettings
+    work_dir: Path
+    cache_dir: Path
+    device: str = "auto"
+    project: Path | None = None  # record cells, the run and its predictions in this project's store
+    extra_references: tuple[tuple[str, str], ...] = ()  # (crop, label) of query cells added to the library
+
+
+@dataclass
+class AnalysisResult:
+    cells: list[QueryCell]
+    reference: FeatureSet
+    query: FeatureSet
+    classifier: EWCClassifier
+    predictions: Predictions
+    pca_mean: np.ndarray
+    pca_axes: np.ndarray  # (2, D)
+    notes: list[str]
+    timings_s: dict
+    models: list[str]
+    provenance: dict = field(default_factory=dict)
+
+    def project(self, features: np.ndarray) -> np.ndarray:
+        return features @ self.pca_axes.T - self.pca_mean @ self.pca_axes.T  # no (N, D) temporary
+
+
+PCA_PLOT_SAMPLE = 20_000  # reference rows the scatter's axes are fitted on
+KEPT_NEIGHBOURS = 64  # nearest references kept per query cell for the gallery (the vote uses up to k_max)
+
+
+def pca_2d(features: np.ndarray, seed: int = 0) -> tuple[np.ndarray, np.ndarray]:
+    """Mean and the two leading principal axes of the reference cells, sign fixed for stable plots.
+    Fitted on at most PCA_PLOT_SAMPLE rows with a randomized SVD, so a 100,000-cell library takes well
+    under a second instead of a minute and ~10 GB (a full SVD)."""
+    mean = features.mean(axis=0, dtype=np.float64).astype(np.float32)
+    if len(features) < 2:
+        return mean, np.eye(2, features.shape[1], dtype=np.float32)
+    rows = np.arange(len(features))
+    if len(rows) > PCA_PLOT_SAMPLE:
+        rows = np.sort(np.random.default_rng(seed).choice(len(rows), PCA_PLOT_SAMPLE, replace=False))
+    centred = np.asarray(features[rows], dtype=np.float32) - mean
+    if min(centred.shape) <= 256:
+        axes = np.linalg.svd(centred, full_matrices=False)[2][:2]
+    else:  # randomized SVD (Halko et al.): a 12-wide range sketch refined by 4 power iterations
+        sketch = np.random.default_rng(seed).normal(size=(centred.shape[1], 12)).astype(np.float32)
+        basis = np.linalg.qr(centred @ sketch)[0]
+        for _ in range(4):
+            basis = np.linalg.qr(centred @ np.linalg.qr(centred.T @ basis)[0])[0]
+        axes = np.linalg.svd(basis.T @ centred, full_matrices=False)[2][:2]
+    if len(axes) < 2:
+        axes = np.vstack([axes, np.zeros_like(axes)])
+    signs = np.sign(axes[np.arange(2), np.abs(axes).argmax(axis=1)])
+    return mean, (axes * signs[:, None]).astype(np.float32)
+
+
+def pipeline_job(plan: RunPlan, token: CancelToken | None = None) -> Job[AnalysisResult]:
+    """Segment -> embed -> classify. With a project, the run, its cells and predictions are stored; each
+    finished field and embedding batch is kept, so a killed run resumes where it stopped."""
+    token = token or CancelToken()
+    store = run_id = None
+    if plan.project is not None:
+
+        store = open_project(plan.project, purpose="a classification run", lock=False)
+        run_id = store.start_run("classify", plan.settings.as_dict())
+    try:
+        result = yield from _pipeline(plan, token, store)
+    except BaseException as exc:
+        if store is not None:
+            from cellsearch_gui.core.errors import Cancelled
+
+            status = "cancelled" if isinstance(exc, Cancelled) else "failed"
+            store.finish_run(run_id, status, notes=[str(exc)])
+            store.close()
+        raise
+    if store is not None:
+
+        p = result.predictions
+        save_run_arrays(plan.project, run_id, result.reference, result.query, plan.settings.feature_storage)
+        store.finish_run(run_id, "finished", result.provenance, result.notes,
+                         [(c.cell_id, p.labels[i], float(p.entropy[i]), int(p.k_used[i]))
+                          for i, c in enumerate(result.cells)])
+        store.close()
+    return result
+
+
+def restore_result(store, settings: AnalysisSettings, added: dict[str, str] | None = None
+                   ) -> AnalysisResult | None:
+    """The last classification rebuilt from the project alone (cells, memory-mapped features, the index
+    built again, ``added`` {cell id: label} query cells put back into the library), without reading an
+    image; None when the run's arrays are missing or incomplete."""
+
+    run = store.last_finished_run(kind="classify")
+    if run is None:
+        return None
+    loaded = load_run_arrays(store.folder, run["id"])
+    if loaded is None:
+        return None
+    ref, query = loaded
+    cells = {c.crop_path: c for c in store.cells()}
+    if any(str(p) not in cells for p in query.paths):
+        return None
+    kept = [cells[str(p)] for p in query.paths]
+    params = settings.ewc_params()
+    mean, axes = pca_2d(ref.features)
+    in_library = {str(p) for p in ref.paths}
+    extra = [i for i, c in enumerate(kept) if c.cell_id in (added or {}) and c.crop_path not in in_library]
+    if extra:
+        ref.append_rows(query, extra, [added[kept[i].cell_id] for i in extra])
+
+    run_dir = store.folder / "features" / f"run-{run['id']}"
+    classifier = EWCClassifier(params)
+    index, note = load_index(run_dir, classifier.index, ref.features)
+    classifier.fit(ref.features, ref.labels, index)
+    if index is None and not store.readonly:
+        try:
+            save_index(run_dir, classifier.index, ref.features)
+        except (OSError, RuntimeError) as exc:
+            note += f"; index not saved ({exc})"
+    preds = classifier.predict(query.features, keep_neighbours=KEPT_NEIGHBOURS)
+    return AnalysisResult(kept, ref, query, classifier, preds, mean, axes, [f"restored from run {run['id']}", note],
+                          {}, list(ref.model_ids), run["provenance"])
+
+
+def _pipeline(plan: RunPlan, token: CancelToken, store) -> Job[AnalysisResult]:
+    s = plan.settings
+    seg_device = "cpu"
+    if s.segmenter != "classical":
+
+        seg_device = pick_device(plan.device)
+    seg = SegmentSettings(segmenter=s.segmenter, objects=s.objects, pixel_size_um=s.query_pixel_size_um,
+                          cell_diameter_px=s.cell_diameter_px or None, device=seg_device)
+    cells, notes = yield from collect_query_cells(list(plan.query_paths), plan.work_dir, seg, s.query_kind, token)
+    if store is not None:
+        store.put_cells(cells)
+    reference = load_reference(plan.reference_dirs)
+    reference.paths += [Path(p) for p, _ in plan.extra_references]
+    reference.labels += [label for _, label in plan.extra_references]
+    inputs = Inputs(reference, CropSet([Path(c.crop_path) for c in cells], [c.true_label for c in cells]),
+                    notes + reference.problems, s.reference_pixel_size_um, s.query_pixel_size_um)
+    options = EmbedOptions(weights=s.weights, device=plan.device, batch_size=s.batch_size,
+                           prep=preset(s.preprocessing), views=s.views)
+    cache = EmbeddingCache(plan.cache_dir)
+    try:
+        ref, query = yield from embed_both(inputs, s.models, cache, options, token)
+    finally:
+        cache.close()
+    token.raise_if_cancelled()
+    yield Progress("classifying", 0, 1)
+    t0 = time.perf_counter()
+    params = s.ewc_params()
+    classifier = EWCClassifier(params).fit(ref.features, ref.labels)
+    by_path = {c.crop_path: c for c in cells}
+    kept = [by_path[str(p)] for p in query.paths]
+    preds = classifier.predict(query.features, keep_neighbours=KEPT_NEIGHBOURS)
+    mean, axes = pca_2d(ref.features)
+    yield Progress("classifying", 1, 1)
+    notes = inputs.notes + [f"{p}: {why}" for p, why in ref.skipped + query.skipped]
+    timings = {**ref.timings_s, "classify": time.perf_counter() - t0}
+
+    record = {**provenance(list(s.models), ref, query, params, options),
+              "segmentation": {"segmenter": s.segmenter, "objects": s.objects,
+                               "cell_diameter_px": s.cell_diameter_px, "pixel_size_um": s.query_pixel_size_um}}
+    return AnalysisResult(kept, ref, query, classifier, preds, mean, axes, notes, timings, list(s.models), record)

@@ -1,0 +1,283 @@
+"""The open project: inputs, settings, the latest result and the user's labels. Qt-free; the GUI drives it."""
+
+from __future__ import annotations
+
+import json
+import tempfile
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+
+from cellsearch_gui.core.app.run import (
+    KEPT_NEIGHBOURS,
+    AnalysisResult,
+    AnalysisSettings,
+    RunPlan,
+    restore_result,
+)
+from cellsearch_gui.core.embedding.cache import default_cache_dir
+from cellsearch_gui.core.errors import DatasetError
+from cellsearch_gui.core.io.dataset import CropSet, load_reference
+from cellsearch_gui.core.project import open_project
+
+LEGACY_FILE = "project.json"  # the first app version's project file; converted on open
+
+
+def sample_per_class(labels: list[str], limit: int, seed: int = 0) -> np.ndarray:
+    """Sorted row indices of at most about ``limit`` rows (all when fewer): each class keeps its share, and
+    small classes at least min(size, 1 % of the limit), so no class disappears from a plot."""
+    if len(labels) <= limit:
+        return np.arange(len(labels))
+    rng = np.random.default_rng(seed)
+    values = np.asarray(labels)
+    picked = []
+    for name in sorted(set(labels)):
+        rows = np.flatnonzero(values == name)
+        quota = min(len(rows), max(limit // 100, int(limit * len(rows) / len(labels))))
+        picked.append(rng.choice(rows, quota, replace=False))
+    return np.sort(np.concatenate(picked))
+
+
+@dataclass
+class Neighbour:
+    reference_index: int
+    path: str
+    label: str
+    distance: float
+
+
+@dataclass
+class CellView:
+    """What the inspector shows for one cell: a query cell, or a reference cell reached from a gallery."""
+
+    kind: str  # query | reference
+    index: int
+    crop_path: str
+    predicted: str
+    entropy: float
+    k_used: int
+    votes: dict[str, float]
+    neighbours: list[Neighbour]
+    label: str | None  # the user's label (query) or the library label (reference)
+    true_label: str | None = None
+
+
+class Workspace:
+    def __init__(self, folder: str | Path | None = None):
+        self.folder = Path(folder) if folder else None
+        self.settings = AnalysisSettings()
+        self.reference_dirs: list[str] = []
+        self.query_paths: list[str] = []
+        self.user_labels: dict[str, str] = {}  # cell_id -> label the user gave
+        self.added_to_reference: set[str] = set()
+        self.result: AnalysisResult | None = None
+        self.store = None  # ProjectStore once the project is saved or opened
+
+    # --- inputs -------------------------------------------------------------------------------------
+    def add_reference_dir(self, folder: str | Path) -> None:
+        if str(folder) not in self.reference_dirs:
+            self.reference_dirs.append(str(folder))
+
+    def add_query_paths(self, paths) -> None:
+        for path in map(str, paths):
+            if path not in self.query_paths:
+                self.query_paths.append(path)
+
+    def plan(self, device: str = "auto") -> RunPlan:
+        if not self.reference_dirs:
+            raise DatasetError("add a reference library first (a folder with one sub-folder of cells per class)")
+        if not self.query_paths:
+            raise DatasetError("drop images or a folder of cells to classify")
+        work = self.work_dir()
+        return RunPlan(tuple(self.reference_dirs), tuple(self.query_paths),
+                       AnalysisSettings.from_dict(self.settings.as_dict()), work, self.cache_dir(), device,
+                       self.folder if self.store is not None and not self.store.readonly else None,
+                       self.extra_references())
+
+    def extra_references(self) -> tuple[tuple[str, str], ...]:
+        """Query cells the user added to the library (crop, label): part of every later run."""
+        crops = {c.cell_id: c.crop_path for c in self.cells}
+        if self.store is not None and any(uid not in crops for uid in self.added_to_reference):
+            crops.update({c.cell_id: c.crop_path for c in self.store.cells()})
+        return tuple((crops[uid], self.user_labels[uid]) for uid in sorted(self.added_to_reference)
+                     if uid in crops and uid in self.user_labels)
+
+    def cache_dir(self) -> Path:
+        """Folder of the embedding cache (embeddings.sqlite): the project's own, else the user cache."""
+        return self.folder if self.folder else default_cache_dir()
+
+    def work_dir(self) -> Path:
+        if self.folder:
+            return self.folder
+
+        return Path(tempfile.gettempdir()) / "cellsearch-unsaved"
+
+    # --- results and labels -------------------------------------------------------------------------
+    def apply(self, result: AnalysisResult) -> None:
+        self.result = result
+
+    @property
+    def cells(self):
+        return self.result.cells if self.result else []
+
+    def classes(self) -> list[str]:
+        return list(self.result.classifier.classes) if self.result else []
+
+    def label_of(self, index: int) -> str | None:
+        return self.user_labels.get(self.cells[index].cell_id)
+
+    def set_label(self, index: int, label: str | None) -> None:
+        self.set_labels({self.cells[index].cell_id: label})
+
+    def set_labels(self, labels: dict[str, str | None]) -> None:
+        """Labels by cell id; stored at once (with who and when) when a project is open."""
+        if self.store is not None:
+            self.store.set_labels(labels)
+        for cell_id, label in labels.items():
+            if label:
+                self.user_labels[cell_id] = label
+            else:
+                self.user_labels.pop(cell_id, None)
+
+    def accept(self, index: int) -> None:
+        self.set_label(index, self.result.predictions.labels[index])
+
+    def review_queue(self) -> list[int]:
+        """Cells the user has not labelled, most uncertain (highest entropy) first."""
+        if not self.result:
+            return []
+        entropy = self.result.predictions.entropy
+        todo = [i for i, c in enumerate(self.cells) if c.cell_id not in self.user_labels]
+        return sorted(todo, key=lambda i: (-float(entropy[i]), i))
+
+    def add_to_reference(self, indices) -> int:
+        """Add labelled cells to the index (no re-embedding) and re-predict every cell."""
+        r = self.result
+        picked = [i for i in indices if self.label_of(i) and self.cells[i].cell_id not in self.added_to_reference]
+        if not picked:
+            return 0
+        labels = [self.label_of(i) for i in picked]
+        r.classifier.add(r.query.features[picked], labels)
+        r.reference.append_rows(r.query, picked, labels)
+        self.added_to_reference.update(self.cells[i].cell_id for i in picked)
+        if self.store is not None and not self.store.readonly:
+            self.store.set_meta("added_to_reference", sorted(self.added_to_reference))
+        r.predictions = r.classifier.predict(r.query.features, keep_neighbours=KEPT_NEIGHBOURS)
+        if self.store is not None and not self.store.readonly:
+            p = r.predictions
+            run = self.store.start_run("add to reference", self.settings.as_dict())
+            self.store.finish_run(run, "finished", {**r.provenance, "added_to_reference": sorted(
+                self.added_to_reference)}, [], [(c.cell_id, p.labels[i], float(p.entropy[i]), int(p.k_used[i]))
+                                                for i, c in enumerate(self.cells)])
+        return len(picked)
+
+    def labelled_set(self) -> CropSet:
+        """The query cells the user has labelled: validation cells of this device (for suggestions)."""
+        picked = [(Path(c.crop_path), self.user_labels[c.cell_id]) for c in self.cells if c.cell_id in self.user_labels]
+        return CropSet([p for p, _ in picked], [lab for _, lab in picked])
+
+    def neighbours(self, index: int, count: int = 12) -> list[Neighbour]:
+        r = self.result
+        ids = r.predictions.neighbour_ids[index, :count]
+        dists = r.predictions.distances[index, :count]
+        return [Neighbour(int(j), str(r.reference.paths[j]), r.reference.labels[j], float(d))
+                for j, d in zip(ids, dists) if j >= 0]
+
+    def query_view(self, index: int, count: int = 12) -> CellView:
+        r, cell = self.result, self.cells[index]
+        p = r.predictions
+        return CellView("query", index, cell.crop_path, p.labels[index], float(p.entropy[index]),
+                        int(p.k_used[index]), dict(zip(p.classes, map(float, p.scores[index]))),
+                        self.neighbours(index, count), self.label_of(index), cell.true_label)
+
+    def reference_view(self, ref_index: int, count: int = 12) -> CellView:
+        """A library cell seen the same way: its own weighted vote among the other references."""
+        r = self.result
+        p = r.classifier.predict(r.reference.features[ref_index : ref_index + 1])
+        neighbours = [Neighbour(int(j), str(r.reference.paths[j]), r.reference.labels[j], float(d))
+                      for j, d in zip(p.neighbour_ids[0, :count], p.distances[0, :count]) if j >= 0]
+        return CellView("reference", ref_index, str(r.reference.paths[ref_index]), p.labels[0],
+                        float(p.entropy[0]), int(p.k_used[0]), dict(zip(p.classes, map(float, p.scores[0]))),
+                        neighbours, r.reference.labels[ref_index])
+
+    def scatter(self) -> tuple[np.ndarray, list[str], np.ndarray]:
+        """2-D PCA of reference cells (with their labels) and of the query cells."""
+        r = self.result
+        return r.project(r.reference.features), list(r.reference.labels), r.project(r.query.features)
+
+    def reference_counts(self) -> dict[str, int]:
+        if self.result:
+            labels = self.result.reference.labels
+            return {c: labels.count(c) for c in sorted(set(labels))}
+
+        return load_reference(self.reference_dirs).counts() if self.reference_dirs else {}
+
+    # --- project store ----------------------------------------------------------------------------
+    def save(self, folder: str | Path | None = None) -> Path:
+        """Write settings, inputs and labels into the project (created on first save). Labels are also
+        written the moment they are given once a project is open."""
+
+        target = Path(folder) if folder else self.folder
+        if target and (self.store is None or target != self.folder):
+            self.close()
+            self.store = open_project(target, create=True, purpose="the CellSearch window")
+            self.folder = target
+            self.store.set_labels(self.user_labels)
+        if self.store is None:
+            raise DatasetError("choose a project folder first")
+        self.store.set_meta("settings", self.settings.as_dict())
+        for path in self.reference_dirs:
+            self.store.add_source("reference", path, self.settings.reference_pixel_size_um)
+        for path in self.query_paths:
+            self.store.add_source("query", path, self.settings.query_pixel_size_um)
+        return self.folder
+
+    @classmethod
+    def open(cls, folder: str | Path, readonly: bool = False, purpose: str = "the CellSearch window") -> "Workspace":
+
+        folder = Path(folder)
+        legacy = folder / LEGACY_FILE
+        if legacy.is_file() and not (folder / "project.sqlite").is_file():
+            return cls._convert_legacy(folder)
+        ws = cls(folder)
+        ws.store = open_project(folder, readonly=readonly, purpose=purpose)
+        ws.settings = AnalysisSettings.from_dict(ws.store.get_meta("settings", {}))
+        ws.reference_dirs = [s["path"] for s in ws.store.sources("reference")]
+        ws.query_paths = [s["path"] for s in ws.store.sources("query")]
+        ws.user_labels = ws.store.labels()
+        ws.added_to_reference = set(ws.store.get_meta("added_to_reference", []))
+        return ws
+
+    @classmethod
+    def _convert_legacy(cls, folder: Path) -> "Workspace":
+        """A project.json of the first app version becomes a project database (the JSON is kept, renamed)."""
+        legacy = folder / LEGACY_FILE
+        try:
+            raw = json.loads(legacy.read_text(encoding="utf-8"))
+        except ValueError as exc:
+            raise DatasetError(f"{legacy}: unreadable project file ({exc})") from None
+        ws = cls()
+        ws.settings = AnalysisSettings.from_dict(raw.get("settings", {}))
+        ws.reference_dirs = list(raw.get("reference_dirs", []))
+        ws.query_paths = list(raw.get("query_paths", []))
+        ws.user_labels = dict(raw.get("user_labels", {}))
+        ws.save(folder)
+        legacy.replace(folder / (LEGACY_FILE + ".converted"))
+        return ws
+
+    def restore(self) -> bool:
+        """Show the last finished run again from the project's own arrays (no image is read)."""
+
+        if self.store is None:
+            return False
+        added = {uid: self.user_labels[uid] for uid in self.added_to_reference if uid in self.user_labels}
+        result = restore_result(self.store, self.settings, added)
+        if result is not None:
+            self.apply(result)
+        return result is not None
+
+    def close(self) -> None:
+        if self.store is not None:
+            self.store.close()
+            self.store = None

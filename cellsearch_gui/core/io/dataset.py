@@ -1,0 +1,151 @@
+"""Labelled crop folders (DIR/<class>/<image>) and unlabelled query folders."""
+
+from __future__ import annotations
+
+import csv
+from collections import Counter
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+
+from cellsearch_gui.core.errors import DatasetError
+from cellsearch_gui.core.io.images import is_image_name
+
+
+@dataclass
+class CropSet:
+    """Crop files with optional labels; ``problems`` lists what was skipped and why."""
+
+    paths: list[Path]
+    labels: list[str | None]
+    problems: list[str] = field(default_factory=list)
+
+    @property
+    def labelled(self) -> bool:
+        return bool(self.labels) and all(label is not None for label in self.labels)
+
+    @property
+    def classes(self) -> list[str]:
+        return sorted({label for label in self.labels if label is not None})
+
+    def counts(self) -> dict[str, int]:
+        return dict(sorted(Counter(self.labels).items()))
+
+    def subset(self, indices) -> "CropSet":
+        idx = list(indices)
+        return CropSet([self.paths[i] for i in idx], [self.labels[i] for i in idx], list(self.problems))
+
+    def restrict(self, classes: list[str]) -> "CropSet":
+        wanted = set(classes)
+        return self.subset(i for i, label in enumerate(self.labels) if label in wanted)
+
+    def __len__(self) -> int:
+        return len(self.paths)
+
+
+def keep_shared_classes(ref: CropSet, query: CropSet) -> tuple[CropSet, CropSet, list[str]]:
+    """Both sets restricted to the classes they share, and the classes left out (sorted)."""
+    common = sorted(set(ref.classes) & set(query.classes))
+    left_out = sorted(set(ref.classes) ^ set(query.classes))
+    return ref.restrict(common), query.restrict(common), left_out
+
+
+def _hidden(path: Path) -> bool:
+    return path.name.startswith((".", "_"))
+
+
+METADATA_SUFFIXES = {".csv", ".md", ".txt", ".json", ".xml"}
+
+
+def _images_in(folder: Path, problems: list[str], is_class_folder: bool = True) -> list[Path]:
+    found = []
+    for path in sorted(folder.iterdir()):
+        if _hidden(path) or path.is_dir():
+            continue
+        if is_image_name(path):
+            found.append(path)
+        elif is_class_folder or path.suffix.lower() not in METADATA_SUFFIXES:
+            problems.append(f"{path}: not an image file (extension '{path.suffix or 'none'}'), skipped")
+    return found
+
+
+def scan_class_folders(root: str | Path) -> CropSet:
+    """Read DIR/<class>/<image>; folders starting with '_' or '.' are not classes."""
+    root = Path(root)
+    if not root.is_dir():
+        raise DatasetError(f"{root}: not a folder")
+    problems: list[str] = []
+    paths, labels = [], []
+    class_dirs = [p for p in sorted(root.iterdir()) if p.is_dir() and not _hidden(p)]
+    for class_dir in class_dirs:
+        images = _images_in(class_dir, problems)
+        if not images:
+            problems.append(f"{class_dir}: class folder '{class_dir.name}' holds no images, skipped")
+        paths += images
+        labels += [class_dir.name] * len(images)
+    if not paths:
+        raise DatasetError(f"{root}: no labelled images found; expected one sub-folder per class "
+                           "(DIR/<class>/<image>)")
+    return CropSet(paths, labels, problems)
+
+
+def scan_query(root: str | Path) -> CropSet:
+    """A query folder: class folders (labelled, can be scored) or a flat folder of images (unlabelled)."""
+    root = Path(root)
+    if root.is_file():
+        return CropSet([root], [None])
+    if not root.is_dir():
+        raise DatasetError(f"{root}: no such file or folder")
+    if (root / "cells.csv").is_file():
+        return read_cells_csv(root / "cells.csv")
+    problems: list[str] = []
+    flat = _images_in(root, problems, is_class_folder=False)
+    if flat:
+        return CropSet(flat, [None] * len(flat), problems)
+    return scan_class_folders(root)
+
+
+def stratified_split(labels: list[str], fraction: float, seed: int) -> tuple[np.ndarray, np.ndarray]:
+    """Indices (keep, held_out): each class gives round(fraction * n) samples, at least one if n > 1."""
+    if not 0 < fraction < 1:
+        raise DatasetError(f"split fraction must be between 0 and 1, got {fraction}")
+    rng = np.random.default_rng(seed)
+    labels_arr = np.asarray(labels)
+    keep, held = [], []
+    for label in sorted(set(labels)):
+        idx = np.flatnonzero(labels_arr == label)
+        rng.shuffle(idx)
+        n_held = int(round(fraction * len(idx)))
+        n_held = min(max(n_held, 1 if len(idx) > 1 else 0), len(idx) - 1)
+        held += idx[:n_held].tolist()
+        keep += idx[n_held:].tolist()
+    return np.array(sorted(keep)), np.array(sorted(held))
+
+
+def read_cells_csv(path: Path) -> CropSet:
+    """Crops written by `cellsearch segment`; a 'label' column, when filled in, makes them labelled."""
+
+    paths, labels, problems = [], [], []
+    with open(path, newline="", encoding="utf-8") as handle:
+        reader = csv.DictReader(handle)
+        if not reader.fieldnames or "crop_path" not in reader.fieldnames:
+            raise DatasetError(f"{path}: not a cells.csv from 'cellsearch segment' (no crop_path column)")
+        for line, row in enumerate(reader, start=2):
+            crop = path.parent / (row.get("crop_path") or "")
+            if not row.get("crop_path") or not crop.is_file():
+                problems.append(f"{path}:{line}: crop file '{row.get('crop_path')}' is missing, skipped")
+                continue
+            paths.append(crop)
+            labels.append(row.get("label") or None)
+    if not paths:
+        raise DatasetError(f"{path}: lists no existing crops")
+    return CropSet(paths, labels, problems)
+
+
+def load_reference(dirs) -> CropSet:
+    sets = [scan_class_folders(d) for d in dirs]
+    if not sets:
+        raise DatasetError("no reference library: add a folder with one sub-folder of cell images per class")
+    return CropSet(sum((s.paths for s in sets), []), sum((s.labels for s in sets), []),
+                   sum((s.problems for s in sets), []))

@@ -1,0 +1,96 @@
+"""The option vocabularies, typed once: the core validates against them, the CLI's choices and the GUI's
+combo boxes are generated from them. Members are ``str`` so settings files and JSON keep plain strings."""
+
+from __future__ import annotations
+
+from enum import StrEnum
+
+
+class Metric(StrEnum):
+    L2 = "l2"
+    COSINE = "cosine"
+    CANBERRA = "canberra"
+
+
+class EntropyNorm(StrEnum):
+    LOG_K = "log_k"  # the paper's H / log k
+    LOG_MIN_KC = "log_min_kc"  # H / log min(k, classes)
+
+
+class IndexKind(StrEnum):
+    AUTO = "auto"
+    FLAT = "flat"
+    HNSW = "hnsw"
+    IVF = "ivf"
+
+
+class ColourMode(StrEnum):
+    NONE = "none"
+    CLAHE = "clahe"
+    REINHARD = "reinhard"
+    DEVICE_REINHARD = "device_reinhard"
+    MACENKO = "macenko"
+    GRAYSCALE = "grayscale"
+
+
+class ScaleMode(StrEnum):
+    NONE = "none"
+    PHYSICAL = "physical"  # by the pixel sizes of the two devices
+    CELL_SIZE = "cell_size"  # by the cell's own diameter
+
+
+class CellObjects(StrEnum):
+    ALL = "all"
+    NUCLEATED = "nucleated"  # cells with a stained nucleus, e.g. white blood cells
+
+
+class Segmenter(StrEnum):
+    CLASSICAL = "classical"
+    MOBILESAM = "mobilesam"
+    SAM_VIT_B = "sam_vit_b"
+    SAM_VIT_L = "sam_vit_l"
+    SAM_VIT_H = "sam_vit_h"
+
+
+class Preset(StrEnum):
+    """Named crop preparations (their settings: ``crops.prepare.PRESETS``)."""
+
+    RAW = "raw"
+    CENTRED = "centred"
+    CENTRED_SCALED = "centred_scaled"
+    CELL = "cell"
+    CELL_DEVICE_COLOUR = "cell_device_colour"
+    CELL_GRAYSCALE = "cell_grayscale"
+    CELL_CLAHE = "cell_clahe"
+
+
+class Device(StrEnum):
+    """Device choices offered in menus; ``cuda:N`` is accepted too."""
+
+    AUTO = "auto"
+    CPU = "cpu"
+    CUDA = "cuda"
+    MPS = "mps"
+
+
+class Precision(StrEnum):
+    AUTO = "auto"
+    FP32 = "fp32"
+    FP16 = "fp16"
+    BF16 = "bf16"
+
+
+class Pool(StrEnum):
+    """Which of a transformer's final tokens make the embedding."""
+
+    CLS = "cls"
+    MEAN = "mean"
+    CLS_MEAN = "cls+mean"
+
+
+VIEWS = (1, 4, 8)  # test-time views averaged per crop
+
+
+def values(options: type[StrEnum]) -> list[str]:
+    """Plain string values in declaration order (argparse choices, combo box items)."""
+    return [member.value for member in options]

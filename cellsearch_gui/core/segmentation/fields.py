@@ -1,0 +1,76 @@
+"""Segment a whole field of view tile by tile, masks in source pixels."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+import numpy as np
+
+from cellsearch_gui.core.io.fields import Field
+from cellsearch_gui.core.io.images import rescale
+from cellsearch_gui.core.jobs import CancelToken, Job, Progress
+from cellsearch_gui.core.segmentation.masks import CellMask
+from cellsearch_gui.core.segmentation.settings import SegmentSettings
+from cellsearch_gui.core.segmentation.tiling import owned, tiles
+
+
+def _to_source(mask: CellMask, scale: float, tile_y0: int, tile_x0: int) -> CellMask:
+    if abs(scale - 1) > 1e-6:
+        import cv2
+
+        y0, x0 = mask.y0 / scale, mask.x0 / scale
+        height = int(np.ceil((mask.y0 + mask.mask.shape[0]) / scale)) - int(y0)
+        width = int(np.ceil((mask.x0 + mask.mask.shape[1]) / scale)) - int(x0)
+        # pixel-centre aligned resampling of the mask to source pixels
+        grid_y = (np.arange(height) + int(y0) + 0.5) * scale - 0.5 - mask.y0
+        grid_x = (np.arange(width) + int(x0) + 0.5) * scale - 0.5 - mask.x0
+        map_x, map_y = np.meshgrid(grid_x.astype(np.float32), grid_y.astype(np.float32))
+        src = cv2.remap(mask.mask.astype(np.float32), map_x, map_y, cv2.INTER_LINEAR,
+                        borderMode=cv2.BORDER_CONSTANT, borderValue=0)
+        mask = CellMask(int(y0), int(x0), src >= 0.5, mask.score, mask.stability)
+    return mask.shifted(tile_y0, tile_x0)
+
+
+@dataclass
+class ImageResult:
+    path: str
+    cells: int = 0
+    dropped: dict = field(default_factory=dict)
+    tiles: int = 0
+    seconds: float = 0.0
+    problem: str | None = None
+    notes: list[str] = field(default_factory=list)
+
+
+def segment_field(field_: Field, segmenter, settings: SegmentSettings, diameter_px: float, scale: float,
+                  token: CancelToken) -> Job[tuple[list[CellMask], list[int], ImageResult]]:
+    """Masks (source coordinates) owned by exactly one tile each."""
+    height, width = field_.shape
+    overlap = settings.overlap or int(np.ceil(1.5 * diameter_px))
+    step_src = max(1, int(settings.tile_size / scale))
+    overlap_src = int(np.ceil(overlap / scale))
+    area = np.pi / 4 * diameter_px ** 2
+    lo, hi = settings.min_area_fraction * area, settings.max_area_fraction * area
+    result = ImageResult(str(field_.path))
+    kept, tile_ids = [], []
+    tile_list = list(tiles(height, width, step_src, overlap_src))
+    if hasattr(segmenter, "prepare"):
+        segmenter.prepare(rescale(field_.overview(), scale))
+    for tile in tile_list:
+        token.raise_if_cancelled()
+        yield Progress("segmenting", tile.index, len(tile_list), field_.path.name)
+        region = rescale(field_.read(tile.y0, tile.y1, tile.x0, tile.x1), scale)
+        field_.release_pages()
+        for mask in segmenter.segment(region):
+            if not lo <= mask.area <= hi:
+                reason = "smaller than the size filter" if mask.area < lo else "larger than the size filter"
+            else:
+                src = _to_source(mask, scale, tile.y0, tile.x0)
+                reason = owned(src, tile, height, width, settings.drop_border_cells)
+                if reason is None:
+                    kept.append(src)
+                    tile_ids.append(tile.index)
+                    continue
+            result.dropped[reason] = result.dropped.get(reason, 0) + 1
+    result.tiles = len(tile_list)
+    return kept, tile_ids, result

@@ -1,0 +1,72 @@
+"""Segmentation settings, the field normalisation, and the segmenter factory."""
+
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass, field
+
+from cellsearch_gui.core.errors import CellSearchError
+from cellsearch_gui.core.options import Segmenter
+from cellsearch_gui.core.segmentation.classical import ClassicalSegmenter
+from cellsearch_gui.core.segmentation.sam import SamSegmenter
+
+
+@dataclass
+class Normalisation:
+    clahe: bool = False
+    clahe_clip: float = 2.0
+    clahe_grid: int = 8
+    target_pixel_size_um: float | None = None
+    colour: str = "none"  # none | reinhard | macenko | grayscale (CLAHE via ``clahe``)
+
+    def scale_for(self, pixel_size_um: float | None) -> float:
+        """Rescale factor = source um/px / target um/px (1 when either is unknown)."""
+        if not self.target_pixel_size_um or not pixel_size_um:
+            return 1.0
+        return pixel_size_um / self.target_pixel_size_um
+
+    def as_dict(self) -> dict:
+        return asdict(self)
+
+
+SEGMENTERS = tuple(Segmenter)
+
+
+DEFAULT_DIAMETER_PX = 60.0
+
+
+@dataclass
+class SegmentSettings:
+    segmenter: str = "classical"
+    objects: str = "all"  # all | nucleated (cells with a stained nucleus, e.g. white blood cells)
+    pixel_size_um: float | None = None  # overrides the file's metadata
+    cell_diameter_um: float | None = None
+    cell_diameter_px: float | None = None  # at the working scale; used when no pixel size is known
+    min_area_fraction: float = 0.25  # of the typical cell area
+    max_area_fraction: float = 4.0
+    drop_border_cells: bool = True
+    tile_size: int = 1024
+    overlap: int | None = None  # default: 1.5 cell diameters
+    crop_size: int = 224
+    mask_background: bool = False
+    normalisation: Normalisation = field(default_factory=Normalisation)
+    device: str = "cpu"
+    checkpoint: str | None = None  # a SAM checkpoint file instead of the imported weights
+
+    def diameter_px(self, pixel_size_um: float | None) -> tuple[float, str]:
+        working_px = self.normalisation.target_pixel_size_um or pixel_size_um
+        if self.cell_diameter_um and working_px:
+            return self.cell_diameter_um / working_px, f"{self.cell_diameter_um} um"
+        if self.cell_diameter_px:
+            return self.cell_diameter_px, f"{self.cell_diameter_px} px"
+        return DEFAULT_DIAMETER_PX, f"default {DEFAULT_DIAMETER_PX:.0f} px (no cell size given)"
+
+
+def make_segmenter(settings: SegmentSettings, diameter_px: float):
+    proposals = ClassicalSegmenter(objects=settings.objects, cell_diameter_px=diameter_px)
+    if settings.segmenter == "classical":
+        return proposals
+    if settings.segmenter in SEGMENTERS:
+
+        return SamSegmenter(settings.segmenter, proposals=proposals, device=settings.device,
+                            checkpoint=settings.checkpoint)
+    raise CellSearchError(f"unknown segmenter '{settings.segmenter}'; choose one of {', '.join(SEGMENTERS)}")

@@ -1,0 +1,60 @@
+"""Values that cross stages: a cell's features (FeatureSet) and a query cell."""
+
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+
+import numpy as np
+
+
+@dataclass
+class FeatureSet:
+    """Concatenated features for the crops that could be read; ``skipped`` says which could not and why."""
+
+    paths: list[Path]
+    labels: list[str | None]
+    features: np.ndarray
+    model_ids: list[str]
+    dims: list[int]
+    per_model_l2: bool
+    fingerprints: dict[str, str]
+    skipped: list[tuple[str, str]] = field(default_factory=list)
+    timings_s: dict[str, float] = field(default_factory=dict)
+    per_model: dict[str, np.ndarray] = field(default_factory=dict)
+    prep: dict = field(default_factory=dict)
+    prep_notes: list[tuple[str, str]] = field(default_factory=list)
+
+    def append_rows(self, other: "FeatureSet", rows: list[int], labels: list[str]) -> None:
+        """Take ``other``'s crops at ``rows`` in, with these labels (query cells joining a reference library)."""
+        self.paths += [other.paths[i] for i in rows]
+        self.labels += list(labels)
+        self.features = np.concatenate([self.features, other.features[rows]])
+        for model in self.per_model:
+            self.per_model[model] = np.concatenate([self.per_model[model], other.per_model[model][rows]])
+
+    def select(self, model_ids: list[str], per_model_l2: bool | None = None) -> np.ndarray:
+        """Concatenate a sub-combination from the per-model blocks without re-embedding."""
+        l2 = self.per_model_l2 if per_model_l2 is None else per_model_l2
+        return concat_blocks([self.per_model[m] for m in model_ids], l2)
+
+
+def concat_blocks(blocks: list[np.ndarray], per_model_l2: bool) -> np.ndarray:
+    if per_model_l2:
+        blocks = [b / np.maximum(np.linalg.norm(b, axis=1, keepdims=True), 1e-12) for b in blocks]
+    return np.ascontiguousarray(np.concatenate(blocks, axis=1), dtype=np.float32)
+
+
+@dataclass
+class QueryCell:
+    cell_id: str
+    crop_path: str
+    source_image: str  # the field it was cut from, or the crop file itself
+    bbox: tuple[int, int, int, int] | None = None  # x0, y0, x1, y1 in source pixels
+    centroid: tuple[float, float] | None = None  # x, y
+    area_px: int | None = None
+    mask_rle: str | None = None
+    true_label: str | None = None  # from a class-per-folder query set
+
+    def as_dict(self) -> dict:
+        return asdict(self)
