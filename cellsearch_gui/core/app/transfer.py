@@ -22,8 +22,10 @@ from cellsearch_gui.core.io.dataset import (
     scan_class_folders,
 )
 from cellsearch_gui.core.jobs import CancelToken, Job, Progress
+from cellsearch_gui.core.options import Preset
 
-SUGGEST_PRESETS = ("raw", "cell", "cell_device_colour", "cell_clahe", "cell_grayscale")
+SUGGEST_PRESETS = tuple(p.value for p in (Preset.RAW, Preset.CELL, Preset.CELL_DEVICE_COLOUR, Preset.CELL_CLAHE,
+                                           Preset.CELL_GRAYSCALE))
 MIN_LABELLED = 5
 
 
