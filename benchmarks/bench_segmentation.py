@@ -88,7 +88,7 @@ def detection_from_cells(rows, names, boxes, summary) -> dict:
             tuple(int(row[k]) for k in ("bbox_x0", "bbox_y0", "bbox_x1", "bbox_y1")))
     tp = sum(len(match([b["box"] for b in boxes[n]], found.get(n, []))) for n in names)
     n_gt = sum(len(boxes[n]) for n in names)
-    seconds = sum(i["seconds"] for i in summary["per_image"])
+    seconds = sum(i.seconds for i in summary.per_image)
     return {"images": len(names), "recall": tp / max(1, n_gt), "precision": tp / max(1, len(rows)),
             "true_positives": tp, "ground_truth": n_gt, "detections": len(rows), "seconds": seconds,
             "s_per_megapixel": seconds / (len(names) * 640 * 480 / 1e6)}

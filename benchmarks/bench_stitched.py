@@ -90,7 +90,7 @@ def main() -> None:
         seg_s = time.perf_counter() - t0
         sampler.running = False
         sampler.join()
-        image = summary["per_image"][0]
+        image = summary.as_dict()["per_image"][0]
         result = {"height": height, "width": width, "megapixels": height * width / 1e6,
                   "file_mb": path.stat().st_size / 2**20, "build_s": build_s, "segment_s": seg_s,
                   "s_per_megapixel": seg_s / (height * width / 1e6), "tiles": image["tiles"],

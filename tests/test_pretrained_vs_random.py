@@ -19,5 +19,5 @@ def test_pretrained_beats_random_init(real_weights, tmp_path, model):
     for weights in ("pretrained", "random"):
         result = run_job(evaluate_job(inputs, [model], params, EmbeddingCache(None),
                                       EmbedOptions(weights=weights)))
-        scores[weights] = result["balanced_accuracy"]
+        scores[weights] = result.balanced_accuracy
     assert scores["pretrained"] > scores["random"] + 0.15, scores

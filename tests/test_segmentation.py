@@ -51,7 +51,7 @@ def test_cells_on_tile_seams_are_kept_once_and_whole(tmp_path, tile_size):
     tifffile.imwrite(path, disks_image(size, centres))
     settings = SegmentSettings(cell_diameter_px=2 * RADIUS, tile_size=tile_size, overlap=2 * RADIUS + 10)
     summary = run_job(segment_images([path], tmp_path / "out", settings))
-    assert summary["per_image"][0]["tiles"] == (size // tile_size + (size % tile_size > 0)) ** 2
+    assert summary.per_image[0].tiles == (size // tile_size + (size % tile_size > 0)) ** 2
     rows = _cells(tmp_path / "out")
     assert len(rows) == len(centres)
     found = np.array([[float(r["centroid_y"]), float(r["centroid_x"])] for r in rows])

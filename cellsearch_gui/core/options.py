@@ -88,6 +88,28 @@ class Pool(StrEnum):
     CLS_MEAN = "cls+mean"
 
 
+class Weights(StrEnum):
+    """Which parameters a network starts from."""
+
+    PRETRAINED = "pretrained"
+    RANDOM = "random"  # random-initialised: a control
+
+
+class QueryKind(StrEnum):
+    """What dropped query images are: whole fields to segment, single-cell crops, or decided per image."""
+
+    AUTO = "auto"
+    FIELDS = "fields"
+    CROPS = "crops"
+
+
+class FeatureStorage(StrEnum):
+    """Number type of a run's saved feature arrays (float16: half the disk)."""
+
+    FLOAT32 = "float32"
+    FLOAT16 = "float16"
+
+
 VIEWS = (1, 4, 8)  # test-time views averaged per crop
 
 

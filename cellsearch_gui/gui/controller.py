@@ -123,9 +123,9 @@ class Controller(QObject):
             self.message.emit(text + (f". {warning}" if warning else "")
                               + (f"; {len(value.notes)} note(s) (Analysis > Notes of the last run)" if value.notes else ""))
         elif name == "transfer evaluation":
-            self.transfer_ready.emit(value)
+            self.transfer_ready.emit(value.as_dict())
         elif name == "setting suggestion":
-            self.suggestion_ready.emit(value)
+            self.suggestion_ready.emit(value.as_dict())
 
     def _on_failure(self, name: str, exc: Exception) -> None:
         details = "".join(traceback.format_exception(exc))

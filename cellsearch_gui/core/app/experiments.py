@@ -7,6 +7,7 @@ import time
 from dataclasses import dataclass, field
 
 from cellsearch_gui import __version__
+from cellsearch_gui.core.app.results import EvaluateResult, ModelAnalysis, SearchResult
 from cellsearch_gui.core.classify.analysis import analyse, stratified_sample
 from cellsearch_gui.core.classify.baselines import run_baselines
 from cellsearch_gui.core.classify.combinations import Grid, search_combinations
@@ -24,6 +25,10 @@ from cellsearch_gui.core.io.dataset import (
 )
 from cellsearch_gui.core.jobs import CancelToken, Job, Progress
 from cellsearch_gui.core.types import FeatureSet
+
+ANALYSIS_PCA_DIMS = 100  # PCA dimensions before the cosine similarities
+ANALYSIS_SIGMA_FRAC = 0.8  # RBF CKA bandwidth as a fraction of the median pairwise distance
+ANALYSIS_MAX_CELLS = 2000  # stratified sample of the library (CKA is n^2)
 
 
 @dataclass
@@ -112,31 +117,30 @@ def provenance(models: list[str], ref: FeatureSet, query: FeatureSet, params: EW
 
 
 def evaluate_job(inputs: Inputs, models: list[str], params: EWCParams, cache: EmbeddingCache,
-                 options: EmbedOptions, baselines: bool = False, token: CancelToken | None = None) -> Job[dict]:
+                 options: EmbedOptions, baselines: bool = False,
+                 token: CancelToken | None = None) -> Job[EvaluateResult]:
     ref, query, preds, timings = yield from classify_job(inputs, models, params, cache, options, token)
     if preds is None:
         raise DatasetError("none of the query images could be read")
-    result = evaluate_predictions(query.labels, preds.labels)
-    result.update(provenance(models, ref, query, params, options))
-    result.update({
-        "n_reference": len(ref.paths),
-        "n_query": len(query.paths),
-        "reference_counts": {c: ref.labels.count(c) for c in sorted(set(ref.labels))},
-        "mean_k": float(preds.k_used.mean()),
-        "mean_entropy": float(preds.entropy.mean()),
-        "index_kind": preds.index_kind,
-        "skipped": [{"path": p, "problem": why} for p, why in ref.skipped + query.skipped],
-        "notes": inputs.notes,
-        "preprocessing_notes": [{"path": p, "note": n} for p, n in ref.prep_notes + query.prep_notes],
-        "timings_s": timings,
-    })
-    if baselines:
-        result["baselines"] = run_baselines(ref.features, ref.labels, query.features, query.labels)
-    return result
+    return EvaluateResult(
+        **evaluate_predictions(query.labels, preds.labels),
+        **provenance(models, ref, query, params, options),
+        n_reference=len(ref.paths),
+        n_query=len(query.paths),
+        reference_counts={c: ref.labels.count(c) for c in sorted(set(ref.labels))},
+        mean_k=float(preds.k_used.mean()),
+        mean_entropy=float(preds.entropy.mean()),
+        index_kind=preds.index_kind,
+        skipped=[{"path": p, "problem": why} for p, why in ref.skipped + query.skipped],
+        notes=inputs.notes,
+        preprocessing_notes=[{"path": p, "note": n} for p, n in ref.prep_notes + query.prep_notes],
+        timings_s=timings,
+        baselines=run_baselines(ref.features, ref.labels, query.features, query.labels) if baselines else None,
+    )
 
 
 def search_job(inputs: Inputs, models: list[str], grid: Grid, cache: EmbeddingCache, options: EmbedOptions,
-               token: CancelToken | None = None, preps: dict | None = None) -> Job[dict]:
+               token: CancelToken | None = None, preps: dict | None = None) -> Job[SearchResult]:
     """Rank model subsets x hyper-parameters, and optionally x preprocessing presets, on validation cells."""
 
     token = token or CancelToken()
@@ -148,24 +152,24 @@ def search_job(inputs: Inputs, models: list[str], grid: Grid, cache: EmbeddingCa
             rows.append({**row, "preprocessing": name})
         skipped = ref.skipped + val.skipped
     rows.sort(key=lambda r: (-r["balanced_accuracy"], -r["macro_precision"], len(r["models"])))
-    return {
-        "ranking": rows,
-        "n_reference": len(ref.paths),
-        "n_validation": len(val.paths),
-        "models": models,
-        "grid": {"metrics": grid.metrics, "k_min": grid.k_mins, "k_max": grid.k_maxs,
-                 "thresholds": grid.thresholds, "entropy_norms": grid.entropy_norms},
-        "preprocessing": {name: prep.as_dict() for name, prep in preps.items()},
-        "per_model_l2": options.per_model_l2,
-        "skipped": [{"path": p, "problem": why} for p, why in skipped],
-        "notes": inputs.notes,
-        "timings_s": {"search": time.perf_counter() - t0},
-    }
+    return SearchResult(
+        ranking=rows,
+        n_reference=len(ref.paths),
+        n_validation=len(val.paths),
+        models=models,
+        grid={"metrics": grid.metrics, "k_min": grid.k_mins, "k_max": grid.k_maxs,
+              "thresholds": grid.thresholds, "entropy_norms": grid.entropy_norms},
+        preprocessing={name: prep.as_dict() for name, prep in preps.items()},
+        per_model_l2=options.per_model_l2,
+        skipped=[{"path": p, "problem": why} for p, why in skipped],
+        notes=inputs.notes,
+        timings_s={"search": time.perf_counter() - t0},
+    )
 
 
 def analyse_job(reference: CropSet, models: list[str], cache: EmbeddingCache, options: EmbedOptions,
-                pca_dims: int = 100, sigma_frac: float = 0.8, max_cells: int = 2000,
-                token: CancelToken | None = None) -> Job[dict]:
+                pca_dims: int = ANALYSIS_PCA_DIMS, sigma_frac: float = ANALYSIS_SIGMA_FRAC,
+                max_cells: int = ANALYSIS_MAX_CELLS, token: CancelToken | None = None) -> Job[ModelAnalysis]:
     """Per-model intra/inter-class cosine similarity after PCA and RBF CKA between models on a labelled
     library (a stratified sample of at most ``max_cells`` cells)."""
 
@@ -176,14 +180,14 @@ def analyse_job(reference: CropSet, models: list[str], cache: EmbeddingCache, op
         raise DatasetError("the analysis needs at least three readable labelled cells")
     yield Progress("analysing", 0, 1)
     t0 = time.perf_counter()
-    result = analyse(feats.per_model, feats.labels, pca_dims, sigma_frac)
-    result.update({
-        "app_version": __version__,
-        "model_fingerprints": feats.fingerprints,
-        "weights": options.weights,
-        "class_counts": {c: feats.labels.count(c) for c in sorted(set(feats.labels))},
-        "skipped": [{"path": p, "problem": why} for p, why in feats.skipped],
-        "timings_s": {**feats.timings_s, "analysis": time.perf_counter() - t0},
-    })
+    result = ModelAnalysis(
+        **analyse(feats.per_model, feats.labels, pca_dims, sigma_frac),
+        app_version=__version__,
+        model_fingerprints=feats.fingerprints,
+        weights=options.weights,
+        class_counts={c: feats.labels.count(c) for c in sorted(set(feats.labels))},
+        skipped=[{"path": p, "problem": why} for p, why in feats.skipped],
+        timings_s={**feats.timings_s, "analysis": time.perf_counter() - t0},
+    )
     yield Progress("analysing", 1, 1)
     return result

@@ -18,6 +18,15 @@ from cellsearch_gui.core.embedding.job import EmbedOptions
 from cellsearch_gui.core.io.dataset import CropSet, load_reference
 from cellsearch_gui.core.jobs import CancelToken, Job, Progress
 from cellsearch_gui.core.models.devices import pick_device
+from cellsearch_gui.core.options import (
+    CellObjects,
+    EntropyNorm,
+    FeatureStorage,
+    Preset,
+    QueryKind,
+    Segmenter,
+    Weights,
+)
 from cellsearch_gui.core.project import open_project
 from cellsearch_gui.core.project.arrays import load_run_arrays, save_run_arrays
 from cellsearch_gui.core.project.index_file import load_index, save_index
@@ -27,33 +36,39 @@ from cellsearch_gui.core.types import FeatureSet, QueryCell
 DEFAULT_MODELS = ("mobilenetv2", "efficientnet_lite0")
 
 
+SETTINGS_VERSION = 1  # 0: settings saved before they carried a version (same fields)
+
+
 @dataclass
 class AnalysisSettings:
-    """Everything that decides a result; saved with the project."""
+    """Everything that decides a result; saved with the project and in the app's settings."""
 
     models: list[str] = field(default_factory=lambda: list(DEFAULT_MODELS))
-    weights: str = "pretrained"  # or "random" (controls and tests)
+    weights: str = Weights.PRETRAINED.value  # or random (controls and tests)
     # the app's default stopping rule is H / log min(k, C): a user's microscope is rarely the library's, and
     # under device shift the paper's H / log k stops only at a vote over hundreds of cells (README)
-    params: dict = field(default_factory=lambda: EWCParams(entropy_norm="log_min_kc").as_dict())
-    preprocessing: str = "cell_device_colour"  # a preset of cellcrop.PRESETS
+    params: dict = field(default_factory=lambda: EWCParams(entropy_norm=EntropyNorm.LOG_MIN_KC.value).as_dict())
+    preprocessing: str = Preset.CELL_DEVICE_COLOUR.value  # a preset of crops.prepare.PRESETS
     views: int = 1
-    segmenter: str = "classical"
-    objects: str = "nucleated"
+    segmenter: str = Segmenter.CLASSICAL.value
+    objects: str = CellObjects.NUCLEATED.value
     cell_diameter_px: float | None = None  # typical cell size in the fields; None: segmentation's default
-    query_kind: str = "auto"  # auto | fields | crops
+    query_kind: str = QueryKind.AUTO.value
     reference_pixel_size_um: float | None = None
     query_pixel_size_um: float | None = None
     batch_size: int | None = None  # None: sized to the device
-    feature_storage: str = "float32"  # or float16: half the disk for a run's saved feature arrays
+    feature_storage: str = FeatureStorage.FLOAT32.value  # float16: half the disk for a run's feature arrays
+    version: int = SETTINGS_VERSION
 
     def ewc_params(self) -> EWCParams:
         known = {f.name for f in dataclasses.fields(EWCParams)}
         return EWCParams(**{k: v for k, v in self.params.items() if k in known}).validate()
 
     @classmethod
-    def from_dict(cls, raw: dict) -> "AnalysisSettings":
-        known = {f.name for f in dataclasses.fields(cls)}
+    def from_dict(cls, raw: dict) -> AnalysisSettings:
+        """Settings saved by this or any other version: unknown fields are dropped, missing ones take their
+        defaults, a preset this version lacks falls back to the default; the result is current-version."""
+        known = {f.name for f in dataclasses.fields(cls)} - {"version"}
         settings = cls(**{k: v for k, v in raw.items() if k in known})
         if settings.preprocessing not in PRESETS:
             settings.preprocessing = cls.preprocessing

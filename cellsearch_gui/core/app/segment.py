@@ -9,6 +9,7 @@ from dataclasses import asdict
 from pathlib import Path
 
 from cellsearch_gui import __version__
+from cellsearch_gui.core.app.results import SegmentSummary
 from cellsearch_gui.core.crops.records import CellRecord, cut_crop, make_record
 from cellsearch_gui.core.errors import BadImageError
 from cellsearch_gui.core.io.fields import Field
@@ -19,7 +20,7 @@ from cellsearch_gui.core.segmentation.settings import SegmentSettings, make_segm
 
 
 def segment_images(inputs: list[str | Path], out_dir: str | Path, settings: SegmentSettings,
-                   token: CancelToken | None = None) -> Job[dict]:
+                   token: CancelToken | None = None) -> Job[SegmentSummary]:
     """Segment every image; one bad file is reported and skipped, finished images stay written."""
     from PIL import Image
 
@@ -71,14 +72,14 @@ def segment_images(inputs: list[str | Path], out_dir: str | Path, settings: Segm
                 problems.append(str(exc))
             result.seconds = time.perf_counter() - t0
             results.append(result)
-    summary = {
-        "app_version": __version__,
-        "settings": {**asdict(settings), "normalisation": settings.normalisation.as_dict()},
-        "images": len(images),
-        "cells": sum(r.cells for r in results),
-        "per_image": [asdict(r) for r in results],
-        "problems": problems,
-    }
-    (out / "segment.json").write_text(json.dumps(summary, indent=1, default=str))
+    summary = SegmentSummary(
+        app_version=__version__,
+        settings={**asdict(settings), "normalisation": settings.normalisation.as_dict()},
+        images=len(images),
+        cells=sum(r.cells for r in results),
+        per_image=results,
+        problems=problems,
+    )
+    (out / "segment.json").write_text(json.dumps(summary.as_dict(), indent=1, default=str))
     yield Progress("images", len(images), len(images))
     return summary

@@ -6,6 +6,7 @@ import dataclasses
 from pathlib import Path
 
 from cellsearch_gui.core.app.experiments import Inputs, embed_both, search_job
+from cellsearch_gui.core.app.results import Suggestion, SuggestResult, TransferReport
 from cellsearch_gui.core.app.run import AnalysisSettings
 from cellsearch_gui.core.classify.combinations import Grid
 from cellsearch_gui.core.classify.evaluation import evaluate_predictions
@@ -21,8 +22,10 @@ from cellsearch_gui.core.io.dataset import (
     scan_class_folders,
 )
 from cellsearch_gui.core.jobs import CancelToken, Job, Progress
+from cellsearch_gui.core.options import Preset
 
-SUGGEST_PRESETS = ("raw", "cell", "cell_device_colour", "cell_clahe", "cell_grayscale")
+SUGGEST_PRESETS = tuple(p.value for p in (Preset.RAW, Preset.CELL, Preset.CELL_DEVICE_COLOUR, Preset.CELL_CLAHE,
+                                           Preset.CELL_GRAYSCALE))
 MIN_LABELLED = 5
 
 
@@ -38,7 +41,7 @@ def _options(settings: AnalysisSettings, device: str, prep_name: str | None = No
 
 
 def transfer_job(reference_dirs, query_dir: str | Path, settings: AnalysisSettings, cache_dir: Path,
-                 device: str = "auto", token: CancelToken | None = None) -> Job[dict]:
+                 device: str = "auto", token: CancelToken | None = None) -> Job[TransferReport]:
     """Macro accuracy/precision and per-class figures, under both stopping rules, from one embedding."""
     token = token or CancelToken()
     inputs = _inputs(reference_dirs, scan_class_folders(query_dir), settings)
@@ -54,14 +57,15 @@ def transfer_job(reference_dirs, query_dir: str | Path, settings: AnalysisSettin
         preds = EWCClassifier(params).fit(ref.features, ref.labels).predict(query.features)
         by_rule[norm] = {**evaluate_predictions(query.labels, preds.labels),
                          "mean_k": float(preds.k_used.mean())}
-    return {"reference": list(reference_dirs), "query": str(query_dir), "models": settings.models,
-            "preprocessing": ref.prep, "params": settings.ewc_params().as_dict(), "by_stopping_rule": by_rule,
-            "n_reference": len(ref.paths), "n_query": len(query.paths), "notes": inputs.notes,
-            "skipped": ref.skipped + query.skipped}
+    return TransferReport(reference=list(reference_dirs), query=str(query_dir), models=settings.models,
+                          preprocessing=ref.prep, params=settings.ewc_params().as_dict(), by_stopping_rule=by_rule,
+                          n_reference=len(ref.paths), n_query=len(query.paths), notes=inputs.notes,
+                          skipped=ref.skipped + query.skipped)
 
 
 def suggest_job(reference_dirs, labelled: CropSet, settings: AnalysisSettings, cache_dir: Path,
-                device: str = "auto", presets=SUGGEST_PRESETS, token: CancelToken | None = None) -> Job[dict]:
+                device: str = "auto", presets=SUGGEST_PRESETS,
+                token: CancelToken | None = None) -> Job[SuggestResult]:
     """Rank preprocessing x metric x threshold x stopping rule on a handful of labelled cells of the new device.
 
     Returns the ranking and the best setting as AnalysisSettings fields, ready to apply."""
@@ -78,10 +82,10 @@ def suggest_job(reference_dirs, labelled: CropSet, settings: AnalysisSettings, c
                                        preps)
     finally:
         cache.close()
-    best = result["ranking"][0]
+    best = result.ranking[0]
     params = {**settings.params, "metric": best["metric"], "k_min": best["k_min"], "k_max": best["k_max"],
               "entropy_threshold": best["entropy_threshold"], "entropy_norm": best["entropy_norm"]}
-    result["suggestion"] = {"preprocessing": best["preprocessing"], "models": best["models"], "params": params,
-                            "balanced_accuracy": best["balanced_accuracy"],
-                            "macro_precision": best["macro_precision"], "n_labelled": len(inputs.query)}
-    return result
+    suggestion = Suggestion(preprocessing=best["preprocessing"], models=best["models"], params=params,
+                            balanced_accuracy=best["balanced_accuracy"], macro_precision=best["macro_precision"],
+                            n_labelled=len(inputs.query))
+    return SuggestResult(**vars(result), suggestion=suggestion)

@@ -2,16 +2,29 @@
 
 from __future__ import annotations
 
+import argparse
 import sys
 from pathlib import Path
 
+from cellsearch_gui.cli.common import EMBED_DEFAULTS, run
+from cellsearch_gui.core.app.run import DEFAULT_MODELS, pipeline_job
+from cellsearch_gui.core.app.session import Workspace
+from cellsearch_gui.core.export import export_project_csv
+from cellsearch_gui.core.io.dataset import scan_class_folders
+from cellsearch_gui.core.io.labels_csv import read_labels_csv
+from cellsearch_gui.core.models.registry import parse_model_list
+from cellsearch_gui.core.options import Weights
+from cellsearch_gui.core.project import open_project
+from cellsearch_gui.core.project.library import export_library, read_library_info
 
-def add_project_parser(sub) -> None:
+
+def add_parser(sub) -> None:
     project = sub.add_parser("project", help="a project folder: new, info, add, classify, label, export")
+    project.set_defaults(handler=cmd_project)
     psub = project.add_subparsers(dest="project_command", required=True)
     new = psub.add_parser("new", help="create a project folder")
     new.add_argument("folder", type=Path)
-    new.add_argument("--models", default="mobilenetv2,efficientnet_lite0")
+    new.add_argument("--models", default=",".join(DEFAULT_MODELS))
     new.add_argument("--preprocessing", default=None, help="crop preparation preset, e.g. cell_device_colour")
     new.add_argument("--cell-diameter-px", type=float, default=None)
     new.add_argument("--random-init", action="store_true", help="random-initialised networks (a control)")
@@ -24,7 +37,7 @@ def add_project_parser(sub) -> None:
     add.add_argument("--query", type=Path, nargs="+", default=[], help="images or folders to classify")
     classify = psub.add_parser("classify", help="segment, embed and classify (resumes an interrupted run)")
     classify.add_argument("folder", type=Path)
-    classify.add_argument("--device", default="auto")
+    classify.add_argument("--device", default=EMBED_DEFAULTS.device)
     classify.add_argument("--quiet", action="store_true")
     label = psub.add_parser("label", help="import labels from a CSV with cell_id and label columns")
     label.add_argument("folder", type=Path)
@@ -39,21 +52,16 @@ def add_project_parser(sub) -> None:
     library.add_argument("--device-name", default=None, help="the microscope the library comes from")
 
 
-def _open(folder: Path, purpose: str):
-    from cellsearch_gui.core.app.session import Workspace
-
-    return Workspace.open(folder, purpose=purpose)
-
-
-def cmd_project(args) -> int:
+def cmd_project(args: argparse.Namespace) -> int:
     return {"new": _new, "info": _info, "add": _add, "classify": _classify, "label": _label,
             "export": _export, "export-library": _export_library}[args.project_command](args)
 
 
-def _new(args) -> int:
-    from cellsearch_gui.core.app.session import Workspace
-    from cellsearch_gui.core.models.registry import parse_model_list
+def _open(folder: Path, purpose: str) -> Workspace:
+    return Workspace.open(folder, purpose=purpose)
 
+
+def _new(args: argparse.Namespace) -> int:
     if (args.folder / "project.sqlite").exists():
         print(f"error: {args.folder} already holds a project", file=sys.stderr)
         return 2
@@ -62,31 +70,27 @@ def _new(args) -> int:
     if args.preprocessing:
         ws.settings.preprocessing = args.preprocessing
     ws.settings.cell_diameter_px = args.cell_diameter_px
-    ws.settings.weights = "random" if args.random_init else "pretrained"
+    ws.settings.weights = (Weights.RANDOM if args.random_init else Weights.PRETRAINED).value
     ws.save(args.folder)
     ws.close()
     print(f"project created: {args.folder}")
     return 0
 
 
-def _info(args) -> int:
-    from cellsearch_gui.core.project import open_project
-
+def _info(args: argparse.Namespace) -> int:
     with open_project(args.folder, readonly=True, lock=False) as store:
         for key, value in store.counts().items():
             print(f"{key:<18}{value}")
         for source in store.sources("reference") + store.sources("query"):
             print(f"source            {source['path']}")
-        for run in store.runs()[-5:]:
-            print(f"run {run['id']:<14}{run['kind']}: {run['status']} ({run['started_at']} -> {run['finished_at']})")
+        for run_row in store.runs()[-5:]:
+            print(f"run {run_row['id']:<14}{run_row['kind']}: {run_row['status']} "
+                  f"({run_row['started_at']} -> {run_row['finished_at']})")
         print(f"{'integrity':<18}{store.integrity()}")
     return 0
 
 
-def _add(args) -> int:
-    from cellsearch_gui.core.io.dataset import scan_class_folders
-    from cellsearch_gui.core.project.library import read_library_info
-
+def _add(args: argparse.Namespace) -> int:
     ws = _open(args.folder, "'cellsearch project add'")
     try:
         for ref in args.reference:
@@ -103,17 +107,11 @@ def _add(args) -> int:
     return 0
 
 
-def _classify(args) -> int:
-    from cellsearch_gui.cli import ProgressPrinter
-    from cellsearch_gui.core.app.run import pipeline_job
-    from cellsearch_gui.core.jobs import run_job
-
+def _classify(args: argparse.Namespace) -> int:
     ws = _open(args.folder, "'cellsearch project classify'")
-    printer = ProgressPrinter(args.quiet)
     try:
-        result = run_job(pipeline_job(ws.plan(args.device)), printer)
+        result = run(pipeline_job(ws.plan(args.device)), args.quiet)
     finally:
-        printer.close()
         ws.close()
     counts = {c: result.predictions.labels.count(c) for c in sorted(set(result.predictions.labels))}
     print(f"{len(result.cells)} cells classified: " + ", ".join(f"{c} {n}" for c, n in counts.items()))
@@ -122,9 +120,7 @@ def _classify(args) -> int:
     return 0
 
 
-def _label(args) -> int:
-    from cellsearch_gui.core.io.labels_csv import read_labels_csv
-
+def _label(args: argparse.Namespace) -> int:
     ws = _open(args.folder, "'cellsearch project label'")
     try:
         known = {c.cell_id for c in ws.store.cells()}
@@ -138,19 +134,14 @@ def _label(args) -> int:
     return 0
 
 
-def _export(args) -> int:
-    from cellsearch_gui.core.export import export_project_csv
-    from cellsearch_gui.core.project import open_project
-
+def _export(args: argparse.Namespace) -> int:
     with open_project(args.folder, readonly=True, lock=False) as store:
         rows = export_project_csv(store, args.out, args.with_crops)
     print(f"{rows} cells -> {args.out}")
     return 0
 
 
-def _export_library(args) -> int:
-    from cellsearch_gui.core.project.library import export_library
-
+def _export_library(args: argparse.Namespace) -> int:
     ws = _open(args.folder, "'cellsearch project export-library'")
     try:
         info = export_library(ws, args.out, args.device_name)

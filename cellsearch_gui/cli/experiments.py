@@ -1,0 +1,86 @@
+"""`cellsearch evaluate` (score predictions on labelled queries) and `cellsearch classify` (a predictions CSV)."""
+
+from __future__ import annotations
+
+import argparse
+from pathlib import Path
+
+from cellsearch_gui.cli.common import (
+    add_embed_options,
+    add_ewc_options,
+    embed_setup,
+    ewc_params,
+    inputs_from_args,
+    report_problems,
+    run,
+    write_json,
+)
+from cellsearch_gui.core.app.experiments import classify_job, evaluate_job
+from cellsearch_gui.core.app.results import EvaluateResult
+from cellsearch_gui.core.classify.evaluation import format_confusion
+from cellsearch_gui.core.classify.ewc import EWCParams
+from cellsearch_gui.core.errors import CellSearchError
+from cellsearch_gui.core.export import write_predictions_csv
+
+
+def add_parser(sub) -> None:
+    ev = sub.add_parser("evaluate", help="score predictions on a labelled query set")
+    ev.set_defaults(handler=cmd_evaluate)
+    ev.add_argument("--reference", required=True, type=Path, help="DIR/<class>/<image>")
+    ev.add_argument("--query", type=Path, default=None, help="labelled query folder")
+    add_embed_options(ev)
+    add_ewc_options(ev)
+    ev.add_argument("--baselines", action="store_true",
+                    help="also score unweighted 5-NN and a logistic-regression probe on the same features")
+    ev.add_argument("--json", type=Path, default=None)
+
+    cl = sub.add_parser("classify", help="predict a label for every query crop")
+    cl.set_defaults(handler=cmd_classify)
+    cl.add_argument("--reference", required=True, type=Path)
+    cl.add_argument("--query", required=True, type=Path, help="folder of crops (flat or class folders)")
+    cl.add_argument("--out", required=True, type=Path, help="predictions CSV")
+    cl.add_argument("--top", type=int, default=5, help="neighbours listed per crop")
+    add_embed_options(cl)
+    add_ewc_options(cl)
+
+
+def cmd_evaluate(args: argparse.Namespace) -> int:
+    models, cache, options = embed_setup(args)
+    params = ewc_params(args)
+    inputs = inputs_from_args(args, args.query, needs_labels=True)
+    result = run(evaluate_job(inputs, models, params, cache, options, args.baselines), args.quiet)
+    report_problems(result.skipped, result.notes)
+    _print_scores(result, models, params)
+    if args.json:
+        write_json(args.json, result.as_dict())
+    return 0
+
+
+def _print_scores(result: EvaluateResult, models: list[str], params: EWCParams) -> None:
+    print(f"models: {','.join(models)}   metric: {params.metric}   k: {params.k_min}..{params.k_max}   "
+          f"entropy < {params.entropy_threshold}   references: {result.n_reference}   "
+          f"queries: {result.n_query}")
+    print(f"macro accuracy (balanced): {100 * result.balanced_accuracy:.1f} %")
+    print(f"macro precision:           {100 * result.macro_precision:.1f} %")
+    print(f"mean k used: {result.mean_k:.1f}   mean entropy: {result.mean_entropy:.3f}")
+    if result.preprocessing_notes:
+        print(f"preprocessing notes for {len(result.preprocessing_notes)} crops (see --json)")
+    print(format_confusion(result.as_dict()))
+    for name, base in (result.baselines or {}).items():
+        print(f"baseline {name}: macro accuracy {100 * base['balanced_accuracy']:.1f} %, "
+              f"macro precision {100 * base['macro_precision']:.1f} %")
+
+
+def cmd_classify(args: argparse.Namespace) -> int:
+    models, cache, options = embed_setup(args)
+    args.split = None
+    inputs = inputs_from_args(args, args.query, needs_labels=False)
+    ref, query, preds, _ = run(classify_job(inputs, models, ewc_params(args), cache, options), args.quiet)
+    report_problems(ref.skipped + query.skipped, inputs.notes)
+    if preds is None:
+        raise CellSearchError("none of the query images could be read")
+    write_predictions_csv(args.out, query, preds, ref, args.top)
+    counts = {c: preds.labels.count(c) for c in preds.classes}
+    print(f"{len(query.paths)} crops classified -> {args.out}")
+    print("  " + ", ".join(f"{c}: {n}" for c, n in counts.items()))
+    return 0

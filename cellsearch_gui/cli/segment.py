@@ -1,0 +1,70 @@
+"""`cellsearch segment`: microscope images -> cell crops and a cells.csv."""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from pathlib import Path
+
+from cellsearch_gui.cli.common import add_offline_option, pixel_size, run
+from cellsearch_gui.core.app.segment import segment_images
+from cellsearch_gui.core.options import CellObjects, Segmenter, values
+from cellsearch_gui.core.segmentation.settings import Normalisation, SegmentSettings
+
+
+def _segmenter_help() -> str:
+    others = [s.value for s in Segmenter if s != Segmenter.CLASSICAL]
+    return f"{Segmenter.CLASSICAL.value} (CPU, fast), {', '.join(others[:-1])} or {others[-1]}"
+
+
+def add_parser(sub) -> None:
+    defaults = SegmentSettings()
+    sg = sub.add_parser("segment", help="segment microscope images into cell crops and a cells.csv")
+    sg.set_defaults(handler=cmd_segment)
+    sg.add_argument("inputs", nargs="+", type=Path, help="image files or folders")
+    sg.add_argument("--out", required=True, type=Path)
+    sg.add_argument("--segmenter", default=defaults.segmenter, help=_segmenter_help())
+    sg.add_argument("--objects", default=defaults.objects, choices=values(CellObjects),
+                    help="all cells, or only cells with a stained nucleus (white cells in a blood smear)")
+    sg.add_argument("--pixel-size", type=pixel_size, default=defaults.pixel_size_um,
+                    help="um per pixel of the images (overrides metadata), e.g. 0.322 or 322nm")
+    sg.add_argument("--target-pixel-size", type=pixel_size, default=defaults.normalisation.target_pixel_size_um,
+                    help="rescale to this um per pixel before segmenting and cropping")
+    sg.add_argument("--clahe", action="store_true", help="CLAHE contrast normalisation of the crops")
+    sg.add_argument("--cell-diameter", type=float, default=defaults.cell_diameter_um,
+                    help="typical cell diameter in um")
+    sg.add_argument("--cell-diameter-px", type=float, default=defaults.cell_diameter_px,
+                    help="typical cell diameter in working pixels (when the pixel size is unknown)")
+    sg.add_argument("--crop-size", type=int, default=defaults.crop_size)
+    sg.add_argument("--mask-background", action="store_true", help="blank everything outside the cell mask")
+    sg.add_argument("--keep-border-cells", action="store_true", help="keep cells cut by the image border")
+    sg.add_argument("--tile-size", type=int, default=defaults.tile_size)
+    sg.add_argument("--overlap", type=int, default=defaults.overlap,
+                    help="tile overlap in pixels (default 1.5 diameters)")
+    sg.add_argument("--device", default=defaults.device)
+    sg.add_argument("--checkpoint", type=Path, default=None, help="SAM checkpoint file to use directly")
+    add_offline_option(sg)
+    sg.add_argument("--quiet", action="store_true")
+
+
+def settings_from_args(args: argparse.Namespace) -> SegmentSettings:
+    return SegmentSettings(
+        segmenter=args.segmenter, objects=args.objects, pixel_size_um=args.pixel_size,
+        cell_diameter_um=args.cell_diameter, cell_diameter_px=args.cell_diameter_px,
+        drop_border_cells=not args.keep_border_cells, tile_size=args.tile_size, overlap=args.overlap,
+        crop_size=args.crop_size, mask_background=args.mask_background, device=args.device,
+        checkpoint=str(args.checkpoint) if args.checkpoint else None,
+        normalisation=Normalisation(clahe=args.clahe, target_pixel_size_um=args.target_pixel_size))
+
+
+def cmd_segment(args: argparse.Namespace) -> int:
+    summary = run(segment_images(args.inputs, args.out, settings_from_args(args)), args.quiet)
+    for problem in summary.problems:
+        print(f"skipped: {problem}", file=sys.stderr)
+    for image in summary.per_image:
+        if image.problem is None and not args.quiet:
+            dropped = ", ".join(f"{n} {why}" for why, n in image.dropped.items())
+            print(f"{image.path}: {image.cells} cells in {image.seconds:.1f} s"
+                  + (f" (dropped: {dropped})" if dropped else ""))
+    print(f"{summary.cells} cells from {summary.images_done} of {summary.images} images -> {args.out / 'cells.csv'}")
+    return 0
