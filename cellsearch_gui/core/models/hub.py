@@ -14,16 +14,9 @@ from pathlib import Path
 
 from cellsearch_gui.core.errors import ChecksumMismatchError, WeightsMissingError
 from cellsearch_gui.core.io.checksums import sha256_of
-from cellsearch_gui.core.models.registry import ModelSpec
+from cellsearch_gui.core.models.registry import HUB_FILES, ModelSpec
 
 OFFLINE_ENVS = ("CELLSEARCH_OFFLINE", "HF_HUB_OFFLINE")
-
-# the names each library publishes its weights under on the hub, preferred first
-HUB_FILES = {
-    "timm": ("model.safetensors", "pytorch_model.bin"),
-    "open_clip": ("open_clip_model.safetensors", "open_clip_pytorch_model.bin"),
-    "transformers": ("model.safetensors", "pytorch_model.bin"),
-}
 
 _SHA256_NAME = re.compile(r"[0-9a-f]{64}")
 
@@ -39,7 +32,7 @@ def cached_file(spec: ModelSpec) -> Path | None:
         return None
     from huggingface_hub import try_to_load_from_cache
 
-    for name in HUB_FILES[spec.family]:
+    for name in HUB_FILES.get(spec.family, ()):
         found = try_to_load_from_cache(spec.hub_id, name)
         if isinstance(found, str) and Path(found).is_file():
             return Path(found)
@@ -78,7 +71,7 @@ def fetch(spec: ModelSpec) -> Path:
     if offline_mode():
         raise WeightsMissingError(f"'{spec.id}' is not in the Hugging Face cache and offline mode is on; "
                                   f"run 'cellsearch models import {spec.id} FILE'")
-    for name in HUB_FILES[spec.family]:
+    for name in HUB_FILES.get(spec.family, ()):
         try:
             path = Path(hf_hub_download(spec.hub_id, name, library_name="cellsearch"))
         except RemoteEntryNotFoundError:
@@ -92,5 +85,5 @@ def fetch(spec: ModelSpec) -> Path:
         check_content(spec, path)
         return path
     raise WeightsMissingError(f"{spec.hub_id} on the Hugging Face hub has none of "
-                              f"{', '.join(HUB_FILES[spec.family])}; import the weights with "
+                              f"{', '.join(HUB_FILES.get(spec.family, ()))}; import the weights with "
                               f"'cellsearch models import {spec.id} FILE'")
