@@ -285,3 +285,14 @@ def test_every_third_party_import_is_declared():
     assert not missing, ("imported but not declared in pyproject.toml [project] dependencies (add the "
                          "distribution, or its name to IMPORT_NAMES):\n"
                          + "\n".join(f"{name} at {where}" for name, where in missing))
+
+
+def test_a_model_family_is_registered_in_the_registry_and_the_backends_only():
+    """A family = its ModelSpecs and hub file names (models/registry.py) + its builder (models/backends.py)."""
+    from cellsearch_gui.core.models.backends import BUILDERS
+    from cellsearch_gui.core.models.registry import HUB_FILES, REGISTRY
+
+    for spec in REGISTRY.values():
+        assert spec.family in BUILDERS, f"family '{spec.family}' of '{spec.id}' has no builder in backends.BUILDERS"
+        assert not spec.hub_id or spec.family in HUB_FILES, (
+            f"'{spec.id}' comes from the hub but family '{spec.family}' has no registry.HUB_FILES entry")
