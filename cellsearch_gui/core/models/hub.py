@@ -32,7 +32,7 @@ def cached_file(spec: ModelSpec) -> Path | None:
         return None
     from huggingface_hub import try_to_load_from_cache
 
-    for name in HUB_FILES.get(spec.family, ()):
+    for name in HUB_FILES[spec.family]:
         found = try_to_load_from_cache(spec.hub_id, name)
         if isinstance(found, str) and Path(found).is_file():
             return Path(found)
@@ -71,7 +71,7 @@ def fetch(spec: ModelSpec) -> Path:
     if offline_mode():
         raise WeightsMissingError(f"'{spec.id}' is not in the Hugging Face cache and offline mode is on; "
                                   f"run 'cellsearch models import {spec.id} FILE'")
-    for name in HUB_FILES.get(spec.family, ()):
+    for name in HUB_FILES[spec.family]:
         try:
             path = Path(hf_hub_download(spec.hub_id, name, library_name="cellsearch"))
         except RemoteEntryNotFoundError:
@@ -85,5 +85,5 @@ def fetch(spec: ModelSpec) -> Path:
         check_content(spec, path)
         return path
     raise WeightsMissingError(f"{spec.hub_id} on the Hugging Face hub has none of "
-                              f"{', '.join(HUB_FILES.get(spec.family, ()))}; import the weights with "
+                              f"{', '.join(HUB_FILES[spec.family])}; import the weights with "
                               f"'cellsearch models import {spec.id} FILE'")
