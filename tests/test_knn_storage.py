@@ -103,3 +103,21 @@ def test_empty_and_untrained_index_errors():
         KnnIndex().search(np.ones((2, 3), np.float32), 1)
     with pytest.raises(FeatureError, match="PCA components"):
         KnnIndex(storage="pca8").build(np.ones((20, 4), np.float32))
+
+
+@pytest.mark.parametrize("metric,kind,storage", [("l2", "flat", "fp32"), ("cosine", "flat", "pca64+fp16"),
+                                                 ("l2", "ivf", "sq8"), ("canberra", "hnsw", "fp32")])
+def test_save_and_load_give_the_same_search(library, tmp_path, metric, kind, storage):
+    _, ref, _, q, _ = library
+    built = KnnIndex(metric=metric, kind=kind, storage=storage).build(ref)
+    built.save(tmp_path / "index.faiss")
+    loaded = KnnIndex(metric=metric, kind=kind, storage=storage).load(tmp_path / "index.faiss", refs=ref)
+    assert (loaded.size, loaded.dim, loaded.resolved_kind) == (built.size, built.dim, built.resolved_kind)
+    assert (loaded.refs is None) == (built.refs is None)
+    for got, want in zip(loaded.search(q, 20), built.search(q, 20)):
+        assert np.array_equal(got, want)
+    (tmp_path / "index.faiss").write_bytes((tmp_path / "index.faiss").read_bytes()[:100])
+    with pytest.raises(FeatureError, match="index.faiss"):
+        KnnIndex(metric=metric, kind=kind, storage=storage).load(tmp_path / "index.faiss")
+    with pytest.raises(FeatureError, match="empty"):
+        KnnIndex().save(tmp_path / "empty.faiss")

@@ -215,3 +215,15 @@ def test_sam_vit_b_random_weights_build_and_run():
     seg = SamSegmenter("sam_vit_b", proposals=ClassicalSegmenter(cell_diameter_px=80), checkpoint="random",
                        min_predicted_iou=-1e9, min_stability=-1e9)
     assert len(seg.segment(disks_image(256, [(128, 128)], radius=40))) <= 1
+
+
+def test_every_segmenter_serves_the_segmenter_protocol():
+    from cellsearch_gui.core.segmentation.base import Segmenter
+    from cellsearch_gui.core.segmentation.classical import ClassicalSegmenter
+    from cellsearch_gui.core.segmentation.sam import SamGridSegmenter, SamSegmenter
+    from cellsearch_gui.core.segmentation.settings import SEGMENTERS, make_segmenter
+
+    for segmenter in (ClassicalSegmenter(), SamSegmenter("mobilesam"), SamGridSegmenter("mobilesam")):
+        assert isinstance(segmenter, Segmenter), segmenter  # built lazily: no weights are read here
+    for name in SEGMENTERS:
+        assert isinstance(make_segmenter(SegmentSettings(segmenter=name), 40.0), Segmenter)

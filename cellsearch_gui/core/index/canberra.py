@@ -9,22 +9,23 @@ falls back to ``faiss.pairwise_distances`` on zero-guarded copies, which gives t
 
 from __future__ import annotations
 
+import importlib.util
+
 import numpy as np
 
 from cellsearch_gui.core.index.knn import _canberra_safe
 
-try:  # optional accelerator: a pinned dependency, but the code must also run without it
-    import numba as _numba
-except ImportError:  # pragma: no cover - exercised only where numba is missing
-    _numba = None
-
-HAVE_NUMBA = _numba is not None
+# optional accelerator: a pinned dependency, but the code must also run without it; imported on first use
+HAVE_NUMBA = importlib.util.find_spec("numba") is not None
 _TILE = 8  # query rows that share one pass over a reference row (keeps the rows in L1/L2)
 _kernel = None
 
 
 def _build_kernel():
-    from numba import njit, prange
+    try:
+        from numba import njit, prange
+    except ImportError:  # pragma: no cover - installed but broken: the FAISS fallback serves
+        return None
 
     @njit(parallel=True, fastmath=True, cache=True, nogil=True)
     def canberra_tiles(a, b, out, tile):  # pragma: no cover - compiled
@@ -59,13 +60,12 @@ def canberra_matrix(a: np.ndarray, b: np.ndarray, out: np.ndarray | None = None,
         accumulate = True
     elif not accumulate:
         out[...] = 0
-    if HAVE_NUMBA:
-        if _kernel is None:
-            _kernel = _build_kernel()
+    if HAVE_NUMBA and _kernel is None:
+        _kernel = _build_kernel()
+    if HAVE_NUMBA and _kernel is not None:
         _kernel(a, b, out, _TILE)
         return out
     import faiss
-
 
     out += faiss.pairwise_distances(_canberra_safe(a), _canberra_safe(b), faiss.METRIC_Canberra)
     return out

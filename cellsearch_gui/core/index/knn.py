@@ -12,6 +12,7 @@ from __future__ import annotations
 import contextlib
 import functools
 from dataclasses import dataclass
+from pathlib import Path
 
 import numpy as np
 
@@ -127,6 +128,11 @@ def _one_blas_thread():
     return pools.limit(limits=1) if pools is not None else contextlib.nullcontext()
 
 
+def _pca_files(index_path: Path) -> tuple[Path, Path]:
+    return (index_path.with_name(f"{index_path.stem}.pca_mean.npy"),
+            index_path.with_name(f"{index_path.stem}.pca_proj.npy"))
+
+
 @dataclass
 class KnnIndex:
     """Reference vectors plus the search structure for one metric.
@@ -176,10 +182,13 @@ class KnnIndex:
 
     @property
     def resolved_kind(self) -> str:
+        return self.kind_for(max(self._n, self._expected), self._dim)
+
+    def kind_for(self, n: int, dim: int) -> str:
+        """The index kind these settings give for ``n`` references of ``dim`` dimensions."""
         if self.kind != "auto":
             return self.kind
-        n = max(self._n, self._expected)
-        if n * self._storage.bytes_per_vector(self._dim) <= AUTO_FLAT_BYTES:
+        if n * self._storage.bytes_per_vector(dim) <= AUTO_FLAT_BYTES:
             return "flat"
         return "hnsw" if self.metric == "canberra" else "ivf"
 
@@ -302,6 +311,40 @@ class KnnIndex:
         refs = check_features(refs, "new reference features")
         self._check_dim(refs, "new reference features")
         self._append(refs)
+
+    def save(self, path: Path | str) -> None:
+        """Write the built search structure to ``path`` (a FAISS index file; complete or absent) and, with PCA
+        storage, the projection beside it (``<stem>.pca_mean.npy``, ``<stem>.pca_proj.npy``). The settings
+        are not written: ``load`` the file into a KnnIndex made with the same ones."""
+        import faiss
+
+        if self._index is None:
+            raise FeatureError("the reference index is empty; build it before saving")
+        path = Path(path)
+        part = path.with_name(path.name + ".part")
+        faiss.write_index(self._index, str(part))
+        if self._pca is not None:
+            for array, target in zip(self._pca, _pca_files(path)):
+                np.save(target, array)
+        part.replace(path)
+
+    def load(self, path: Path | str, refs: np.ndarray | None = None) -> "KnnIndex":
+        """Read a file written by ``save`` into this index (made with the same settings, not yet built).
+        ``refs``: the fp32 reference matrix the file was built from, kept as ``refs`` for fp32 storage."""
+        import faiss
+
+        path = Path(path)
+        try:
+            index = faiss.read_index(str(path))
+            pca = tuple(np.load(target) for target in _pca_files(path)) if self._storage.pca else None
+        except (RuntimeError, OSError, ValueError) as exc:
+            detail = (str(exc).strip().splitlines() or [exc.__class__.__name__])[0][:80]
+            raise FeatureError(f"{path.name}: {detail}") from None
+        self._index, self._pca = index, pca
+        self._n = self._expected = int(index.ntotal)
+        self._dim = int(pca[0].shape[0]) if pca is not None else int(index.d)
+        self.refs = refs if self._storage == Storage() else None
+        return self
 
     def _check_dim(self, x: np.ndarray, what: str) -> None:
         if x.shape[1] != self.dim:

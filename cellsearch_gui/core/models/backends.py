@@ -21,49 +21,18 @@ from cellsearch_gui.core.models.checkpoints import (
     load_state_dict,
     require_weights,
 )
+from cellsearch_gui.core.models.loading import (
+    check_loaded,
+    is_counter,
+    load_checkpoint_strict,
+    map_state_dict,
+    refuse_unfit,
+)
 from cellsearch_gui.core.models.registry import ModelSpec
 from cellsearch_gui.core.models.sam_net import build_sam
 from cellsearch_gui.core.options import Pool
 
 RANDOM_INIT = "random"
-
-
-def _skip(key: str) -> bool:
-    return key.endswith("num_batches_tracked")
-
-
-def map_state_dict(source: dict, target: dict, origin: str) -> dict:
-    """Match a checkpoint to a model by name, or else by order and shape (e.g. torchvision -> timm)."""
-    src = {k: v for k, v in source.items() if not _skip(k)}
-    tgt = {k: v for k, v in target.items() if not _skip(k)}
-    if set(src) == set(tgt):
-        return src
-    if len(src) != len(tgt):
-        raise CellSearchError(
-            f"{origin}: checkpoint has {len(src)} tensors but the architecture needs {len(tgt)}; "
-            "it is for a different model"
-        )
-    mapped = {}
-    for (skey, sval), (tkey, tval) in zip(src.items(), tgt.items()):
-        if tuple(sval.shape) != tuple(tval.shape):
-            raise CellSearchError(
-                f"{origin}: tensor '{skey}' {tuple(sval.shape)} does not fit '{tkey}' "
-                f"{tuple(tval.shape)}; the checkpoint is for a different model"
-            )
-        mapped[tkey] = sval
-    return mapped
-
-
-def _load_strict(module, state: dict, spec: ModelSpec, origin) -> None:
-    try:
-        missing, unexpected = module.load_state_dict(state, strict=False)
-    except RuntimeError as exc:  # shape mismatches
-        raise CellSearchError(f"{origin}: does not fit '{spec.id}' ({str(exc).splitlines()[-1].strip()[:200]}); "
-                              "the checkpoint is for a different model") from None
-    missing = [k for k in missing if not _skip(k)]
-    if missing or unexpected:
-        raise CellSearchError(f"{origin}: not a '{spec.id}' checkpoint (missing {missing[:3]}, "
-                              f"unexpected {list(unexpected)[:3]})")
 
 
 # ----------------------------------------------------------------------------------------------- timm
@@ -84,20 +53,12 @@ def _load_timm(model, spec: ModelSpec, checkpoint: Path) -> None:
         except Exception:  # noqa: BLE001 - not this family's format; the mapping below decides
             pass
     head = _classifier_prefixes(model)
-    body = {k: v for k, v in state.items() if not k.startswith(head) and not _skip(k)}
-    if set(body) == {k for k in model.state_dict() if not k.startswith(head) and not _skip(k)}:
+    body = {k: v for k, v in state.items() if not k.startswith(head) and not is_counter(k)}
+    if set(body) == {k for k in model.state_dict() if not k.startswith(head) and not is_counter(k)}:
         state = body  # same names, with or without the classifier
     else:
-        state = map_state_dict(state, model.state_dict(), str(checkpoint))
-    try:
-        missing, unexpected = model.load_state_dict(state, strict=False)
-    except RuntimeError as exc:  # shape mismatches
-        raise CellSearchError(f"{checkpoint}: does not fit '{spec.id}' ({str(exc).splitlines()[-1].strip()[:200]}); "
-                              "the checkpoint is for a different model") from None
-    real_missing = [k for k in missing if not _skip(k) and not k.startswith(head)]
-    if real_missing or unexpected:
-        raise CellSearchError(f"{checkpoint}: does not match {spec.arch} "
-                              f"(missing {real_missing[:3]}, unexpected {unexpected[:3]})")
+        state = map_state_dict(state, model.state_dict(), checkpoint)
+    load_checkpoint_strict(model, state, spec, checkpoint, optional=head)
 
 
 POOL_MODES = tuple(Pool)
@@ -149,7 +110,6 @@ def _build_timm(spec: ModelSpec, checkpoint: Path | None, seed: int):
 def _build_sam_embedder(spec: ModelSpec, checkpoint: Path | None, seed: int):
     import torch
 
-
     encoder = build_sam(spec, checkpoint if checkpoint is not None else RANDOM_INIT, seed=seed).image_encoder
 
     class SamEmbedder(torch.nn.Module):
@@ -189,7 +149,7 @@ def _build_open_clip(spec: ModelSpec, checkpoint: Path | None, seed: int):
             raise CellSearchError(f"{checkpoint}: has no image tower ('visual.*' tensors); not an OpenCLIP "
                                   f"checkpoint for '{spec.id}'")
         resize_pos_embed(state, holder)
-        _load_strict(holder, state, spec, checkpoint)
+        load_checkpoint_strict(holder, state, spec, checkpoint)
     return holder.visual
 
 
@@ -201,7 +161,6 @@ def _load_transformers(model_class, config, checkpoint: Path, spec: ModelSpec):
     (a decoder) are ignored; missing or mis-shaped ones are an error, not a silent re-initialisation."""
 
     from transformers.utils import logging as hf_logging
-
 
     name = "model.safetensors" if is_safetensors(checkpoint) else "pytorch_model.bin"
     verbosity, bars = hf_logging.get_verbosity(), hf_logging.is_progress_bar_enabled()
@@ -216,15 +175,12 @@ def _load_transformers(model_class, config, checkpoint: Path, spec: ModelSpec):
             model, info = model_class.from_pretrained(folder, config=config, local_files_only=True,
                                                       output_loading_info=True)
     except (RuntimeError, OSError, ValueError) as exc:
-        raise CellSearchError(f"{checkpoint}: does not load into '{spec.id}' "
-                              f"({str(exc).splitlines()[0][:200]}); the checkpoint is for a different model") from None
+        raise refuse_unfit(checkpoint, spec, exc, last_line=False) from None
     finally:
         hf_logging.set_verbosity(verbosity)
         if bars:
             hf_logging.enable_progress_bar()
-    if info["missing_keys"] or info["mismatched_keys"]:
-        raise CellSearchError(f"{checkpoint}: not a '{spec.id}' checkpoint (missing "
-                              f"{sorted(info['missing_keys'])[:3]}, wrong shape {list(info['mismatched_keys'])[:3]})")
+    check_loaded(checkpoint, spec, info["missing_keys"], wrong_shape=info["mismatched_keys"])
     return model
 
 

@@ -14,16 +14,9 @@ from pathlib import Path
 
 from cellsearch_gui.core.errors import ChecksumMismatchError, WeightsMissingError
 from cellsearch_gui.core.io.checksums import sha256_of
-from cellsearch_gui.core.models.registry import ModelSpec
+from cellsearch_gui.core.models.registry import HUB_FILES, ModelSpec
 
 OFFLINE_ENVS = ("CELLSEARCH_OFFLINE", "HF_HUB_OFFLINE")
-
-# the names each library publishes its weights under on the hub, preferred first
-HUB_FILES = {
-    "timm": ("model.safetensors", "pytorch_model.bin"),
-    "open_clip": ("open_clip_model.safetensors", "open_clip_pytorch_model.bin"),
-    "transformers": ("model.safetensors", "pytorch_model.bin"),
-}
 
 _SHA256_NAME = re.compile(r"[0-9a-f]{64}")
 

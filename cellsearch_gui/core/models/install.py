@@ -8,10 +8,9 @@ from cellsearch_gui.core.errors import CellSearchError, ChecksumMismatchError
 from cellsearch_gui.core.io.checksums import sha256_of
 from cellsearch_gui.core.models.backends import check_checkpoint_loads
 from cellsearch_gui.core.models.checkpoints import store_checkpoint
-from cellsearch_gui.core.models.registry import REGISTRY, ModelSpec, get_spec
+from cellsearch_gui.core.models.registry import HUB_FILES, REGISTRY, ModelSpec, get_spec
 
-_FOLDER_WEIGHTS = ("model.safetensors", "pytorch_model.bin", "open_clip_model.safetensors",
-                   "open_clip_pytorch_model.bin")
+_FOLDER_WEIGHTS = tuple(dict.fromkeys(name for names in HUB_FILES.values() for name in names))
 
 
 def weights_file_in(folder: Path, spec: ModelSpec) -> Path:

@@ -12,6 +12,15 @@ IMAGENET_STD = (0.229, 0.224, 0.225)
 CLIP_MEAN = (0.48145466, 0.4578275, 0.40821073)  # OpenAI CLIP / OpenCLIP image normalisation
 CLIP_STD = (0.26862954, 0.26130258, 0.27577711)
 
+# The model families: each has a builder in backends.BUILDERS (and a backends.tiny_spec branch for tests).
+# Here, the file names the family's library publishes weights under on the Hugging Face hub, preferred
+# first; a family without hub-hosted weights (SAM: URL downloads) has no entry.
+HUB_FILES: dict[str, tuple[str, ...]] = {
+    "timm": ("model.safetensors", "pytorch_model.bin"),
+    "open_clip": ("open_clip_model.safetensors", "open_clip_pytorch_model.bin"),
+    "transformers": ("model.safetensors", "pytorch_model.bin"),
+}
+
 
 @dataclass(frozen=True)
 class ModelSpec:

@@ -6,8 +6,8 @@ import warnings
 from functools import partial
 from pathlib import Path
 
-from cellsearch_gui.core.errors import CellSearchError
 from cellsearch_gui.core.models.checkpoints import load_state_dict, require_weights
+from cellsearch_gui.core.models.loading import load_checkpoint_strict
 from cellsearch_gui.core.models.registry import ModelSpec
 
 _VIT_ENCODERS = {
@@ -101,13 +101,5 @@ def build_sam(spec: ModelSpec, checkpoint: Path | str | None = None, device: str
     model = _assemble(_image_encoder(spec))
     if checkpoint != "random":
         path = Path(checkpoint) if checkpoint else require_weights(spec)
-        state = fit_position_tables(load_state_dict(path), model)
-        try:
-            missing, unexpected = model.load_state_dict(state, strict=False)
-        except RuntimeError as exc:
-            raise CellSearchError(f"{path}: not a {spec.id} checkpoint "
-                                  f"({str(exc).splitlines()[-1].strip()[:200]})") from None
-        if missing or unexpected:
-            raise CellSearchError(f"{path}: not a {spec.id} checkpoint (missing {list(missing)[:3]}, "
-                                  f"unexpected {list(unexpected)[:3]})")
+        load_checkpoint_strict(model, fit_position_tables(load_state_dict(path), model), spec, path)
     return model.eval().to(device)

@@ -9,6 +9,7 @@ import numpy as np
 from cellsearch_gui.core.io.fields import Field
 from cellsearch_gui.core.io.images import rescale
 from cellsearch_gui.core.jobs import CancelToken, Job, Progress
+from cellsearch_gui.core.segmentation.base import Segmenter
 from cellsearch_gui.core.segmentation.masks import CellMask
 from cellsearch_gui.core.segmentation.settings import SegmentSettings
 from cellsearch_gui.core.segmentation.tiling import owned, tiles
@@ -42,8 +43,8 @@ class ImageResult:
     notes: list[str] = field(default_factory=list)
 
 
-def segment_field(field_: Field, segmenter, settings: SegmentSettings, diameter_px: float, scale: float,
-                  token: CancelToken) -> Job[tuple[list[CellMask], list[int], ImageResult]]:
+def segment_field(field_: Field, segmenter: Segmenter, settings: SegmentSettings, diameter_px: float,
+                  scale: float, token: CancelToken) -> Job[tuple[list[CellMask], list[int], ImageResult]]:
     """Masks (source coordinates) owned by exactly one tile each."""
     height, width = field_.shape
     overlap = settings.overlap or int(np.ceil(1.5 * diameter_px))
@@ -54,8 +55,7 @@ def segment_field(field_: Field, segmenter, settings: SegmentSettings, diameter_
     result = ImageResult(str(field_.path))
     kept, tile_ids = [], []
     tile_list = list(tiles(height, width, step_src, overlap_src))
-    if hasattr(segmenter, "prepare"):
-        segmenter.prepare(rescale(field_.overview(), scale))
+    segmenter.prepare(rescale(field_.overview(), scale))
     for tile in tile_list:
         token.raise_if_cancelled()
         yield Progress("segmenting", tile.index, len(tile_list), field_.path.name)

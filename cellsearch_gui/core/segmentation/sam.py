@@ -105,6 +105,9 @@ class SamGridSegmenter:
         self._generator = None
         self.name = f"{self.model_id}_grid{self.points_per_side}"
 
+    def prepare(self, overview: np.ndarray) -> None:
+        """Nothing to fix per field: the point grid covers each tile on its own."""
+
     def segment(self, rgb: np.ndarray) -> list[CellMask]:
         import torch
         from segment_anything import SamAutomaticMaskGenerator

@@ -5,7 +5,8 @@ from __future__ import annotations
 from dataclasses import asdict, dataclass, field
 
 from cellsearch_gui.core.errors import CellSearchError
-from cellsearch_gui.core.options import Segmenter
+from cellsearch_gui.core.options import Segmenter as SegmenterName
+from cellsearch_gui.core.segmentation.base import Segmenter
 from cellsearch_gui.core.segmentation.classical import ClassicalSegmenter
 from cellsearch_gui.core.segmentation.sam import SamSegmenter
 
@@ -28,7 +29,7 @@ class Normalisation:
         return asdict(self)
 
 
-SEGMENTERS = tuple(Segmenter)
+SEGMENTERS = tuple(SegmenterName)
 
 
 DEFAULT_DIAMETER_PX = 60.0
@@ -61,12 +62,12 @@ class SegmentSettings:
         return DEFAULT_DIAMETER_PX, f"default {DEFAULT_DIAMETER_PX:.0f} px (no cell size given)"
 
 
-def make_segmenter(settings: SegmentSettings, diameter_px: float):
+def make_segmenter(settings: SegmentSettings, diameter_px: float) -> Segmenter:
+    """The segmenter the settings name: classical, or SAM prompted by classical proposals."""
     proposals = ClassicalSegmenter(objects=settings.objects, cell_diameter_px=diameter_px)
     if settings.segmenter == "classical":
         return proposals
     if settings.segmenter in SEGMENTERS:
-
         return SamSegmenter(settings.segmenter, proposals=proposals, device=settings.device,
                             checkpoint=settings.checkpoint)
     raise CellSearchError(f"unknown segmenter '{settings.segmenter}'; choose one of {', '.join(SEGMENTERS)}")
