@@ -6,16 +6,18 @@ import dataclasses
 import json
 import os
 import time
+from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
-from dataclasses import asdict, dataclass, field
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
 
-from cellsearch_gui.core.crops.prepare import CropPrep, prepare_crop, with_device_colour
+from cellsearch_gui.core.crops.prepare import CropPrep, with_device_colour
 from cellsearch_gui.core.embedding.cache import EmbeddingCache
+from cellsearch_gui.core.embedding.reading import Batch, CropReader
 from cellsearch_gui.core.embedding.runner import ModelRunner
-from cellsearch_gui.core.errors import BadImageError, Cancelled
+from cellsearch_gui.core.errors import Cancelled
 from cellsearch_gui.core.io.checksums import content_key
 from cellsearch_gui.core.io.dataset import CropSet
 from cellsearch_gui.core.io.images import read_rgb
@@ -59,42 +61,207 @@ def use_sequential_models(option: bool | None, device: str, n_models: int) -> bo
     return device != "cpu" and n_models > 1
 
 
-def _read_one(path: Path, prep: CropPrep):
-    """(image, None, prep record) for a readable crop, else (None, problem, None)."""
-    try:
-        image = read_rgb(path)
-    except BadImageError as exc:
-        return None, exc.problem, None
-    if not prep.active:
-        return image, None, None
-    image, record = prepare_crop(image, prep)
-    return image, None, json.dumps(asdict(record))
+Launched = tuple[ModelRunner, list[str], object, float]  # runner, content keys, launch result, start time
 
 
-def _prefetched(chunks: list, read):
-    """read(chunk) for each chunk in order, the next chunk read on a worker thread while the caller runs
-    the models on the current one (decoding and crop preparation release Python's lock for the most part)."""
-    if not chunks:
-        return
-    with ThreadPoolExecutor(1, thread_name_prefix="cellsearch-read") as pool:
-        future = pool.submit(read, chunks[0])
-        for number in range(len(chunks)):
-            result = future.result()
-            if number + 1 < len(chunks):
-                future = pool.submit(read, chunks[number + 1])
-            yield result
+class EmbedJob:
+    """One embedding run, phase by phase: measure the device colour (device_reinhard), hash the crops, look
+    them up in the cache, compute what is missing (crops read on reader threads, each batch launched on the
+    device while the previous one is collected, every finished batch stored at once, so Cancel keeps it) and
+    assemble the FeatureSet. ``run()`` is the generator job."""
+
+    def __init__(self, crops: CropSet, model_ids: list[str], cache: EmbeddingCache, options: EmbedOptions,
+                 token: CancelToken):
+        self.crops, self.model_ids, self.cache = crops, list(model_ids), cache
+        self.opts, self.token = options, token
+        self.runners: list[ModelRunner] = []
+        self.keys: list[str | None] = []  # content key of each crop, None when it cannot be read
+        self.skipped: dict[str, str] = {}  # path: why it was left out
+        self.vectors: dict[str, dict[str, np.ndarray]] = {}  # model: {content key: vector}
+        self.first_path: dict[str, Path] = {}  # content key: the one file read for it
+        self.prep_records: dict[str, str] = {}  # content key: prep record (JSON) not yet stored
+        self.reader: CropReader | None = None  # set while the crops are being computed
+        self.timings: dict[str, float] = {}
+
+    def run(self) -> Job[FeatureSet]:
+        yield from self.measure_device_colour()
+        self.build_runners()
+        yield from self.hash_crops()
+        self.look_up_cache()
+        yield from self.compute_missing()
+        return self.assemble()
+
+    # --- plan: which crops, which models, what the cache already holds ---------------------------------
+    def measure_device_colour(self) -> Job[None]:
+        prep = self.opts.prep
+        if prep.colour == "device_reinhard" and prep.device_colour is None:
+            yield Progress("measuring device colour", 0, 1)
+            measured = with_device_colour(prep, self.crops.paths, read_rgb)
+            self.opts = dataclasses.replace(self.opts, prep=measured)
+
+    def build_runners(self) -> None:
+        o = self.opts
+        self.runners = [ModelRunner(m, o.weights, o.device, o.batch_size, o.seed, o.prep, o.views, o.precision,
+                                    o.pin_memory) for m in self.model_ids]
+        for runner in self.runners:
+            runner.token = self.token
+
+    def hash_crops(self) -> Job[None]:
+        t0 = time.perf_counter()
+        paths = self.crops.paths
+        for i, path in enumerate(paths):
+            try:
+                self.keys.append(content_key(path))
+            except OSError as exc:
+                self.keys.append(None)
+                self.skipped[str(path)] = f"cannot read ({exc.strerror or exc})"
+            if i % 200 == 0:
+                self.token.raise_if_cancelled()
+                yield Progress("hashing", i, len(paths))
+        self.timings["hash"] = time.perf_counter() - t0
+
+    def look_up_cache(self) -> None:
+        wanted = sorted({k for k in self.keys if k is not None})
+        self.vectors = {r.spec.id: self.cache.get_many(r.fingerprint, wanted) for r in self.runners}
+        for path, key in zip(self.crops.paths, self.keys):
+            if key is not None and str(path) not in self.skipped:
+                self.first_path.setdefault(key, path)  # identical files are read and embedded once
+
+    def missing(self, runner: ModelRunner) -> list[str]:
+        return [k for k in self.first_path if k not in self.vectors[runner.spec.id]]
+
+    # --- compute: batches through the models -----------------------------------------------------------
+    def compute_missing(self) -> Job[None]:
+        device = self.runners[0].device if self.runners else "cpu"
+        workers = use_read_workers(self.opts.read_workers, device)
+        sequential = use_sequential_models(self.opts.sequential_models, device, len(self.runners))
+        t0 = time.perf_counter()
+        with ThreadPoolExecutor(workers, thread_name_prefix="cellsearch-crop") as crop_pool:
+            map_crops = crop_pool.map if workers > 1 else map
+            self.reader = CropReader(self.first_path, self.opts.prep, self.vectors, self.skipped, map_crops,
+                                     self.opts.prefetch)
+            try:
+                total = yield from (self.models_in_turn() if sequential else self.models_together())
+                yield Progress("embedding", total, total, "+".join(self.model_ids))
+            finally:
+                for runner in self.runners:
+                    runner.release()
+        self.timings["embed_total"] = time.perf_counter() - t0
+        self.timings.update({f"load_{r.spec.id}": r.load_seconds for r in self.runners if r.load_seconds})
+
+    def models_in_turn(self) -> Job[int]:
+        """One model at a time over the crops it lacks, released when done; progress counts crop-model pairs."""
+        plan = [(runner, self.missing(runner)) for runner in self.runners]
+        total, done = sum(len(todo) for _, todo in plan), 0
+        for number, (runner, todo) in enumerate(plan, 1):
+            message = f"{runner.spec.id} (model {number} of {len(plan)})"
+            yield from self.run_models(chunked(todo, runner.batch_size), [runner], message, done, total)
+            done += len(todo)
+            runner.release()
+        return total
+
+    def models_together(self) -> Job[int]:
+        """Every batch through all models; progress counts crops."""
+        todo = [k for k in self.first_path if any(k not in self.vectors[r.spec.id] for r in self.runners)]
+        batch_size = max(r.batch_size for r in self.runners)
+        yield from self.run_models(chunked(todo, batch_size), self.runners, "+".join(self.model_ids), 0, len(todo))
+        return len(todo)
+
+    def run_models(self, chunks: list[list[str]], active: list[ModelRunner], message: str, done: int,
+                   total: int) -> Job[None]:
+        """Each batch through the active models; a batch's features are collected while the device runs
+        the next one (on the CPU this is plain sequential work)."""
+        pending: list[Launched] = []
+        try:
+            for chunk, batch in zip(chunks, self.batches(chunks, active)):
+                self.token.raise_if_cancelled()
+                yield Progress("embedding", done, total, message)
+                launched = self.launch(batch, active)
+                for item in pending:
+                    self.store(*item)
+                pending = launched
+                self.save_prep_records()
+                done += len(chunk)
+        except Cancelled:
+            for item in pending:  # finished work is kept
+                self.store(*item)
+            raise
+        for item in pending:
+            self.store(*item)
+
+    def batches(self, chunks: list[list[str]], active: list[ModelRunner]) -> Iterator[Batch]:
+        """The batches as read, their unreadable crops and prep records taken in on the job's thread."""
+        for batch in self.reader.batches(chunks, active):
+            self.skipped.update(batch.skipped)
+            self.prep_records.update(batch.records)
+            yield batch
+
+    def launch(self, batch: Batch, active: list[ModelRunner]) -> list[Launched]:
+        """Start each model on the crops it needs (asynchronous on a GPU); several views run at once."""
+        launched = []
+        for runner in active:
+            if runner.spec.id not in batch.inputs:
+                continue
+            need, tensor = batch.inputs[runner.spec.id]
+            t_model = time.perf_counter()
+            images = [batch.images[i] for i in need]
+            result = runner.launch(tensor, images) if tensor is not None else runner.embed_arrays(images)
+            launched.append((runner, [batch.keys[i] for i in need], result, t_model))
+        return launched
+
+    # --- store: into the cache as each batch finishes --------------------------------------------------
+    def store(self, runner: ModelRunner, batch_keys: list[str], launched, t_model: float) -> None:
+        new = dict(zip(batch_keys, runner.collect(launched)))
+        self.cache.put_many(runner.fingerprint, new)
+        self.vectors[runner.spec.id].update(new)
+        name = f"embed_{runner.spec.id}"
+        self.timings[name] = self.timings.get(name, 0.0) + time.perf_counter() - t_model
+
+    def save_prep_records(self) -> None:
+        if self.prep_records:
+            self.cache.put_meta(self.opts.prep.tag(), self.prep_records)
+            self.prep_records.clear()
+
+    # --- assemble: the crops every model embedded, in input order ---------------------------------------
+    def kept_rows(self) -> list[int]:
+        return [i for i, (p, k) in enumerate(zip(self.crops.paths, self.keys))
+                if k is not None and str(p) not in self.skipped and all(k in self.vectors[m] for m in self.model_ids)]
+
+    def prep_notes(self, keep: list[int]) -> list[tuple[str, str]]:
+        if not self.opts.prep.active:
+            return []
+        stored = self.cache.get_meta(self.opts.prep.tag(), [self.keys[i] for i in keep])
+        notes = []
+        for i in keep:
+            note = json.loads(stored[self.keys[i]])["note"] if self.keys[i] in stored else ""
+            if note:
+                notes.append((str(self.crops.paths[i]), note))
+        return notes
+
+    def assemble(self) -> FeatureSet:
+        keep, dims = self.kept_rows(), [get_spec(m).dim for m in self.model_ids]
+        per_model = {m: np.stack([self.vectors[m][self.keys[i]] for i in keep]) if keep
+                     else np.zeros((0, dim), np.float32) for m, dim in zip(self.model_ids, dims)}
+        features = concat_blocks(list(per_model.values()), self.opts.per_model_l2) if keep else \
+            np.zeros((0, sum(dims)), np.float32)
+        return FeatureSet(
+            prep=self.opts.prep.as_dict(),
+            prep_notes=self.prep_notes(keep),
+            paths=[self.crops.paths[i] for i in keep],
+            labels=[self.crops.labels[i] for i in keep],
+            features=features,
+            model_ids=list(self.model_ids),
+            dims=dims,
+            per_model_l2=self.opts.per_model_l2,
+            fingerprints={r.spec.id: r.fingerprint for r in self.runners},
+            skipped=sorted(self.skipped.items()),
+            timings_s=self.timings,
+            per_model=per_model,
+        )
 
 
-@dataclass
-class _Batch:
-    """One batch of crops as read: images, their content keys, and each model's input for the crops it
-    still needs (positions in the batch, input tensor)."""
-
-    images: list
-    keys: list
-    skipped: dict
-    records: dict
-    inputs: dict
+def chunked(keys: list[str], size: int) -> list[list[str]]:
+    return [keys[i : i + size] for i in range(0, len(keys), size)]
 
 
 def embed_crops(crops: CropSet, model_ids: list[str], cache: EmbeddingCache,
@@ -105,162 +272,5 @@ def embed_crops(crops: CropSet, model_ids: list[str], cache: EmbeddingCache,
     (sequential), ending at done == total. Models are released when the job ends (sequential: as soon as
     each one is done).
     """
-    opts = options or EmbedOptions()
-    token = token or CancelToken()
-    if opts.prep.colour == "device_reinhard" and opts.prep.device_colour is None:
-
-        yield Progress("measuring device colour", 0, 1)
-        opts = dataclasses.replace(opts, prep=with_device_colour(opts.prep, crops.paths, read_rgb))
-    runners = [ModelRunner(m, opts.weights, opts.device, opts.batch_size, opts.seed, opts.prep, opts.views,
-                           opts.precision, opts.pin_memory) for m in model_ids]
-    for runner in runners:
-        runner.token = token
-    prep_tag = opts.prep.tag()
-    prep_records: dict[str, str] = {}
-    timings: dict[str, float] = {}
-    skipped: dict[str, str] = {}
-    keys: list[str | None] = []
-    t0 = time.perf_counter()
-    for i, path in enumerate(crops.paths):
-        try:
-            keys.append(content_key(path))
-        except OSError as exc:
-            keys.append(None)
-            skipped[str(path)] = f"cannot read ({exc.strerror or exc})"
-        if i % 200 == 0:
-            token.raise_if_cancelled()
-            yield Progress("hashing", i, len(crops))
-    timings["hash"] = time.perf_counter() - t0
-
-    wanted = sorted({k for k in keys if k is not None})
-    vectors = {r.spec.id: cache.get_many(r.fingerprint, wanted) for r in runners}
-    first_path = {}
-    for path, key in zip(crops.paths, keys):
-        if key is not None and str(path) not in skipped:
-            first_path.setdefault(key, path)  # identical files are read and embedded once
-
-    def store(runner: ModelRunner, batch_keys: list, launched, t_model: float) -> None:
-        new = dict(zip(batch_keys, runner.collect(launched)))
-        cache.put_many(runner.fingerprint, new)
-        vectors[runner.spec.id].update(new)
-        name = f"embed_{runner.spec.id}"
-        timings[name] = timings.get(name, 0.0) + time.perf_counter() - t_model
-
-    def save_prep_records() -> None:
-        if prep_records:
-            cache.put_meta(prep_tag, prep_records)
-            prep_records.clear()
-
-    def read(chunk, active: list[ModelRunner]) -> _Batch:  # runs on reader threads
-        chunk = [k for k in chunk if str(first_path[k]) not in skipped]  # found unreadable by an earlier model
-        results = list(map_crops(lambda key: _read_one(first_path[key], opts.prep), chunk))
-        batch = _Batch([], [], {}, {}, {})
-        for key, (image, problem, record) in zip(chunk, results):
-            if image is None:
-                batch.skipped[str(first_path[key])] = problem
-                continue
-            if record is not None:
-                batch.records[key] = record
-            batch.images.append(image)
-            batch.keys.append(key)
-        for runner in active:
-            need = [i for i, k in enumerate(batch.keys) if k not in vectors[runner.spec.id]]
-            if need and runner.views == 1:
-                batch.inputs[runner.spec.id] = (need, runner.input_batch([batch.images[i] for i in need]))
-            elif need:
-                batch.inputs[runner.spec.id] = (need, None)  # several views: embed_arrays builds them
-        return batch
-
-    def batches(chunks, active):
-        reader = (lambda chunk: read(chunk, active))
-        source = _prefetched(chunks, reader) if opts.prefetch else map(reader, chunks)
-        for batch in source:
-            skipped.update(batch.skipped)
-            prep_records.update(batch.records)
-            yield batch
-
-    def run_models(chunks, active, message, done, total):
-        """Each batch through the active models; a batch's features are collected while the device runs
-        the next one (on the CPU this is plain sequential work)."""
-        pending = []
-        try:
-            for chunk, batch in zip(chunks, batches(chunks, active)):
-                token.raise_if_cancelled()
-                yield Progress("embedding", done, total, message)
-                launched = []
-                for runner in active:
-                    if runner.spec.id not in batch.inputs:
-                        continue
-                    need, tensor = batch.inputs[runner.spec.id]
-                    t_model = time.perf_counter()
-                    images = [batch.images[i] for i in need]
-                    result = runner.launch(tensor, images) if tensor is not None else runner.embed_arrays(images)
-                    launched.append((runner, [batch.keys[i] for i in need], result, t_model))
-                for item in pending:
-                    store(*item)
-                pending = launched
-                save_prep_records()
-                done += len(chunk)
-        except Cancelled:
-            for item in pending:  # finished work is kept
-                store(*item)
-            raise
-        for item in pending:
-            store(*item)
-
-    workers = use_read_workers(opts.read_workers, runners[0].device if runners else "cpu")
-    sequential = use_sequential_models(opts.sequential_models, runners[0].device if runners else "cpu",
-                                       len(runners))
-    t0 = time.perf_counter()
-    with ThreadPoolExecutor(workers, thread_name_prefix="cellsearch-crop") as crop_pool:
-        map_crops = crop_pool.map if workers > 1 else map
-        try:
-            if sequential:
-                plan = [(r, [k for k in first_path if k not in vectors[r.spec.id]]) for r in runners]
-                total, done = sum(len(todo) for _, todo in plan), 0
-                for n, (runner, todo) in enumerate(plan, 1):
-                    chunks = [todo[i : i + runner.batch_size] for i in range(0, len(todo), runner.batch_size)]
-                    yield from run_models(chunks, [runner], f"{runner.spec.id} (model {n} of {len(plan)})", done,
-                                          total)
-                    done += len(todo)
-                    runner.release()
-            else:
-                todo = [k for k in first_path if any(k not in vectors[r.spec.id] for r in runners)]
-                total = len(todo)
-                batch_size = max(r.batch_size for r in runners)
-                chunks = [todo[i : i + batch_size] for i in range(0, len(todo), batch_size)]
-                yield from run_models(chunks, runners, "+".join(model_ids), 0, total)
-            yield Progress("embedding", total, total, "+".join(model_ids))
-        finally:
-            for runner in runners:
-                runner.release()
-    timings["embed_total"] = time.perf_counter() - t0
-    timings.update({f"load_{r.spec.id}": r.load_seconds for r in runners if r.load_seconds})
-
-    keep = [i for i, (p, k) in enumerate(zip(crops.paths, keys))
-            if k is not None and str(p) not in skipped and all(k in vectors[m] for m in model_ids)]
-    per_model = {m: np.stack([vectors[m][keys[i]] for i in keep]) if keep
-                 else np.zeros((0, get_spec(m).dim), np.float32) for m in model_ids}
-    features = concat_blocks(list(per_model.values()), opts.per_model_l2) if keep else \
-        np.zeros((0, sum(get_spec(m).dim for m in model_ids)), np.float32)
-    notes = []
-    if opts.prep.active:
-        stored = cache.get_meta(prep_tag, [keys[i] for i in keep])
-        for i in keep:
-            note = json.loads(stored[keys[i]])["note"] if keys[i] in stored else ""
-            if note:
-                notes.append((str(crops.paths[i]), note))
-    return FeatureSet(
-        prep=opts.prep.as_dict(),
-        prep_notes=notes,
-        paths=[crops.paths[i] for i in keep],
-        labels=[crops.labels[i] for i in keep],
-        features=features,
-        model_ids=list(model_ids),
-        dims=[get_spec(m).dim for m in model_ids],
-        per_model_l2=opts.per_model_l2,
-        fingerprints={r.spec.id: r.fingerprint for r in runners},
-        skipped=sorted(skipped.items()),
-        timings_s=timings,
-        per_model=per_model,
-    )
+    job = EmbedJob(crops, model_ids, cache, options or EmbedOptions(), token or CancelToken())
+    return (yield from job.run())

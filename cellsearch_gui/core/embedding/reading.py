@@ -1,0 +1,93 @@
+"""Crop reading for the embedding job: decode and prepare crops on reader threads, build each model's input,
+and read the next batch ahead while the models run on this one."""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Callable, Iterable, Iterator
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+
+import numpy as np
+
+from cellsearch_gui.core.crops.prepare import CropPrep, prepare_crop
+from cellsearch_gui.core.embedding.runner import ModelRunner
+from cellsearch_gui.core.errors import BadImageError
+from cellsearch_gui.core.io.images import read_rgb
+
+
+def read_crop(path: Path, prep: CropPrep) -> tuple[np.ndarray | None, str | None, str | None]:
+    """(image, None, prep record) for a readable crop, else (None, problem, None)."""
+    try:
+        image = read_rgb(path)
+    except BadImageError as exc:
+        return None, exc.problem, None
+    if not prep.active:
+        return image, None, None
+    image, record = prepare_crop(image, prep)
+    return image, None, json.dumps(asdict(record))
+
+
+def prefetched(chunks: list, read: Callable) -> Iterator:
+    """read(chunk) for each chunk in order, the next chunk read on a worker thread while the caller runs
+    the models on the current one (decoding and crop preparation release Python's lock for the most part)."""
+    if not chunks:
+        return
+    with ThreadPoolExecutor(1, thread_name_prefix="cellsearch-read") as pool:
+        future = pool.submit(read, chunks[0])
+        for number in range(len(chunks)):
+            result = future.result()
+            if number + 1 < len(chunks):
+                future = pool.submit(read, chunks[number + 1])
+            yield result
+
+
+@dataclass
+class Batch:
+    """One batch of crops as read: images, their content keys, the crops found unreadable (path: problem),
+    the prep records (key: JSON) and each model's input for the crops it still needs (positions in the
+    batch, input tensor or None when the runner builds its own views)."""
+
+    images: list[np.ndarray] = field(default_factory=list)
+    keys: list[str] = field(default_factory=list)
+    skipped: dict[str, str] = field(default_factory=dict)
+    records: dict[str, str] = field(default_factory=dict)
+    inputs: dict[str, tuple[list[int], object]] = field(default_factory=dict)
+
+
+class CropReader:
+    """Reads crops by content key. It looks at the job's ``vectors`` (what each model still needs) and
+    ``skipped`` (crops an earlier model found unreadable) but never writes them: ``read`` runs on reader
+    threads, and the job merges each batch's findings on its own thread."""
+
+    def __init__(self, first_path: dict[str, Path], prep: CropPrep, vectors: dict[str, dict],
+                 skipped: dict[str, str], map_crops: Callable = map, prefetch: bool = True):
+        self.first_path, self.prep = first_path, prep
+        self.vectors, self.skipped = vectors, skipped
+        self.map_crops, self.prefetch = map_crops, prefetch
+
+    def read(self, chunk: list[str], active: list[ModelRunner]) -> Batch:
+        chunk = [k for k in chunk if str(self.first_path[k]) not in self.skipped]  # unreadable to an earlier model
+        results = list(self.map_crops(lambda key: read_crop(self.first_path[key], self.prep), chunk))
+        batch = Batch()
+        for key, (image, problem, record) in zip(chunk, results):
+            if image is None:
+                batch.skipped[str(self.first_path[key])] = problem
+                continue
+            if record is not None:
+                batch.records[key] = record
+            batch.images.append(image)
+            batch.keys.append(key)
+        for runner in active:
+            need = [i for i, k in enumerate(batch.keys) if k not in self.vectors[runner.spec.id]]
+            if need and runner.views == 1:
+                batch.inputs[runner.spec.id] = (need, runner.input_batch([batch.images[i] for i in need]))
+            elif need:
+                batch.inputs[runner.spec.id] = (need, None)  # several views: embed_arrays builds them
+        return batch
+
+    def batches(self, chunks: list[list[str]], active: list[ModelRunner]) -> Iterable[Batch]:
+        """The chunks read in order, the next one read ahead when ``prefetch`` is on."""
+        reader = (lambda chunk: self.read(chunk, active))
+        return prefetched(chunks, reader) if self.prefetch else map(reader, chunks)
