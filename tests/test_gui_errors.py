@@ -8,11 +8,11 @@ import threading
 import pytest
 
 pytest.importorskip("pytestqt")
-from PySide6.QtCore import QTimer  # noqa: E402
-from PySide6.QtWidgets import QFileDialog, QMessageBox  # noqa: E402
-from test_gui_threads import show, synthetic_result  # noqa: E402
+from PySide6.QtCore import QTimer
+from PySide6.QtWidgets import QFileDialog, QMessageBox
+from test_gui_threads import show, synthetic_result
 
-from cellsearch_gui.gui import error_log  # noqa: E402
+from cellsearch_gui.gui import error_log
 
 
 @pytest.fixture

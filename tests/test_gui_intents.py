@@ -152,3 +152,34 @@ def test_the_checker_finds_each_kind_of_write():
 def test_views_only_read_the_state_and_call_intents():
     found = [line for path in CHECKED for line in writes_in(path.read_text(encoding="utf-8"), path.name)]
     assert not found, "views must call the controller's intents:\n" + "\n".join(found)
+
+
+def test_combo_boxes_offer_the_core_vocabulary(qtbot, tmp_path, monkeypatch):
+    from cellsearch_gui.core.options import (
+        VIEWS,
+        Device,
+        EntropyNorm,
+        Metric,
+        Preset,
+        Segmenter,
+        values,
+    )
+
+    monkeypatch.setenv("CELLSEARCH_CONFIG_DIR", str(tmp_path / "config"))
+    from cellsearch_gui.gui.app import create_window
+
+    window = create_window()
+    qtbot.addWidget(window)
+    panel = window.model_panel
+
+    def items(combo):
+        return [combo.itemText(i) for i in range(combo.count())]
+
+    assert items(panel.metric) == values(Metric)
+    assert items(panel.entropy_norm) == values(EntropyNorm)
+    assert items(panel.preprocessing) == values(Preset)
+    assert items(panel.segmenter) == values(Segmenter)
+    assert items(panel.views) == [str(v) for v in VIEWS]
+    device_menu = next(a.menu() for a in window.menuBar().actions()[2].menu().actions() if a.menu())
+    assert [a.text() for a in device_menu.actions()] == values(Device)
+    window.controller.shutdown()

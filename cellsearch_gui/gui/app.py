@@ -49,7 +49,10 @@ class DeviceProbe(QObject):
                 text = f"device: unknown ({exc})"
             finally:
                 HEAVY_IMPORTS_DONE.set()
-            self.found.emit(text)
+            try:
+                self.found.emit(text)
+            except RuntimeError:  # the window closed before the probe answered (its signal is gone)
+                pass
 
         threading.Thread(target=probe, daemon=True, name="device-probe").start()
 

@@ -258,11 +258,10 @@ class MainWindow(QMainWindow):
             self.restoreState(state)
 
     def closeEvent(self, event) -> None:
-        if self.controller.runner.busy:
-            if self.show_dialogs and QMessageBox.question(
-                    self, "CellSearch", "A job is running. Cancel it and quit?") != QMessageBox.StandardButton.Yes:
-                event.ignore()
-                return
+        if self.controller.runner.busy and self.show_dialogs and QMessageBox.question(
+                self, "CellSearch", "A job is running. Cancel it and quit?") != QMessageBox.StandardButton.Yes:
+            event.ignore()
+            return
         self.controller.shutdown()
         self.settings.setValue("geometry", self.saveGeometry())
         self.settings.setValue("window_state", self.saveState())

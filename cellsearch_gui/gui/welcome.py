@@ -95,8 +95,8 @@ class WelcomeDialog(QDialog):
             self.message.setText("downloading… (progress in the status bar)")
 
     def _weights_changed(self, text: str) -> None:
-        self.message.setText(text)
         self.refresh()
+        self.message.setText(text)  # what the import or download did, over refresh's hint
 
     def open_demo(self) -> None:
         target = Path(tempfile.mkdtemp(prefix="cellsearch-demo-"))
