@@ -21,12 +21,13 @@ def test_welcome_import_and_offline_demo(qtbot, tmp_path, monkeypatch):
     states = {welcome.table.item(r, 0).text(): welcome.table.item(r, 1).text() for r in range(welcome.table.rowCount())}
     assert states["mobilenetv2"] == "missing" and not welcome.demo_button.isEnabled()
 
-    welcome.import_folder(str(SHARED_MODELS))
+    c = window.controller
+    with qtbot.waitSignal(c.weights_changed, timeout=300_000):  # hashed and imported on the worker
+        welcome.import_folder(str(SHARED_MODELS))
     states = {welcome.table.item(r, 0).text(): welcome.table.item(r, 1).text() for r in range(welcome.table.rowCount())}
     assert states["mobilenetv2"] == states["efficientnet_lite0"] == "present"
     assert welcome.demo_button.isEnabled()
 
-    c = window.controller
     with qtbot.waitSignal(c.result_changed, timeout=300_000):
         welcome.demo_button.click()
     assert window.last_error is None

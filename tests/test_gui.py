@@ -94,7 +94,8 @@ def test_drop_run_click_label_export(window, qtbot, inputs, tmp_path, real_weigh
     assert c.workspace.label_of(row) == "monocyte"
     assert table.model().index(0, 5).data() == "monocyte"
     n_ref = len(c.workspace.result.reference.labels)
-    qtbot.mouseClick(window.cell_panel.add_button, Qt.MouseButton.LeftButton)
+    with qtbot.waitSignal(c.predictions_changed, timeout=60_000):  # the cells are voted again on the worker
+        qtbot.mouseClick(window.cell_panel.add_button, Qt.MouseButton.LeftButton)
     assert len(c.workspace.result.reference.labels) == n_ref + 1
     assert window.cell_panel.gallery.item(0).text().startswith("monocyte\nd=0")
 
@@ -112,7 +113,8 @@ def test_drop_run_click_label_export(window, qtbot, inputs, tmp_path, real_weigh
     out.parent.mkdir()
     monkeypatch.setattr(QFileDialog, "getSaveFileName", lambda *a, **k: (str(out), "CSV (*.csv)"))
     monkeypatch.setattr(QMessageBox, "exec", lambda self: QMessageBox.StandardButton.Yes)
-    window.export_action.trigger()
+    with qtbot.waitSignal(c.exported, timeout=60_000):  # written on the worker
+        window.export_action.trigger()
     rows = list(csv.DictReader(open(out, encoding="utf-8")))
     assert len(rows) == n and {r["user_label"] for r in rows} == {"lymphocyte"}
     assert all(r["models"] == "mobilenetv2" and r["bbox_x1"] for r in rows)

@@ -14,6 +14,7 @@ from PySide6.QtWidgets import QApplication
 from cellsearch_gui.core.io.user_dirs import user_dir
 from cellsearch_gui.core.models.devices import pick_device
 from cellsearch_gui.gui.controller import Controller
+from cellsearch_gui.gui.error_log import install_exception_hooks, log, start_log_file
 from cellsearch_gui.gui.main_window import MainWindow
 from cellsearch_gui.gui.welcome import WelcomeDialog
 from cellsearch_gui.gui.workers import HEAVY_IMPORTS_DONE
@@ -22,7 +23,6 @@ CONFIG_ENV = "CELLSEARCH_CONFIG_DIR"
 
 
 def config_dir() -> Path:
-
     return user_dir(CONFIG_ENV, "config")
 
 
@@ -39,7 +39,6 @@ class DeviceProbe(QObject):
     found = Signal(str)
 
     def start(self, requested: str) -> None:
-
         HEAVY_IMPORTS_DONE.clear()
 
         def probe() -> None:
@@ -50,7 +49,10 @@ class DeviceProbe(QObject):
                 text = f"device: unknown ({exc})"
             finally:
                 HEAVY_IMPORTS_DONE.set()
-            self.found.emit(text)
+            try:
+                self.found.emit(text)
+            except RuntimeError:  # the window closed before the probe answered (its signal is gone)
+                pass
 
         threading.Thread(target=probe, daemon=True, name="device-probe").start()
 
@@ -80,7 +82,6 @@ def describe_device(requested: str) -> str:
 def create_window(argv_paths=(), reference=None, project=None, welcome: bool = False):
     import pyqtgraph as pg
 
-
     pg.setConfigOptions(imageAxisOrder="row-major", antialias=True)
     settings = app_settings()
     controller = Controller(device=str(settings.value("device", "auto")))
@@ -96,7 +97,6 @@ def create_window(argv_paths=(), reference=None, project=None, welcome: bool = F
     window.device_probe = probe
     window.welcome = None
     if welcome and not project and not argv_paths and settings.value("welcome_shown") != "yes":
-
         window.welcome = WelcomeDialog(controller, window)
         probe.found.connect(window.welcome.show_device)
         settings.setValue("welcome_shown", "yes")
@@ -113,10 +113,16 @@ def main(paths=(), reference=None, project=None) -> int:
 
     app.setWindowIcon(QIcon(str(files("cellsearch_gui") / "resources" / "cellsearch.png")))
     app.setOrganizationName("CellSearch")
+    try:
+        log_file = start_log_file()
+    except OSError as exc:  # a read-only home: the app still runs, errors are still shown
+        log_file = f"none ({exc})"
     window = create_window(paths, reference, project, welcome=not os.environ.get("CELLSEARCH_QUIT_AFTER"))
+    install_exception_hooks(window.show_error)  # an uncaught exception is logged and shown, the app stays up
+    log.info("CellSearch started; log file %s", log_file)
     window.show()
     quit_after = os.environ.get("CELLSEARCH_QUIT_AFTER")
     if quit_after:  # smoke tests: start, show, quit
         QTimer.singleShot(int(float(quit_after) * 1000), app.quit)
-    app.aboutToQuit.connect(lambda: (window.controller.cancel(), window.controller.runner.wait(5000)))
+    app.aboutToQuit.connect(window.controller.shutdown)
     return app.exec()

@@ -11,7 +11,9 @@ from PySide6.QtWidgets import (
     QVBoxLayout,
 )
 
-RULES = {"log_k": "paper (H / log k)", "log_min_kc": "H / log min(k, C)"}
+from cellsearch_gui.core.options import EntropyNorm
+
+RULES = {EntropyNorm.LOG_K: "paper (H / log k)", EntropyNorm.LOG_MIN_KC: "H / log min(k, C)"}
 
 
 def pct(value: float) -> str:

@@ -17,7 +17,9 @@ from PySide6.QtWidgets import (
     QTabWidget,
 )
 
+from cellsearch_gui.core.options import Device, values
 from cellsearch_gui.gui.dialogs import SuggestionDialog, TransferDialog
+from cellsearch_gui.gui.error_log import log_error
 from cellsearch_gui.gui.panels.cell_panel import CellPanel
 from cellsearch_gui.gui.panels.cells_table import CellsTable
 from cellsearch_gui.gui.panels.image_panel import ImagePanel
@@ -119,7 +121,7 @@ class MainWindow(QMainWindow):
         settings_menu = self.menuBar().addMenu("&Settings")
         device_menu = settings_menu.addMenu("Compute device")
         group = QActionGroup(self)
-        for device in ("auto", "cuda", "mps", "cpu"):
+        for device in values(Device):
             action = QAction(device, self, checkable=True, checked=device == c.device)
             action.triggered.connect(lambda _=False, d=device: self.set_device(d))
             group.addAction(action)
@@ -130,7 +132,7 @@ class MainWindow(QMainWindow):
             toolbar.addAction(action)
 
     def set_device(self, device: str) -> None:
-        self.controller.device = device
+        self.controller.set_device(device)
         self.settings.setValue("device", device)
         self.device_label.setText(f"device: {device} (takes effect at the next run)")
 
@@ -175,23 +177,17 @@ class MainWindow(QMainWindow):
         if path:
             box = QMessageBox(QMessageBox.Icon.Question, "Export", "Also copy each crop into a folder per label?",
                               QMessageBox.StandardButton.Yes | QMessageBox.StandardButton.No, self)
-            self.controller.export(path, box.exec() == QMessageBox.StandardButton.Yes)
+            self.controller.export(path, box.exec() == QMessageBox.StandardButton.Yes)  # a job; errors shown
 
     def save_project(self) -> None:
         folder = QFileDialog.getExistingDirectory(self, "Project folder", self._last_dir())
         if folder:
-            try:
-                self.controller.save_project(folder)
-            except Exception as exc:  # noqa: BLE001 - e.g. the folder is in use or read-only
-                self._on_error(str(exc), "")
+            self.controller.save_project(folder)  # e.g. a folder in use or read-only is reported
 
     def open_project(self) -> None:
         folder = QFileDialog.getExistingDirectory(self, "Open a CellSearch project folder", self._last_dir())
         if folder:
-            try:
-                self.controller.open_project(folder)
-            except Exception as exc:  # noqa: BLE001 - a bad project file is reported, the app stays up
-                self._on_error(str(exc), "")
+            self.controller.open_project(folder)  # a bad or locked project is reported, the app stays up
 
     def show_notes(self) -> None:
         """Skipped files and what was done to each crop, for the last result."""
@@ -227,6 +223,12 @@ class MainWindow(QMainWindow):
         self.progress_text.setText(f"{p.stage} {p.done}/{p.total} {_fmt_seconds(remaining)}")
 
     def _on_error(self, text: str, details: str) -> None:
+        """Every error the controller reports: to the log file, the status bar and a dialog."""
+        log_error(text, details)
+        self.show_error(text, details)
+
+    def show_error(self, text: str, details: str = "") -> None:
+        """Status bar and a dialog with the traceback under "Show Details" (not logged: see _on_error)."""
         self.last_error = (text, details)
         self.statusBar().showMessage(text, 30000)
         if self.show_dialogs:
@@ -256,14 +258,11 @@ class MainWindow(QMainWindow):
             self.restoreState(state)
 
     def closeEvent(self, event) -> None:
-        if self.controller.runner.busy:
-            if self.show_dialogs and QMessageBox.question(
-                    self, "CellSearch", "A job is running. Cancel it and quit?") != QMessageBox.StandardButton.Yes:
-                event.ignore()
-                return
-            self.controller.cancel()
-            self.controller.runner.wait(5000)
-        self.controller.workspace.close()
+        if self.controller.runner.busy and self.show_dialogs and QMessageBox.question(
+                self, "CellSearch", "A job is running. Cancel it and quit?") != QMessageBox.StandardButton.Yes:
+            event.ignore()
+            return
+        self.controller.shutdown()
         self.settings.setValue("geometry", self.saveGeometry())
         self.settings.setValue("window_state", self.saveState())
         self.settings.sync()

@@ -19,10 +19,8 @@ from PySide6.QtWidgets import (
 )
 
 from cellsearch_gui.core.app.demo import DEMO_MODELS, build_demo, find_sample_data
-from cellsearch_gui.core.errors import CellSearchError
-from cellsearch_gui.core.jobs import Progress
-from cellsearch_gui.core.models.checkpoints import download_weights, status
-from cellsearch_gui.core.models.install import import_folder
+from cellsearch_gui.core.app.run import AnalysisSettings
+from cellsearch_gui.core.models.checkpoints import status
 from cellsearch_gui.core.models.registry import REGISTRY
 
 
@@ -57,10 +55,12 @@ class WelcomeDialog(QDialog):
             layout.addWidget(widget)
         layout.addLayout(buttons)
         self.resize(820, 520)
+        controller.weights_changed.connect(self._weights_changed)
+        controller.runner.idle.connect(self.refresh)
+        controller.error.connect(lambda text, _: self.message.setText(text))
         self.refresh()
 
     def refresh(self) -> None:
-
         specs = [s for s in REGISTRY.values() if "embed" in s.roles]
         present = {spec.id: status(spec).present for spec in specs}
         self.table.setRowCount(len(specs))
@@ -84,42 +84,27 @@ class WelcomeDialog(QDialog):
         self.device.setText(text)
 
     def import_folder(self, folder: str | None = None) -> None:
-
+        """Hashed and imported on the worker (progress in the status bar); the list refreshes when it ends."""
         folder = folder or QFileDialog.getExistingDirectory(self, "Folder with model weights")
-        if not folder:
-            return
-        try:
-            imported = import_folder(folder)
-            self.message.setText(f"imported {len(imported)} checkpoint(s): " + ", ".join(m for m, _ in imported)
-                                 if imported else f"no known checkpoint in {folder}")
-        except CellSearchError as exc:
-            self.message.setText(str(exc))
-        self.refresh()
+        if folder and self.controller.import_weights_folder(folder):
+            self.message.setText("importing… (progress in the status bar)")
 
     def download(self) -> None:
         """On the worker thread, with progress in the status bar; the list refreshes when it ends."""
+        if self.controller.download_models(list(DEMO_MODELS)):
+            self.message.setText("downloading… (progress in the status bar)")
 
-        def job(token):
-            for number, model in enumerate(DEMO_MODELS):
-                token.raise_if_cancelled()
-                yield Progress("downloading", number, len(DEMO_MODELS), model)
-                download_weights(model)
-            yield Progress("downloading", len(DEMO_MODELS), len(DEMO_MODELS))
-
-        self.message.setText("downloading… (progress in the status bar)")
-        self.controller.runner.idle.connect(self.refresh)
-        self.controller.error.connect(lambda text, _: self.message.setText(text))
-        self.controller._start("download of the demo models", job)
+    def _weights_changed(self, text: str) -> None:
+        self.refresh()
+        self.message.setText(text)  # what the import or download did, over refresh's hint
 
     def open_demo(self) -> None:
-
-
         target = Path(tempfile.mkdtemp(prefix="cellsearch-demo-"))
         reference, fields = build_demo(target)
-        ws = self.controller.workspace
-        ws.settings.models = list(DEMO_MODELS)
-        ws.settings.cell_diameter_px = 160
-        self.controller.settings_changed.emit()
+        settings = AnalysisSettings.from_dict(self.controller.workspace.settings.as_dict())
+        settings.models = list(DEMO_MODELS)
+        settings.cell_diameter_px = 160
+        self.controller.apply_settings(settings)
         self.controller.add_reference(reference)
         self.controller.add_queries([fields])
         self.accept()

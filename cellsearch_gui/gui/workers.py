@@ -69,7 +69,8 @@ class Eta:
 
 
 class JobRunner(QObject):
-    """One model lane: at most one long job at a time."""
+    """One model lane: at most one long job at a time. When a job ends its thread is gone first: ``idle``
+    comes, then ``succeeded``, ``failed`` or ``cancelled``, so a reaction may start the next job at once."""
 
     started = Signal(str)
     progress = Signal(object, object)  # Progress, seconds remaining or None
@@ -85,6 +86,7 @@ class JobRunner(QObject):
         self.name = ""
         self._eta = Eta()
         self.cancel_requested_at: float | None = None
+        self._outcome: tuple | None = None  # (signal, arguments) of the job that ends
 
     @property
     def busy(self) -> bool:
@@ -105,7 +107,7 @@ class JobRunner(QObject):
             signal.connect(thread.quit)
         thread.finished.connect(self._cleanup)
         self._thread, self.worker, self.name, self._eta = thread, worker, name, Eta()
-        self.cancel_requested_at = None
+        self.cancel_requested_at, self._outcome = None, None
         thread.start()
         self.started.emit(name)
 
@@ -113,13 +115,13 @@ class JobRunner(QObject):
         self.progress.emit(p, self._eta.update(p))
 
     def _on_finished(self, value) -> None:
-        self.succeeded.emit(self.name, value)
+        self._outcome = (self.succeeded, (self.name, value))
 
     def _on_failed(self, exc) -> None:
-        self.failed.emit(self.name, exc)
+        self._outcome = (self.failed, (self.name, exc))
 
     def _on_cancelled(self) -> None:
-        self.cancelled.emit(self.name)
+        self._outcome = (self.cancelled, (self.name,))
 
     def cancel(self) -> None:
         if self.worker is not None:
@@ -135,4 +137,8 @@ class JobRunner(QObject):
         if self.worker is not None:
             self.worker.deleteLater()
         self._thread, self.worker = None, None
+        outcome, self._outcome = self._outcome, None
         self.idle.emit()
+        if outcome is not None:
+            signal, arguments = outcome
+            signal.emit(*arguments)

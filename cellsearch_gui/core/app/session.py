@@ -16,12 +16,25 @@ from cellsearch_gui.core.app.run import (
     RunPlan,
     restore_result,
 )
+from cellsearch_gui.core.classify.ewc import QUERY_CHUNK, Predictions
 from cellsearch_gui.core.embedding.cache import default_cache_dir
 from cellsearch_gui.core.errors import DatasetError
 from cellsearch_gui.core.io.dataset import CropSet, load_reference
+from cellsearch_gui.core.jobs import CancelToken, Job, Progress, run_job
 from cellsearch_gui.core.project import open_project
 
 LEGACY_FILE = "project.json"  # the first app version's project file; converted on open
+REPREDICT_CHUNK = 4 * QUERY_CHUNK  # query cells voted again between two progress reports
+
+
+def join_predictions(parts: list[Predictions]) -> Predictions:
+    """Predictions of consecutive query chunks as one (same classifier, so the same classes)."""
+    first = parts[0]
+    return Predictions([label for p in parts for label in p.labels],
+                       *(np.concatenate([getattr(p, name) for p in parts]) for name in ("k_used", "entropy", "scores")),
+                       list(first.classes),
+                       *(np.concatenate([getattr(p, name) for p in parts]) for name in ("neighbour_ids", "distances")),
+                       first.index_kind)
 
 
 def sample_per_class(labels: list[str], limit: int, seed: int = 0) -> np.ndarray:
@@ -153,6 +166,14 @@ class Workspace:
 
     def add_to_reference(self, indices) -> int:
         """Add labelled cells to the index (no re-embedding) and re-predict every cell."""
+        added = self.add_to_library(indices)
+        if added:
+            self.apply_predictions(run_job(self.repredict_job()))
+        return added
+
+    def add_to_library(self, indices) -> int:
+        """The labelled cells among ``indices`` join the index (no re-embedding); the predictions stay as
+        they were until ``repredict_job`` and ``apply_predictions``."""
         r = self.result
         picked = [i for i in indices if self.label_of(i) and self.cells[i].cell_id not in self.added_to_reference]
         if not picked:
@@ -163,14 +184,33 @@ class Workspace:
         self.added_to_reference.update(self.cells[i].cell_id for i in picked)
         if self.store is not None and not self.store.readonly:
             self.store.set_meta("added_to_reference", sorted(self.added_to_reference))
-        r.predictions = r.classifier.predict(r.query.features, keep_neighbours=KEPT_NEIGHBOURS)
+        return len(picked)
+
+    def repredict_job(self, token: CancelToken | None = None) -> Job[Predictions]:
+        """Every query cell voted again against the library as it is now; reads the result, changes nothing
+        (so it can run on a worker thread while the window shows the old predictions)."""
+        r = self.result
+        features, total = r.query.features, len(r.query.features)
+        parts = []
+        for start in range(0, total, REPREDICT_CHUNK) if total else [0]:
+            if token is not None:
+                token.raise_if_cancelled()
+            yield Progress("predicting", start, total)
+            parts.append(r.classifier.predict(features[start : start + REPREDICT_CHUNK],
+                                              keep_neighbours=KEPT_NEIGHBOURS))
+        yield Progress("predicting", total, total)
+        return parts[0] if len(parts) == 1 else join_predictions(parts)
+
+    def apply_predictions(self, predictions: Predictions) -> None:
+        """New votes for the same cells (after ``add_to_library``), recorded as a run of the project."""
+        r = self.result
+        r.predictions = predictions
         if self.store is not None and not self.store.readonly:
-            p = r.predictions
+            p = predictions
             run = self.store.start_run("add to reference", self.settings.as_dict())
             self.store.finish_run(run, "finished", {**r.provenance, "added_to_reference": sorted(
                 self.added_to_reference)}, [], [(c.cell_id, p.labels[i], float(p.entropy[i]), int(p.k_used[i]))
                                                 for i, c in enumerate(self.cells)])
-        return len(picked)
 
     def labelled_set(self) -> CropSet:
         """The query cells the user has labelled: validation cells of this device (for suggestions)."""
@@ -268,14 +308,18 @@ class Workspace:
 
     def restore(self) -> bool:
         """Show the last finished run again from the project's own arrays (no image is read)."""
-
-        if self.store is None:
-            return False
-        added = {uid: self.user_labels[uid] for uid in self.added_to_reference if uid in self.user_labels}
-        result = restore_result(self.store, self.settings, added)
+        result = self.restored_result()
         if result is not None:
             self.apply(result)
         return result is not None
+
+    def restored_result(self) -> AnalysisResult | None:
+        """The last finished run rebuilt from the project (the index built again); None when there is none.
+        Applies nothing, so it can run on a worker thread."""
+        if self.store is None:
+            return None
+        added = {uid: self.user_labels[uid] for uid in self.added_to_reference if uid in self.user_labels}
+        return restore_result(self.store, self.settings, added)
 
     def close(self) -> None:
         if self.store is not None:

@@ -6,6 +6,7 @@ from pathlib import Path
 
 from cellsearch_gui.core.errors import CellSearchError, ChecksumMismatchError
 from cellsearch_gui.core.io.checksums import sha256_of
+from cellsearch_gui.core.jobs import CancelToken, Job, Progress, run_job
 from cellsearch_gui.core.models.backends import check_checkpoint_loads
 from cellsearch_gui.core.models.checkpoints import store_checkpoint
 from cellsearch_gui.core.models.registry import HUB_FILES, REGISTRY, ModelSpec, get_spec
@@ -55,11 +56,20 @@ def import_weights(model_id: str, file: str | Path, allow_unpinned: bool = False
 
 def import_folder(folder: str | Path) -> list[tuple[str, Path]]:
     """Import every file in a folder whose sha256 matches a pinned checkpoint (USB-stick import)."""
+    return run_job(import_folder_job(folder))
+
+
+def import_folder_job(folder: str | Path, token: CancelToken | None = None) -> Job[list[tuple[str, Path]]]:
+    """``import_folder`` as a job: one step per file (hashing a checkpoint takes seconds), cancel between."""
     by_hash = {spec.sha256: spec for spec in REGISTRY.values() if spec.sha256}
+    files = [p for p in sorted(Path(folder).iterdir()) if p.is_file() and p.stat().st_size > 1024]
     imported = []
-    for path in sorted(Path(folder).iterdir()):
-        if path.is_file() and path.stat().st_size > 1024:
-            spec = by_hash.get(sha256_of(path))
-            if spec is not None:
-                imported.append((spec.id, import_weights(spec.id, path)))
+    for number, path in enumerate(files):
+        if token is not None:
+            token.raise_if_cancelled()
+        yield Progress("importing weights", number, len(files), path.name)
+        spec = by_hash.get(sha256_of(path))
+        if spec is not None:
+            imported.append((spec.id, import_weights(spec.id, path)))
+    yield Progress("importing weights", len(files), len(files))
     return imported

@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-from functools import partial
-
 from PySide6.QtCore import Qt
 from PySide6.QtWidgets import (
     QCheckBox,
@@ -21,13 +19,16 @@ from PySide6.QtWidgets import (
 )
 
 from cellsearch_gui.core.app.run import AnalysisSettings
-from cellsearch_gui.core.classify.ewc import ENTROPY_NORMS
-from cellsearch_gui.core.crops.prepare import PRESETS
-from cellsearch_gui.core.errors import CellSearchError
-from cellsearch_gui.core.models.checkpoints import download_weights, status
-from cellsearch_gui.core.models.install import import_weights
+from cellsearch_gui.core.models.checkpoints import status
 from cellsearch_gui.core.models.registry import REGISTRY
-from cellsearch_gui.core.segmentation.settings import SEGMENTERS
+from cellsearch_gui.core.options import (
+    VIEWS,
+    EntropyNorm,
+    Metric,
+    Preset,
+    Segmenter,
+    values,
+)
 
 MODEL_ID = Qt.ItemDataRole.UserRole
 
@@ -47,7 +48,7 @@ class ModelPanel(QWidget):
         buttons.addWidget(self.download_button)
 
         self.metric = QComboBox()
-        self.metric.addItems(["l2", "cosine", "canberra"])
+        self.metric.addItems(values(Metric))
         self.k_min, self.k_max = QSpinBox(), QSpinBox()
         self.k_min.setRange(1, 1000)
         self.k_max.setRange(1, 100000)
@@ -55,16 +56,16 @@ class ModelPanel(QWidget):
         self.threshold.setRange(0.0, 1.0)
         self.threshold.setSingleStep(0.05)
         self.entropy_norm = QComboBox()
-        self.entropy_norm.addItems(list(ENTROPY_NORMS))
+        self.entropy_norm.addItems(values(EntropyNorm))
         self.entropy_norm.setToolTip("log_k: the paper's H / log k; log_min_kc: H / log min(k, C), "
                                      "which stops earlier on a new device")
         self.preprocessing = QComboBox()
-        self.preprocessing.addItems(list(PRESETS))
+        self.preprocessing.addItems(values(Preset))
         self.views = QComboBox()
-        self.views.addItems(["1", "4", "8"])
+        self.views.addItems([str(v) for v in VIEWS])
         self.views.setToolTip("4 or 8: average over rotations (and flips); slower, orientation-invariant")
         self.segmenter = QComboBox()
-        self.segmenter.addItems(list(SEGMENTERS))
+        self.segmenter.addItems(values(Segmenter))
         self.diameter = QSpinBox()
         self.diameter.setRange(0, 2000)
         self.diameter.setSpecialValueText("default (60 px)")
@@ -91,7 +92,6 @@ class ModelPanel(QWidget):
         self.load()
 
     def load(self) -> None:
-
         self._loading = True
         s = self.controller.workspace.settings
         self.models.clear()
@@ -135,33 +135,22 @@ class ModelPanel(QWidget):
 
     def _changed(self, *_):
         if not self._loading:
-            self.controller.workspace.settings = self.current()
+            self.controller.apply_settings(self.current(), quiet=True)
 
     def _selected_model(self) -> str | None:
         item = self.models.currentItem()
         return item.data(MODEL_ID) if item else None
 
     def _import(self) -> None:
-
         model = self._selected_model()
         if not model:
-            self.controller.message.emit("select a model in the list first")
+            self.controller.inform("select a model in the list first")
             return
         path, _ = QFileDialog.getOpenFileName(self, f"Weights file for {model}")
         if path:
-            try:
-                import_weights(model, path)
-            except CellSearchError as exc:
-                self.controller.error.emit(str(exc), "")
-            self.load()
+            self.controller.import_weights(model, path)  # hashed and test-loaded on the worker
 
     def _download(self) -> None:
-
-
         model = self._selected_model()
         if model:
-            def job(token):
-                yield from ()
-                return download_weights(model)
-
-            self.controller._start(f"download of {model}", partial(job))
+            self.controller.download_models([model])

@@ -165,7 +165,5 @@ class ScatterPanel(QWidget):
         if not label or not picked:
             self.status.setText("no query cells in the box" if label else "choose a label first")
             return
-        ws = self.controller.workspace
-        ws.set_labels({ws.cells[i].cell_id: label for i in picked})
-        self.controller.labels_changed.emit()
+        self.controller.label_cells(picked, label)
         self.status.setText(f"{len(picked)} cells labelled '{label}'")
