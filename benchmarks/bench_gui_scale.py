@@ -50,7 +50,7 @@ def build_result(n_ref: int, n_query: int, field: Path | None = None):
     from cellsearch_gui.core.app.run import KEPT_NEIGHBOURS, AnalysisResult, pca_2d
     from cellsearch_gui.core.classify.ewc import EWCClassifier, EWCParams
     from synthetic import SyntheticWorld
-    from cellsearch_gui.core.types import FeatureSet, QueryCell
+    from cellsearch_gui.core.types import Cell, FeatureSet
 
     world = SyntheticWorld()
     ref_x, ref_y = next(iter(world.chunks(n_ref, 1, chunk=n_ref)))
@@ -65,10 +65,10 @@ def build_result(n_ref: int, n_query: int, field: Path | None = None):
     query_paths = [files[i % len(files)] for i in range(n_query)]
     query = features(query_paths, query_truth, query_x)
     if field is None:
-        cells = [QueryCell(f"cell{i:07d}", str(p), str(p), true_label=t)
+        cells = [Cell(f"cell{i:07d}", str(p), str(p), true_label=t)
                  for i, (p, t) in enumerate(zip(query_paths, query_truth))]
     else:  # every cell cut from one field: the image view draws them all
-        cells = [QueryCell(f"cell{i:07d}", str(p), str(field), bbox, centroid, 200, rle, t)
+        cells = [Cell(f"cell{i:07d}", str(p), str(field), bbox, centroid, 200, rle, t)
                  for i, (p, t, (bbox, centroid, rle)) in enumerate(zip(query_paths, query_truth,
                                                                        _in_field(field, n_query)))]
     classifier = EWCClassifier(EWCParams(index="flat", entropy_norm="log_min_kc")).fit(ref_x, ref_labels)

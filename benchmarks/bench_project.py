@@ -15,7 +15,7 @@ import time
 from pathlib import Path
 
 from cellsearch_gui.core.app.session import Workspace
-from cellsearch_gui.core.types import QueryCell
+from cellsearch_gui.core.types import Cell
 
 
 def build(folder: Path, n_cells: int) -> float:
@@ -25,7 +25,7 @@ def build(folder: Path, n_cells: int) -> float:
     ws.query_paths = ["/data/fields"]
     ws.save(folder)
     rle = ",".join(["12", "30"] * 40)  # a typical mask row-length encoding (~240 characters)
-    cells = [QueryCell(f"field{i // 500:04d}_y{i:06d}_x{i:06d}", f"crops/{i}.png", f"/data/fields/f{i // 500}.tif",
+    cells = [Cell(f"field{i // 500:04d}_y{i:06d}_x{i:06d}", f"crops/{i}.png", f"/data/fields/f{i // 500}.tif",
                        (i, i, i + 60, i + 60), (i + 30.0, i + 30.0), 2800, rle) for i in range(n_cells)]
     ws.store.put_cells(cells)
     ws.set_labels({c.cell_id: "neutrophil" for c in cells[: n_cells // 5]})

@@ -239,7 +239,7 @@ def test_a_field_with_thousands_of_cells_is_drawn_in_few_items(window, tmp_path)
     from cellsearch_gui.core.app.run import AnalysisResult, pca_2d
     from cellsearch_gui.core.classify.ewc import EWCClassifier, EWCParams
     from cellsearch_gui.core.segmentation.masks import encode_rle
-    from cellsearch_gui.core.types import FeatureSet, QueryCell
+    from cellsearch_gui.core.types import Cell, FeatureSet
 
     field = tmp_path / "field.png"
     Image.fromarray(np.full((600, 800, 3), 200, np.uint8)).save(field)
@@ -251,7 +251,7 @@ def test_a_field_with_thousands_of_cells_is_drawn_in_few_items(window, tmp_path)
     ref_labels = [f"class{i % 4}" for i in range(n_ref)]
     yy, xx = np.mgrid[:12, :12]
     rle = encode_rle((yy - 5.5) ** 2 + (xx - 5.5) ** 2 <= 30)
-    cells = [QueryCell(f"c{i}", str(crop), str(field), (16 * (i % 50), 12 * (i // 50), 16 * (i % 50) + 12,
+    cells = [Cell(f"c{i}", str(crop), str(field), (16 * (i % 50), 12 * (i // 50), 16 * (i % 50) + 12,
                                                         12 * (i // 50) + 12), (0.0, 0.0), 90, rle)
              for i in range(n)]
 

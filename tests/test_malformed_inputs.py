@@ -16,7 +16,7 @@ from cellsearch_gui.core.io.images import read_rgb
 from cellsearch_gui.core.io.labels_csv import read_labels_csv
 from cellsearch_gui.core.project import open_project
 from cellsearch_gui.core.project.library import read_library_info
-from cellsearch_gui.core.types import QueryCell
+from cellsearch_gui.core.types import Cell
 
 
 def _png(array) -> bytes:
@@ -134,7 +134,7 @@ def labelled_project(tmp_path):
     folder = tmp_path / "project"
     ws = Workspace()
     ws.save(folder)
-    ws.store.put_cells([QueryCell("cell_a", "a.png", "a.png"), QueryCell("cell_b", "b.png", "b.png")])
+    ws.store.put_cells([Cell("cell_a", "a.png", "a.png"), Cell("cell_b", "b.png", "b.png")])
     ws.set_labels({"cell_a": "neutrophil"})
     ws.close()
     return folder

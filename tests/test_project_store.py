@@ -10,14 +10,14 @@ from cellsearch_gui.core.app.session import Workspace
 from cellsearch_gui.core.errors import CellSearchError
 from cellsearch_gui.core.project import open_project
 from cellsearch_gui.core.project.schema import SCHEMA_VERSION
-from cellsearch_gui.core.types import QueryCell
+from cellsearch_gui.core.types import Cell
 
 
 @pytest.fixture
 def project(tmp_path):
     ws = Workspace()
     ws.save(tmp_path / "p")
-    ws.store.put_cells([QueryCell(f"c{i}", f"{i}.png", f"{i}.png") for i in range(3)])
+    ws.store.put_cells([Cell(f"c{i}", f"{i}.png", f"{i}.png") for i in range(3)])
     ws.set_labels({"c0": "lymphocyte"})
     ws.close()
     return tmp_path / "p"
@@ -65,7 +65,7 @@ def test_disk_full_keeps_the_last_saved_state(project):
     ws = Workspace.open(project)
     pages = ws.store.db.execute("PRAGMA page_count").fetchone()[0]
     ws.store.db.execute(f"PRAGMA max_page_count = {pages + 1}")  # the disk fills up now
-    many = [QueryCell(f"n{i}", "x" * 200, "y" * 200) for i in range(5000)]
+    many = [Cell(f"n{i}", "x" * 200, "y" * 200) for i in range(5000)]
     with pytest.raises(CellSearchError, match="disk is full .* keeps its last saved state"):
         ws.store.put_cells(many)
     with pytest.raises(CellSearchError, match="disk is full"):

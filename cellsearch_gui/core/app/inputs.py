@@ -9,12 +9,13 @@ from dataclasses import asdict
 from pathlib import Path
 
 from cellsearch_gui.core.app.segment import segment_images
+from cellsearch_gui.core.crops.records import cell_from_row
 from cellsearch_gui.core.errors import DatasetError
 from cellsearch_gui.core.io.dataset import scan_class_folders
 from cellsearch_gui.core.io.images import collect_images, is_image_name
 from cellsearch_gui.core.jobs import CancelToken, Job, Progress
 from cellsearch_gui.core.segmentation.settings import SegmentSettings
-from cellsearch_gui.core.types import QueryCell
+from cellsearch_gui.core.types import Cell, crop_cell_id
 
 FIELD_MIN_SIDE = 512  # an image at least this wide or tall is a field of view to segment, not a crop
 
@@ -36,30 +37,25 @@ def image_side(path: Path) -> int:
         return 0
 
 
-def _crop_cell(path: Path, label: str | None = None) -> QueryCell:
-    digest = hashlib.sha1(str(path).encode()).hexdigest()[:8]
-    return QueryCell(f"{path.stem}_{digest}", str(path), str(path), true_label=label)
+def _crop_cell(path: Path, label: str | None = None) -> Cell:
+    return Cell(crop_cell_id(path), str(path), str(path), true_label=label)
 
 
-def cells_from_csv(csv_path: Path) -> list[QueryCell]:
+def cells_from_csv(csv_path: Path) -> list[Cell]:
+    """The cells of a segment job's cells.csv whose crop file is there."""
     cells = []
     with open(csv_path, newline="", encoding="utf-8") as handle:
         for row in csv.DictReader(handle):
             crop = csv_path.parent / row["crop_path"]
-            if not crop.is_file():
-                continue
-            cells.append(QueryCell(
-                row["cell_id"], str(crop), row["source_image"],
-                tuple(int(row[k]) for k in ("bbox_x0", "bbox_y0", "bbox_x1", "bbox_y1")),
-                (float(row["centroid_x"]), float(row["centroid_y"])), int(row["area_px"]), row["mask_rle"],
-                row.get("label") or None))
+            if crop.is_file():
+                cells.append(cell_from_row(row, crop))
     return cells
 
 
-def sort_inputs(paths: list[str | Path], kind: str = "auto") -> tuple[list[Path], list[QueryCell], list[str]]:
+def sort_inputs(paths: list[str | Path], kind: str = "auto") -> tuple[list[Path], list[Cell], list[str]]:
     """(fields to segment, ready-made crop cells, notes). ``kind``: auto | fields | crops."""
     fields: list[Path] = []
-    crops: list[QueryCell] = []
+    crops: list[Cell] = []
     notes: list[str] = []
     for item in map(Path, paths):
         if item.is_dir() and (item / "cells.csv").is_file():
@@ -91,10 +87,10 @@ def _segment_key(fields: list[Path], settings: SegmentSettings) -> str:
 
 
 def segment_each(fields: list[Path], work_dir: Path, settings: SegmentSettings, token: CancelToken
-                 ) -> Job[tuple[list[QueryCell], list[str]]]:
+                 ) -> Job[tuple[list[Cell], list[str]]]:
     """Segment field by field, each into its own folder: a finished field is never redone, so an
     interrupted run resumes at the first unfinished field (a folder counts once its segment.json exists)."""
-    cells: list[QueryCell] = []
+    cells: list[Cell] = []
     notes: list[str] = []
     for number, field_path in enumerate(fields):
         token.raise_if_cancelled()
@@ -111,7 +107,7 @@ def segment_each(fields: list[Path], work_dir: Path, settings: SegmentSettings, 
 
 
 def collect_query_cells(paths: list[str | Path], work_dir: Path, settings: SegmentSettings, kind: str = "auto",
-                        token: CancelToken | None = None) -> Job[tuple[list[QueryCell], list[str]]]:
+                        token: CancelToken | None = None) -> Job[tuple[list[Cell], list[str]]]:
     """Segment the fields (reusing finished ones) and gather every query cell."""
     token = token or CancelToken()
     fields, cells, notes = sort_inputs(paths, kind)

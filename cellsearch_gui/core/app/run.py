@@ -31,7 +31,7 @@ from cellsearch_gui.core.project import open_project
 from cellsearch_gui.core.project.arrays import load_run_arrays, save_run_arrays
 from cellsearch_gui.core.project.index_file import load_index, save_index
 from cellsearch_gui.core.segmentation.settings import SegmentSettings
-from cellsearch_gui.core.types import FeatureSet, QueryCell
+from cellsearch_gui.core.types import Cell, FeatureSet
 
 DEFAULT_MODELS = ("mobilenetv2", "efficientnet_lite0")
 
@@ -94,7 +94,7 @@ class RunPlan:
 
 @dataclass
 class AnalysisResult:
-    cells: list[QueryCell]
+    cells: list[Cell]
     reference: FeatureSet
     query: FeatureSet
     classifier: EWCClassifier
@@ -169,6 +169,18 @@ def pipeline_job(plan: RunPlan, token: CancelToken | None = None) -> Job[Analysi
     return result
 
 
+def cells_of(features: FeatureSet, cells: list[Cell]) -> list[Cell] | None:
+    """The cell of each feature row, joined by cell id (by crop path for runs saved before feature sets kept
+    ids); None when a row's cell is missing."""
+    if features.cell_ids:
+        by_key, keys = {c.cell_id: c for c in cells}, features.cell_ids
+    else:
+        by_key, keys = {c.crop_path: c for c in cells}, [str(p) for p in features.paths]
+    if any(key not in by_key for key in keys):
+        return None
+    return [by_key[key] for key in keys]
+
+
 def restore_result(store, settings: AnalysisSettings, added: dict[str, str] | None = None
                    ) -> AnalysisResult | None:
     """The last classification rebuilt from the project alone (cells, memory-mapped features, the index
@@ -182,10 +194,9 @@ def restore_result(store, settings: AnalysisSettings, added: dict[str, str] | No
     if loaded is None:
         return None
     ref, query = loaded
-    cells = {c.crop_path: c for c in store.cells()}
-    if any(str(p) not in cells for p in query.paths):
+    kept = cells_of(query, store.cells())
+    if kept is None:
         return None
-    kept = [cells[str(p)] for p in query.paths]
     params = settings.ewc_params()
     mean, axes = pca_2d(ref.features)
     in_library = {str(p) for p in ref.paths}
@@ -221,8 +232,10 @@ def _pipeline(plan: RunPlan, token: CancelToken, store) -> Job[AnalysisResult]:
     reference = load_reference(plan.reference_dirs)
     reference.paths += [Path(p) for p, _ in plan.extra_references]
     reference.labels += [label for _, label in plan.extra_references]
-    inputs = Inputs(reference, CropSet([Path(c.crop_path) for c in cells], [c.true_label for c in cells]),
-                    notes + reference.problems, s.reference_pixel_size_um, s.query_pixel_size_um)
+    query_crops = CropSet([Path(c.crop_path) for c in cells], [c.true_label for c in cells],
+                          cell_ids=[c.cell_id for c in cells])
+    inputs = Inputs(reference, query_crops, notes + reference.problems, s.reference_pixel_size_um,
+                    s.query_pixel_size_um)
     options = EmbedOptions(weights=s.weights, device=plan.device, batch_size=s.batch_size,
                            prep=preset(s.preprocessing), views=s.views)
     cache = EmbeddingCache(plan.cache_dir)
@@ -235,8 +248,7 @@ def _pipeline(plan: RunPlan, token: CancelToken, store) -> Job[AnalysisResult]:
     t0 = time.perf_counter()
     params = s.ewc_params()
     classifier = EWCClassifier(params).fit(ref.features, ref.labels)
-    by_path = {c.crop_path: c for c in cells}
-    kept = [by_path[str(p)] for p in query.paths]
+    kept = cells_of(query, cells)
     preds = classifier.predict(query.features, keep_neighbours=KEPT_NEIGHBOURS)
     mean, axes = pca_2d(ref.features)
     yield Progress("classifying", 1, 1)

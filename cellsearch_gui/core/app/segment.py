@@ -10,7 +10,7 @@ from pathlib import Path
 
 from cellsearch_gui import __version__
 from cellsearch_gui.core.app.results import SegmentSummary
-from cellsearch_gui.core.crops.records import CellRecord, cut_crop, make_record
+from cellsearch_gui.core.crops.records import CSV_COLUMNS, csv_row, cut_crop, make_cell
 from cellsearch_gui.core.errors import BadImageError
 from cellsearch_gui.core.io.fields import Field
 from cellsearch_gui.core.io.images import collect_images
@@ -32,7 +32,7 @@ def segment_images(inputs: list[str | Path], out_dir: str | Path, settings: Segm
     segmenters = {}
     results: list[ImageResult] = []
     with open(csv_path, "w", newline="", encoding="utf-8") as handle:
-        writer = csv.DictWriter(handle, fieldnames=CellRecord.columns())
+        writer = csv.DictWriter(handle, fieldnames=CSV_COLUMNS)
         writer.writeheader()
         for number, path in enumerate(images):
             token.raise_if_cancelled()
@@ -58,12 +58,11 @@ def segment_images(inputs: list[str | Path], out_dir: str | Path, settings: Segm
                     for number_in_image, (mask, tile) in enumerate(zip(masks, tile_ids)):
                         if number_in_image % 32 == 31:
                             field_.release_pages()  # crops of a huge field must not map it all in
-                        record = make_record(field_, mask, tile, "", scale, segmenters[key].name)
-                        record.crop_path = f"crops/{record.cell_id}.png"
+                        cell = make_cell(field_, mask, tile, scale, segmenters[key].name)
                         crop = cut_crop(field_, mask, settings.crop_size, settings.normalisation, scale,
-                                        settings.mask_background)
-                        Image.fromarray(crop).save(out / record.crop_path)
-                        rows.append(record.row())
+                                        settings.mask_background)  # framed with its own mask: no find_cell
+                        Image.fromarray(crop).save(out / cell.crop_path)
+                        rows.append(csv_row(cell))
                     writer.writerows(rows)
                     handle.flush()
                     result.cells = len(rows)

@@ -214,8 +214,9 @@ class Workspace:
 
     def labelled_set(self) -> CropSet:
         """The query cells the user has labelled: validation cells of this device (for suggestions)."""
-        picked = [(Path(c.crop_path), self.user_labels[c.cell_id]) for c in self.cells if c.cell_id in self.user_labels]
-        return CropSet([p for p, _ in picked], [lab for _, lab in picked])
+        picked = [c for c in self.cells if c.cell_id in self.user_labels]
+        return CropSet([Path(c.crop_path) for c in picked], [self.user_labels[c.cell_id] for c in picked],
+                       cell_ids=[c.cell_id for c in picked])
 
     def neighbours(self, index: int, count: int = 12) -> list[Neighbour]:
         r = self.result

@@ -164,6 +164,11 @@ def prepare_crop(rgb: np.ndarray, prep: CropPrep, pixel_size_um: float | None = 
     """A ready-made crop -> the prepared crop, with a record of what was done."""
     if not prep.active:
         return rgb, PrepRecord(False, 0, 1.0, "not rescaled")
+    # Trade-off: a crop file carries no mask, so the cell is found here. Crops cut from segmented fields were
+    # framed with their own segmentation mask (records.cut_crop -> frame_cell, never find_cell); when a preset
+    # needs the cell again at embedding time, it is found in the written crop like any crop file, because the
+    # embedding cache is keyed by file content and prep tag only. Finding is deterministic and its record is
+    # cached with the features; handing the segmentation mask over would change segmented cells' features.
     mask, n_found = find_cell(rgb, prep.objects) if prep.needs_cell else (None, 0)
     notes = []
     if prep.needs_cell and mask is None:

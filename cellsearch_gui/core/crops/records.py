@@ -1,9 +1,10 @@
-"""Cell records and crops: a 224x224 (configurable) crop centred on each mask, at the working pixel size."""
+"""Cells cut from segmented fields: a 224x224 (configurable) crop centred on each mask at the working pixel
+size, and the cells.csv row of each (read back by ``cell_from_row``)."""
 
 from __future__ import annotations
 
 import re
-from dataclasses import asdict, dataclass, fields
+from pathlib import Path
 
 import numpy as np
 
@@ -11,35 +12,37 @@ from cellsearch_gui.core.crops.prepare import frame_cell
 from cellsearch_gui.core.io.fields import Field
 from cellsearch_gui.core.segmentation.masks import CellMask, encode_rle
 from cellsearch_gui.core.segmentation.settings import Normalisation
+from cellsearch_gui.core.types import Cell
+
+CSV_COLUMNS = ["cell_id", "crop_path", "source_image", "tile", "bbox_x0", "bbox_y0", "bbox_x1", "bbox_y1",
+               "centroid_x", "centroid_y", "area_px", "area_um2", "pixel_size_um", "pixel_size_source", "scale",
+               "segmenter", "score", "mask_rle"]
+BBOX_COLUMNS = ("bbox_x0", "bbox_y0", "bbox_x1", "bbox_y1")
 
 
-@dataclass
-class CellRecord:
-    cell_id: str
-    crop_path: str
-    source_image: str
-    tile: int
-    bbox_x0: int
-    bbox_y0: int
-    bbox_x1: int
-    bbox_y1: int
-    centroid_x: float
-    centroid_y: float
-    area_px: int
-    area_um2: float | None
-    pixel_size_um: float | None
-    pixel_size_source: str
-    scale: float
-    segmenter: str
-    score: float
-    mask_rle: str  # bbox-sized, source pixel coordinates
+def csv_row(cell: Cell) -> dict:
+    """The cell's row of cells.csv (CSV_COLUMNS)."""
+    x0, y0, x1, y1 = cell.bbox
+    cx, cy = cell.centroid
+    return {"cell_id": cell.cell_id, "crop_path": cell.crop_path, "source_image": cell.source_image,
+            "tile": cell.tile, "bbox_x0": x0, "bbox_y0": y0, "bbox_x1": x1, "bbox_y1": y1, "centroid_x": cx,
+            "centroid_y": cy, "area_px": cell.area_px, "area_um2": cell.area_um2, "pixel_size_um": cell.pixel_size_um,
+            "pixel_size_source": cell.pixel_size_source, "scale": cell.scale, "segmenter": cell.segmenter,
+            "score": cell.score, "mask_rle": cell.mask_rle}
 
-    @classmethod
-    def columns(cls) -> list[str]:
-        return [f.name for f in fields(cls)]
 
-    def row(self) -> dict:
-        return asdict(self)
+def _number(text: str | None, kind=float):
+    return kind(text) if text not in (None, "") else None
+
+
+def cell_from_row(row: dict, crop: Path) -> Cell:
+    """A cells.csv row back as a Cell, its crop at ``crop``; an optional ``label`` column is the true label."""
+    return Cell(
+        row["cell_id"], str(crop), row["source_image"], tuple(int(row[k]) for k in BBOX_COLUMNS),
+        (float(row["centroid_x"]), float(row["centroid_y"])), int(row["area_px"]), row["mask_rle"],
+        row.get("label") or None, tile=_number(row.get("tile"), int), area_um2=_number(row.get("area_um2")),
+        pixel_size_um=_number(row.get("pixel_size_um")), pixel_size_source=row.get("pixel_size_source") or None,
+        scale=_number(row.get("scale")), segmenter=row.get("segmenter") or None, score=_number(row.get("score")))
 
 
 def cell_id(image_path, cy: float, cx: float) -> str:
@@ -61,15 +64,15 @@ def cut_crop(field: Field, mask: CellMask, crop_size: int, norm: Normalisation, 
     return frame_cell(region, local, scale, crop_size, mask_background, colour, (cy - y0, cx - x0))
 
 
-def make_record(field: Field, mask: CellMask, tile: int, crop_path: str, scale: float,
-                segmenter: str) -> CellRecord:
+def make_cell(field: Field, mask: CellMask, tile: int, scale: float, segmenter: str) -> Cell:
+    """The cell of one mask; its crop is ``crops/<cell_id>.png`` beside cells.csv."""
     cy, cx = mask.centroid
     px = field.info.pixel_size_um
-    x0, y0, x1, y1 = mask.bbox
-    return CellRecord(
-        cell_id=cell_id(field.path, cy, cx), crop_path=crop_path, source_image=str(field.path), tile=tile,
-        bbox_x0=x0, bbox_y0=y0, bbox_x1=x1, bbox_y1=y1, centroid_x=round(cx, 2), centroid_y=round(cy, 2),
-        area_px=mask.area, area_um2=round(mask.area * px * px, 3) if px else None, pixel_size_um=px,
+    uid = cell_id(field.path, cy, cx)
+    return Cell(
+        cell_id=uid, crop_path=f"crops/{uid}.png", source_image=str(field.path), bbox=tuple(mask.bbox),
+        centroid=(round(cx, 2), round(cy, 2)), area_px=mask.area, mask_rle=encode_rle(mask.mask), tile=tile,
+        area_um2=round(mask.area * px * px, 3) if px else None, pixel_size_um=px,
         pixel_size_source=field.info.pixel_size_source, scale=round(scale, 6), segmenter=segmenter,
-        score=round(mask.score, 4), mask_rle=encode_rle(mask.mask),
+        score=round(mask.score, 4),
     )

@@ -244,10 +244,12 @@ class EmbedJob:
                      else np.zeros((0, dim), np.float32) for m, dim in zip(self.model_ids, dims)}
         features = concat_blocks(list(per_model.values()), self.opts.per_model_l2) if keep else \
             np.zeros((0, sum(dims)), np.float32)
+        cell_ids = self.crops.ids()
         return FeatureSet(
             prep=self.opts.prep.as_dict(),
             prep_notes=self.prep_notes(keep),
             paths=[self.crops.paths[i] for i in keep],
+            cell_ids=[cell_ids[i] for i in keep],
             labels=[self.crops.labels[i] for i in keep],
             features=features,
             model_ids=list(self.model_ids),

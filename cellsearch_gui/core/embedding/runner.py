@@ -8,6 +8,7 @@ import time
 import numpy as np
 
 from cellsearch_gui.core.crops.prepare import CropPrep
+from cellsearch_gui.core.embedding.recipe import CropRecipe
 from cellsearch_gui.core.errors import OutOfMemoryError
 from cellsearch_gui.core.jobs import CancelToken
 from cellsearch_gui.core.models.backends import RANDOM_INIT, build_model
@@ -51,7 +52,7 @@ class ModelRunner:
             self.batch_size = min(batch_size, self.spec.max_batch or batch_size)
         self.pin_memory = pin_memory and self.device.startswith("cuda")  # page-locked host batches copy faster
         self.seed = seed
-        self.prep = prep or CropPrep()
+        self.recipe = CropRecipe.for_model(self.spec, prep)
         if views not in (1, 4, 8):
             raise ValueError(f"views must be 1, 4 (rotations) or 8 (rotations and flips), got {views}")
         self.views = views
@@ -60,11 +61,16 @@ class ModelRunner:
         self.load_seconds = 0.0  # time spent building the model (and reading its weights)
 
     @property
+    def prep(self) -> CropPrep:
+        return self.recipe.prep
+
+    @property
     def fingerprint(self) -> str:
+        """Model, weights, recipe (input size, resize rule, crop prep), views and precision: what decides
+        a cached vector."""
         views = "" if self.views == 1 else f"|views={self.views}"
         precision = "" if self.precision == "fp32" else f"|{self.precision}"
-        return (f"{self.spec.id}|{self.weights_id}|{self.spec.input_size}|{PREPROCESS_VERSION}|"
-                f"{self.prep.tag()}{views}{precision}")
+        return f"{self.spec.id}|{self.weights_id}|{self.recipe.tag()}{views}{precision}"
 
     def load(self):
         if self._model is None:
@@ -108,7 +114,7 @@ class ModelRunner:
         crop readers build it while the model runs on the previous batch."""
         import torch
 
-        batch = torch.from_numpy(np.stack([resize_for_model(im, self.spec) for im in images]))
+        batch = torch.from_numpy(np.stack([self.recipe.resize(im) for im in images]))
         return batch.pin_memory() if self.pin_memory else batch
 
     def _forward(self, batch):
@@ -118,11 +124,11 @@ class ModelRunner:
         model = self.load()
         if self._norm is None:
             self._norm = tuple(torch.tensor(v, dtype=torch.float32, device=self.device).view(1, 3, 1, 1)
-                               for v in (self.spec.mean, self.spec.std))
+                               for v in (self.recipe.mean, self.recipe.std))
         mean, std = self._norm
         with torch.inference_mode():
             x = batch.to(self.device, non_blocking=self.pin_memory).permute(0, 3, 1, 2).float()
-            x = x.div_(255.0).sub_(mean).div_(std)  # normalised on the device, left channels-last
+            x = x.div_(255.0).sub_(mean).div_(std)  # recipe.normalise on the device, left channels-last
             with self._autocast():
                 return model(x).float()
 
@@ -180,19 +186,13 @@ class ModelRunner:
 
 
 def resize_for_model(image: np.ndarray, spec: ModelSpec) -> np.ndarray:
-    """uint8 HxWx3 -> uint8 SxSx3 at the model's input size (area-averaged when shrinking)."""
-    import cv2
-
-    size = spec.input_size
-    shrink = image.shape[0] > size or image.shape[1] > size
-    return cv2.resize(image, (size, size), interpolation=cv2.INTER_AREA if shrink else cv2.INTER_LINEAR)
+    """uint8 HxWx3 -> uint8 SxSx3 at the model's input size (CropRecipe.resize)."""
+    return CropRecipe.for_model(spec).resize(image)
 
 
 def preprocess(image: np.ndarray, spec: ModelSpec) -> np.ndarray:
-    """uint8 HxWx3 -> float32 3xSxS, resized to the model's input size and normalised."""
-    x = resize_for_model(image, spec).astype(np.float32) / 255.0
-    x = (x - np.array(spec.mean, np.float32)) / np.array(spec.std, np.float32)
-    return x.transpose(2, 0, 1)
+    """uint8 HxWx3 -> float32 3xSxS, resized to the model's input size and normalised (CropRecipe.model_input)."""
+    return CropRecipe.for_model(spec).model_input(image)
 
 
 def auto_batch_size(device: str, spec: ModelSpec) -> int:
@@ -202,6 +202,3 @@ def auto_batch_size(device: str, spec: ModelSpec) -> int:
     if device == "cpu":
         return min(CPU_BATCH, spec.max_batch or CPU_BATCH)
     return min(GPU_BATCH, 8 * spec.max_batch) if spec.max_batch else GPU_BATCH
-
-
-PREPROCESS_VERSION = "resize-square-v1"

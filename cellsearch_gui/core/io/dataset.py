@@ -11,6 +11,7 @@ import numpy as np
 
 from cellsearch_gui.core.errors import DatasetError
 from cellsearch_gui.core.io.images import is_image_name
+from cellsearch_gui.core.types import crop_cell_id
 
 
 @dataclass
@@ -20,6 +21,10 @@ class CropSet:
     paths: list[Path]
     labels: list[str | None]
     problems: list[str] = field(default_factory=list)
+    cell_ids: list[str] | None = None  # one per path; None: each file is its own cell (types.crop_cell_id)
+
+    def ids(self) -> list[str]:
+        return list(self.cell_ids) if self.cell_ids is not None else [crop_cell_id(p) for p in self.paths]
 
     @property
     def labelled(self) -> bool:
@@ -34,7 +39,8 @@ class CropSet:
 
     def subset(self, indices) -> "CropSet":
         idx = list(indices)
-        return CropSet([self.paths[i] for i in idx], [self.labels[i] for i in idx], list(self.problems))
+        ids = None if self.cell_ids is None else [self.cell_ids[i] for i in idx]
+        return CropSet([self.paths[i] for i in idx], [self.labels[i] for i in idx], list(self.problems), ids)
 
     def restrict(self, classes: list[str]) -> "CropSet":
         wanted = set(classes)

@@ -27,7 +27,8 @@ def save_run_arrays(folder: Path, run_id: int, reference: FeatureSet, query: Fea
                 "fingerprints": reference.fingerprints, "dtype": dtype,
                 "reference_paths": [str(p) for p in reference.paths], "reference_labels": reference.labels,
                 "query_paths": [str(p) for p in query.paths], "prep": {"reference": reference.prep,
-                                                                          "query": query.prep}}
+                                                                          "query": query.prep},
+                "reference_cell_ids": reference.cell_ids, "query_cell_ids": query.cell_ids}
     write_text_atomic(out / "manifest.json", json.dumps(manifest))
     return out
 
@@ -49,7 +50,7 @@ def load_run_arrays(folder: Path, run_id: int) -> tuple[FeatureSet, FeatureSet] 
                 features=concat_blocks(blocks, manifest["per_model_l2"]), model_ids=manifest["models"],
                 dims=manifest["dims"], per_model_l2=manifest["per_model_l2"],
                 fingerprints=manifest["fingerprints"], per_model={m: b for m, b in zip(manifest["models"], blocks)},
-                prep=manifest["prep"][kind]))
+                prep=manifest["prep"][kind], cell_ids=list(manifest.get(f"{kind}_cell_ids", []))))
     except (OSError, ValueError, KeyError):
         return None
     return sets[0], sets[1]

@@ -14,7 +14,7 @@ from cellsearch_gui import __version__
 from cellsearch_gui.core.errors import CellSearchError
 from cellsearch_gui.core.project.lock import ProjectLock
 from cellsearch_gui.core.project.schema import SCHEMA_VERSION, migrate
-from cellsearch_gui.core.types import QueryCell
+from cellsearch_gui.core.types import Cell
 
 DB_NAME = "project.sqlite"
 LEGACY_FILE = "project.json"
@@ -90,7 +90,8 @@ class ProjectStore:
         return [{"path": p, "pixel_size_um": px, "device": d} for p, px, d in rows]
 
     # --- cells, labels, runs, predictions ------------------------------------------------------------
-    def put_cells(self, cells) -> None:
+    def put_cells(self, cells: list[Cell]) -> None:
+        """Cells by id (a cell already stored keeps its row); how a segmented cell was cut stays in cells.csv."""
         rows = [(c.cell_id, c.source_image, c.crop_path, *(c.bbox or (None,) * 4), *(c.centroid or (None, None)),
                  c.area_px, c.mask_rle, c.true_label) for c in cells]
         with self.write(f"save {len(rows)} cells") as db:
@@ -98,14 +99,13 @@ class ProjectStore:
                            "centroid_x, centroid_y, area_px, mask_rle, folder_label) "
                            "VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?) ON CONFLICT (uid) DO NOTHING", rows)
 
-    def cells(self):
-
+    def cells(self) -> list[Cell]:
         out = []
         for row in self.db.execute("SELECT uid, crop_path, image_path, bbox_x0, bbox_y0, bbox_x1, bbox_y1, "
                                    "centroid_x, centroid_y, area_px, mask_rle, folder_label FROM cells ORDER BY id"):
             bbox = None if row[3] is None else tuple(row[3:7])
             centroid = None if row[7] is None else (row[7], row[8])
-            out.append(QueryCell(row[0], row[1], row[2], bbox, centroid, row[9], row[10], row[11]))
+            out.append(Cell(row[0], row[1], row[2], bbox, centroid, row[9], row[10], row[11]))
         return out
 
     def set_labels(self, labels: dict[str, str | None], who: str | None = None) -> None:
