@@ -18,7 +18,7 @@ from cellsearch_gui.core.app.run import AnalysisResult, AnalysisSettings, pca_2d
 from cellsearch_gui.core.app.session import Workspace
 from cellsearch_gui.core.classify.ewc import EWCClassifier, EWCParams
 from cellsearch_gui.core.project.arrays import save_run_arrays
-from cellsearch_gui.core.types import FeatureSet, QueryCell
+from cellsearch_gui.core.types import FeatureSet, Cell
 
 
 @pytest.fixture
@@ -39,7 +39,7 @@ def synthetic_result(tmp_path, n_ref: int = 60, n: int = 40) -> AnalysisResult:
     rng = np.random.default_rng(0)
     ref_x, query_x = rng.normal(size=(n_ref, 8)).astype(np.float32), rng.normal(size=(n, 8)).astype(np.float32)
     ref_labels = [f"class{i % 4}" for i in range(n_ref)]
-    cells = [QueryCell(f"c{i}", str(tmp_path / "crops" / f"c{i}.png"), str(tmp_path / "crops" / f"c{i}.png"))
+    cells = [Cell(f"c{i}", str(tmp_path / "crops" / f"c{i}.png"), str(tmp_path / "crops" / f"c{i}.png"))
              for i in range(n)]
 
     def features(x, paths, labels):
