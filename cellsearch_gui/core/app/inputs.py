@@ -12,6 +12,7 @@ from cellsearch_gui.core.app.segment import segment_images
 from cellsearch_gui.core.crops.records import cell_from_row
 from cellsearch_gui.core.errors import DatasetError
 from cellsearch_gui.core.io.dataset import scan_class_folders
+from cellsearch_gui.core.io.files import regular_file_problem
 from cellsearch_gui.core.io.images import collect_images, is_image_name
 from cellsearch_gui.core.jobs import CancelToken, Job, Progress
 from cellsearch_gui.core.segmentation.settings import SegmentSettings
@@ -22,6 +23,8 @@ FIELD_MIN_SIDE = 512  # an image at least this wide or tall is a field of view t
 
 def image_side(path: Path) -> int:
     """Largest side in pixels from the file header only; 0 when it cannot be read (reported later)."""
+    if regular_file_problem(path):
+        return 0
     try:
         if path.suffix.lower() in (".tif", ".tiff"):
             import tifffile

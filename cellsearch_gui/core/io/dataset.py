@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import csv
+import os
 from collections import Counter
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -10,6 +11,7 @@ from pathlib import Path
 import numpy as np
 
 from cellsearch_gui.core.errors import DatasetError
+from cellsearch_gui.core.io.files import display_path, is_inside, nfc, regular_file_problem
 from cellsearch_gui.core.io.images import is_image_name
 from cellsearch_gui.core.types import crop_cell_id
 
@@ -64,34 +66,72 @@ def _hidden(path: Path) -> bool:
 METADATA_SUFFIXES = {".csv", ".md", ".txt", ".json", ".xml"}
 
 
-def _images_in(folder: Path, problems: list[str], is_class_folder: bool = True) -> list[Path]:
+def _images_in(folder: Path, problems: list[str], is_class_folder: bool = True, root: Path | None = None,
+               seen: set[str] | None = None) -> list[Path]:
+    """Image files directly in ``folder``. Special files, broken links, links leaving ``root`` and files
+    already met through another link are skipped with a note."""
     found = []
+    seen = set() if seen is None else seen
     for path in sorted(folder.iterdir()):
         if _hidden(path) or path.is_dir():
             continue
-        if is_image_name(path):
+        shown = display_path(path)
+        if not is_image_name(path):
+            if is_class_folder or path.suffix.lower() not in METADATA_SUFFIXES:
+                problems.append(f"{shown}: not an image file (extension '{path.suffix or 'none'}'), skipped")
+            continue
+        problem = regular_file_problem(path)
+        if problem:
+            problems.append(f"{shown}: {problem}, skipped")
+        elif root is not None and not is_inside(path, root):
+            problems.append(f"{shown}: a link leading outside the library ({display_path(root)}), not followed")
+        elif os.path.realpath(path) in seen:
+            problems.append(f"{shown}: the same file as another image reached through a link, used once")
+        else:
+            seen.add(os.path.realpath(path))
             found.append(path)
-        elif is_class_folder or path.suffix.lower() not in METADATA_SUFFIXES:
-            problems.append(f"{path}: not an image file (extension '{path.suffix or 'none'}'), skipped")
     return found
 
 
+def _class_folders(root: Path, problems: list[str]) -> list[tuple[str, Path]]:
+    """(class name in NFC, folder) for each class folder; links leaving the library and second links to
+    one folder are skipped with a note."""
+    by_target: dict[str, Path] = {}
+    folders = []
+    for folder in sorted(root.iterdir()):
+        if _hidden(folder) or not folder.is_dir():
+            continue
+        target = os.path.realpath(folder)
+        if not is_inside(folder, root):
+            problems.append(f"{display_path(folder)}: class folder is a link leading outside the library "
+                            f"({display_path(root)}), not followed")
+        elif target in by_target:
+            problems.append(f"{display_path(folder)}: a link to class folder '{display_path(by_target[target].name)}'"
+                            ", not a class of its own, skipped")
+        else:
+            by_target[target] = folder
+            folders.append((nfc(folder.name), folder))
+    return folders
+
+
 def scan_class_folders(root: str | Path) -> CropSet:
-    """Read DIR/<class>/<image>; folders starting with '_' or '.' are not classes."""
+    """Read DIR/<class>/<image>; folders starting with '_' or '.' are not classes. Class names are NFC
+    (one name however it is spelt); links never lead outside the library or duplicate a class."""
     root = Path(root)
     if not root.is_dir():
-        raise DatasetError(f"{root}: not a folder")
+        raise DatasetError(f"{display_path(root)}: not a folder")
     problems: list[str] = []
     paths, labels = [], []
-    class_dirs = [p for p in sorted(root.iterdir()) if p.is_dir() and not _hidden(p)]
-    for class_dir in class_dirs:
-        images = _images_in(class_dir, problems)
+    seen: set[str] = set()
+    for label, class_dir in _class_folders(root, problems):
+        images = _images_in(class_dir, problems, root=root, seen=seen)
         if not images:
-            problems.append(f"{class_dir}: class folder '{class_dir.name}' holds no images, skipped")
+            problems.append(f"{display_path(class_dir)}: class folder '{display_path(class_dir.name)}' holds no "
+                            "images, skipped")
         paths += images
-        labels += [class_dir.name] * len(images)
+        labels += [label] * len(images)
     if not paths:
-        raise DatasetError(f"{root}: no labelled images found; expected one sub-folder per class "
+        raise DatasetError(f"{display_path(root)}: no labelled images found; expected one sub-folder per class "
                            "(DIR/<class>/<image>)")
     return CropSet(paths, labels, problems)
 
@@ -102,7 +142,8 @@ def scan_query(root: str | Path) -> CropSet:
     if root.is_file():
         return CropSet([root], [None])
     if not root.is_dir():
-        raise DatasetError(f"{root}: no such file or folder")
+        problem = regular_file_problem(root) if os.path.lexists(root) else "no such file or folder"
+        raise DatasetError(f"{display_path(root)}: {problem}")
     if (root / "cells.csv").is_file():
         return read_cells_csv(root / "cells.csv")
     problems: list[str] = []
@@ -136,16 +177,16 @@ def read_cells_csv(path: Path) -> CropSet:
     with open(path, newline="", encoding="utf-8") as handle:
         reader = csv.DictReader(handle)
         if not reader.fieldnames or "crop_path" not in reader.fieldnames:
-            raise DatasetError(f"{path}: not a cells.csv from 'cellsearch segment' (no crop_path column)")
+            raise DatasetError(f"{display_path(path)}: not a cells.csv from 'cellsearch segment' (no crop_path column)")
         for line, row in enumerate(reader, start=2):
             crop = path.parent / (row.get("crop_path") or "")
             if not row.get("crop_path") or not crop.is_file():
-                problems.append(f"{path}:{line}: crop file '{row.get('crop_path')}' is missing, skipped")
+                problems.append(f"{display_path(path)}:{line}: crop file '{row.get('crop_path')}' is missing, skipped")
                 continue
             paths.append(crop)
-            labels.append(row.get("label") or None)
+            labels.append(nfc(row["label"]) if row.get("label") else None)
     if not paths:
-        raise DatasetError(f"{path}: lists no existing crops")
+        raise DatasetError(f"{display_path(path)}: lists no existing crops")
     return CropSet(paths, labels, problems)
 
 

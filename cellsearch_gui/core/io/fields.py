@@ -17,7 +17,8 @@ from pathlib import Path
 import numpy as np
 
 from cellsearch_gui.core.errors import BadImageError
-from cellsearch_gui.core.io.images import intensity_range, read_rgb, stretch, to_rgb
+from cellsearch_gui.core.io.files import display_path, regular_file_problem
+from cellsearch_gui.core.io.images import check_budget, intensity_range, read_rgb, stretch, to_rgb
 
 MAX_FIELD_PIXELS = int(float(os.environ.get("CELLSEARCH_MAX_FIELD_PIXELS", 4e9)))
 _UNIT_TO_UM = {"nm": 1e-3, "µm": 1.0, "um": 1.0, "micron": 1.0, "microns": 1.0, "\\u00B5m": 1.0,
@@ -79,10 +80,13 @@ class Field:
         self._tif = None
         self._array = None
         self._range = None
+        problem = regular_file_problem(self.path)
+        if problem:
+            raise BadImageError(display_path(self.path), problem)
         try:
             size = self.path.stat().st_size
         except OSError as exc:
-            raise BadImageError(self.path, f"cannot open ({exc.strerror})") from None
+            raise BadImageError(display_path(self.path), f"cannot open ({exc.strerror})") from None
         if size == 0:
             raise BadImageError(self.path, "empty file (0 bytes)")
         if self.path.suffix.lower() in (".tif", ".tiff", ".btf", ".tf8"):
@@ -116,14 +120,32 @@ class Field:
         except Exception:  # noqa: BLE001
             self._array = None
         if self._array is None:
-            try:
-                self._array = page.asarray()
-            except Exception as exc:  # noqa: BLE001
-                raise BadImageError(self.path, f"corrupt TIFF data ({exc.__class__.__name__}: {exc})") from None
-        if self._array.ndim == 3 and self._array.shape[0] in (3, 4) and self._array.shape[2] not in (3, 4):
+            self._array = self._segmented_or_whole(tif, page)
+        if isinstance(self._array, np.ndarray) and self._array.ndim == 3 and self._array.shape[0] in (3, 4) and self._array.shape[2] not in (3, 4):
             self._array = np.moveaxis(self._array, 0, -1)  # planar RGB
         self.info = FieldInfo(self.path, height, width, channels, str(dtype), pixel_size, source,
-                              isinstance(self._array, np.memmap))
+                              not isinstance(self._array, np.ndarray) or isinstance(self._array, np.memmap))
+
+    def _segmented_or_whole(self, tif, page):
+        """Compressed pages are read by strip or tile; whole only when that is impossible and fits the budget."""
+        from cellsearch_gui.core.io.tiff_regions import SegmentedPage
+
+        try:
+            return SegmentedPage(page, self.path)
+        except BadImageError:
+            tif.close()
+            raise
+        except Exception:  # noqa: BLE001 - odd layouts fall back to one whole read below
+            pass
+        try:
+            check_budget(self.path, "the whole image", int(np.prod(page.shape)) * page.dtype.itemsize)
+            return page.asarray()
+        except BadImageError:
+            tif.close()
+            raise
+        except Exception as exc:  # noqa: BLE001
+            tif.close()
+            raise BadImageError(self.path, f"corrupt TIFF data ({exc.__class__.__name__}: {exc})") from None
 
     @property
     def shape(self) -> tuple[int, int]:
@@ -134,7 +156,7 @@ class Field:
         band = step * 256
         parts = []
         for y0 in range(0, self.shape[0], band):
-            parts.append(np.array(self._array[y0 : y0 + band : step, ::step]))
+            parts.append(self._region(slice(y0, y0 + band, step), slice(None, None, step)))
             self.release_pages()
         return np.concatenate(parts)
 
@@ -154,8 +176,17 @@ class Field:
         rng = self._intensity_range()
         return to_rgb(stretch(region, *rng) if rng is not None else region)
 
+    def _region(self, rows: slice, cols: slice) -> np.ndarray:
+        try:
+            return np.array(self._array[rows, cols])
+        except BadImageError:
+            raise
+        except Exception as exc:  # noqa: BLE001 - a damaged strip or tile shows up when it is read
+            raise BadImageError(display_path(self.path), f"corrupt TIFF data ({exc.__class__.__name__}: {exc})"
+                                ) from None
+
     def read(self, y0: int, y1: int, x0: int, x1: int) -> np.ndarray:
-        return self._to_rgb8(np.asarray(self._array[max(0, y0):y1, max(0, x0):x1]))
+        return self._to_rgb8(self._region(slice(max(0, y0), y1), slice(max(0, x0), x1)))
 
     def overview(self, max_side: int = 2048) -> np.ndarray:
         """A strided (nearest-neighbour) view of the whole field, read without loading it all."""

@@ -2,15 +2,26 @@
 
 from __future__ import annotations
 
+import os
 import warnings
 from pathlib import Path
 
 import numpy as np
 
 from cellsearch_gui.core.errors import BadImageError
+from cellsearch_gui.core.io.files import display_path, regular_file_problem
 
 IMAGE_SUFFIXES = {".png", ".jpg", ".jpeg", ".bmp", ".tif", ".tiff", ".webp", ".gif"}
 MAX_PIXELS = 200_000_000  # decompression-bomb guard for a single crop or field
+READ_BUDGET = int(float(os.environ.get("CELLSEARCH_READ_BUDGET_MB", 1024)) * 2**20)  # decoded bytes per read
+
+
+def check_budget(path: Path, what: str, n_bytes: int) -> None:
+    """Refuse, naming the file, a read whose decoded data would exceed the memory budget."""
+    if n_bytes > READ_BUDGET:
+        raise BadImageError(path, f"{what} would take {n_bytes / 2**20:,.0f} MiB of memory once decoded, more "
+                                  f"than the {READ_BUDGET / 2**20:,.0f} MiB budget for one read "
+                                  "(CELLSEARCH_READ_BUDGET_MB)")
 
 
 def is_image_name(path: Path) -> bool:
@@ -65,10 +76,13 @@ def to_rgb(array: np.ndarray) -> np.ndarray:
 def read_rgb(path: str | Path) -> np.ndarray:
     """Read an image file as HxWx3 uint8, or raise BadImageError naming the file and the problem."""
     path = Path(path)
+    problem = regular_file_problem(path)
+    if problem:
+        raise BadImageError(display_path(path), problem)
     try:
         size = path.stat().st_size
     except OSError as exc:
-        raise BadImageError(path, f"cannot open ({exc.strerror})") from None
+        raise BadImageError(display_path(path), f"cannot open ({exc.strerror})") from None
     if size == 0:
         raise BadImageError(path, "empty file (0 bytes)")
     if path.suffix.lower() in (".tif", ".tiff"):
@@ -94,6 +108,7 @@ def _read_tiff(path: Path) -> np.ndarray:
             if int(np.prod(page.shape[:2])) > MAX_PIXELS:
                 raise BadImageError(path, f"{page.shape[1]}x{page.shape[0]} pixels exceeds the "
                                           f"{MAX_PIXELS:,}-pixel limit for one image")
+            check_budget(path, "the image", int(np.prod(page.shape)) * page.dtype.itemsize)
             array = page.asarray()
     except BadImageError:
         raise
@@ -116,6 +131,7 @@ def _read_with_pil(path: Path) -> np.ndarray:
                 if image.width * image.height > MAX_PIXELS:
                     raise BadImageError(path, f"{image.width}x{image.height} pixels exceeds the "
                                               f"{MAX_PIXELS:,}-pixel limit for one image")
+                check_budget(path, "the image", image.width * image.height * _decoded_bytes_per_pixel(image))
                 image.load()  # raises on truncated or corrupt data
                 array = _pil_to_array(image)
     except BadImageError:
@@ -127,6 +143,11 @@ def _read_with_pil(path: Path) -> np.ndarray:
     except (OSError, SyntaxError, ValueError) as exc:
         raise BadImageError(path, f"corrupt or truncated image ({exc})") from None
     return array
+
+
+def _decoded_bytes_per_pixel(image) -> int:
+    depth = 1 if image.mode in ("1", "L", "P", "RGB", "RGBA", "LA", "PA", "CMYK", "YCbCr", "LAB", "HSV") else 4
+    return max(3, len(image.getbands())) * depth
 
 
 def _pil_to_array(image) -> np.ndarray:
@@ -149,17 +170,43 @@ def rescale(image: np.ndarray, scale: float, nearest: bool = False) -> np.ndarra
     return cv2.resize(image, size, interpolation=interp)
 
 
+def _hidden_part(path: Path, root: Path) -> bool:
+    return any(part.startswith((".", "_")) for part in path.relative_to(root).parts)
+
+
+def images_under(folder: Path, problems: list[str]) -> list[Path]:
+    """Image files anywhere under ``folder`` (hidden and '_' names left out). Linked sub-folders are not
+    entered (no loops, no leaving the folder); special files and broken links are reported and skipped;
+    a file reached twice through links is used once."""
+    found: dict[str, Path] = {}
+    for dirpath, dirnames, filenames in os.walk(folder, onerror=lambda exc: problems.append(
+            f"{display_path(exc.filename or folder)}: cannot read ({exc.strerror})")):
+        here = Path(dirpath)
+        dirnames[:] = sorted(d for d in dirnames if not d.startswith((".", "_")))
+        for name in sorted(filenames):
+            path = here / name
+            if not is_image_name(path) or _hidden_part(path, folder):
+                continue
+            problem = regular_file_problem(path)
+            if problem:
+                problems.append(f"{display_path(path)}: {problem}, skipped")
+                continue
+            found.setdefault(os.path.realpath(path), path)
+    return sorted(found.values())
+
+
 def collect_images(inputs: list[str | Path]) -> tuple[list[Path], list[str]]:
     images, problems = [], []
     for item in map(Path, inputs):
         if item.is_dir():
-            found = sorted(p for p in item.rglob("*") if p.is_file() and is_image_name(p)
-                           and not any(part.startswith((".", "_")) for part in p.relative_to(item).parts))
+            found = images_under(item, problems)
             if not found:
-                problems.append(f"{item}: folder holds no images")
+                problems.append(f"{display_path(item)}: folder holds no images")
             images += found
         elif item.is_file():
             images.append(item)
+        elif os.path.lexists(item):
+            problems.append(f"{display_path(item)}: {regular_file_problem(item) or 'not a file'}, skipped")
         else:
-            problems.append(f"{item}: no such file or folder")
+            problems.append(f"{display_path(item)}: no such file or folder")
     return images, problems

@@ -7,6 +7,7 @@ import io
 from pathlib import Path
 
 from cellsearch_gui.core.errors import DatasetError
+from cellsearch_gui.core.io.files import display_path, nfc, read_regular_bytes
 
 MAX_LABEL_LENGTH = 100
 
@@ -15,20 +16,20 @@ def read_labels_csv(path, known_cells: set[str]) -> tuple[dict[str, str], list[s
     """({cell_id: label}, problems). Rows that cannot be used are reported, the others kept."""
     path = Path(path)
     try:
-        raw = path.read_bytes()
+        raw = read_regular_bytes(path)
     except OSError as exc:
-        raise DatasetError(f"{path}: cannot read ({exc.strerror})") from None
+        raise DatasetError(f"{display_path(path)}: cannot read ({exc.strerror})") from None
     try:
         text = raw.decode("utf-8-sig")
     except UnicodeDecodeError:
         try:
             text = raw.decode("cp1252")  # spreadsheets on Windows
         except UnicodeDecodeError:
-            raise DatasetError(f"{path}: not a text CSV file (neither UTF-8 nor Windows-1252)") from None
+            raise DatasetError(f"{display_path(path)}: not a text CSV file (neither UTF-8 nor Windows-1252)") from None
     if "\0" in text:
-        raise DatasetError(f"{path}: not a text CSV file (it holds binary data)")
+        raise DatasetError(f"{display_path(path)}: not a text CSV file (it holds binary data)")
     if not text.strip():
-        raise DatasetError(f"{path}: the file is empty")
+        raise DatasetError(f"{display_path(path)}: the file is empty")
     try:
         dialect = csv.Sniffer().sniff(text.splitlines()[0], delimiters=",;\t")
     except csv.Error:
@@ -36,22 +37,25 @@ def read_labels_csv(path, known_cells: set[str]) -> tuple[dict[str, str], list[s
     reader = csv.DictReader(io.StringIO(text, newline=""), dialect=dialect)
     fields = [f.strip().lower() for f in (reader.fieldnames or [])]
     if "cell_id" not in fields or "label" not in fields:
-        raise DatasetError(f"{path}: needs 'cell_id' and 'label' columns (found: {', '.join(fields) or 'none'})")
+        raise DatasetError(f"{display_path(path)}: needs 'cell_id' and 'label' columns (found: {', '.join(fields) or 'none'})")
     labels: dict[str, str] = {}
     problems: list[str] = []
+    shown = display_path(path)
+    by_nfc = {nfc(cell): cell for cell in known_cells}
     for line, row in enumerate(reader, start=2):
         row = {(k or "").strip().lower(): (v or "").strip() if isinstance(v, str) else "" for k, v in row.items()}
-        cell, label = row.get("cell_id", ""), row.get("label", "")
+        cell, label = row.get("cell_id", ""), nfc(row.get("label", ""))
+        cell = cell if cell in known_cells else by_nfc.get(nfc(cell), cell)
         if not cell:
-            problems.append(f"{path}:{line}: no cell_id")
+            problems.append(f"{shown}:{line}: no cell_id")
         elif cell not in known_cells:
-            problems.append(f"{path}:{line}: unknown cell '{cell[:60]}'")
+            problems.append(f"{shown}:{line}: unknown cell '{cell[:60]}'")
         elif not label:
-            problems.append(f"{path}:{line}: empty label for '{cell}'")
+            problems.append(f"{shown}:{line}: empty label for '{cell}'")
         elif label[0] in "=+-@" or any(ch in label for ch in "\r\n\t") or len(label) > MAX_LABEL_LENGTH:
-            problems.append(f"{path}:{line}: label '{label[:40]}' looks like a formula or is not a class name")
+            problems.append(f"{shown}:{line}: label '{label[:40]}' looks like a formula or is not a class name")
         elif cell in labels and labels[cell] != label:
-            problems.append(f"{path}:{line}: '{cell}' labelled twice ('{labels[cell]}', '{label}'); first kept")
+            problems.append(f"{shown}:{line}: '{cell}' labelled twice ('{labels[cell]}', '{label}'); first kept")
         else:
             labels.setdefault(cell, label)
     return labels, problems
