@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import hashlib
+import os
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
@@ -80,4 +81,5 @@ class Cell:
 def crop_cell_id(path: str | Path) -> str:
     """The id of a ready-made crop file: its name and a short hash of its path (the same name may recur)."""
     path = Path(path)
-    return f"{path.stem}_{hashlib.sha1(str(path).encode()).hexdigest()[:8]}"
+    stem = os.fsencode(path.stem).decode("utf-8", "backslashreplace")  # names that are not UTF-8 stay printable
+    return f"{stem}_{hashlib.sha1(os.fsencode(path)).hexdigest()[:8]}"

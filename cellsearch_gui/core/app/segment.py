@@ -13,6 +13,7 @@ from cellsearch_gui.core.app.results import SegmentSummary
 from cellsearch_gui.core.crops.records import CSV_COLUMNS, csv_row, cut_crop, make_cell
 from cellsearch_gui.core.errors import BadImageError
 from cellsearch_gui.core.io.fields import Field
+from cellsearch_gui.core.io.files import DISPLAY_ERRORS
 from cellsearch_gui.core.io.images import collect_images
 from cellsearch_gui.core.jobs import CancelToken, Job, Progress
 from cellsearch_gui.core.segmentation.fields import ImageResult, segment_field
@@ -31,7 +32,7 @@ def segment_images(inputs: list[str | Path], out_dir: str | Path, settings: Segm
     csv_path = out / "cells.csv"
     segmenters = {}
     results: list[ImageResult] = []
-    with open(csv_path, "w", newline="", encoding="utf-8") as handle:
+    with open(csv_path, "w", newline="", encoding="utf-8", errors=DISPLAY_ERRORS) as handle:
         writer = csv.DictWriter(handle, fieldnames=CSV_COLUMNS)
         writer.writeheader()
         for number, path in enumerate(images):

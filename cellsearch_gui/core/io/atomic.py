@@ -7,6 +7,8 @@ import os
 from contextlib import contextmanager
 from pathlib import Path
 
+from cellsearch_gui.core.io.files import DISPLAY_ERRORS
+
 
 @contextmanager
 def atomic_open(path: str | Path, mode: str = "w", **kwargs):
@@ -15,6 +17,7 @@ def atomic_open(path: str | Path, mode: str = "w", **kwargs):
     tmp = path.with_name(path.name + ".part")
     if "b" not in mode:
         kwargs.setdefault("encoding", "utf-8")
+        kwargs.setdefault("errors", DISPLAY_ERRORS)  # a file name that is not UTF-8 is written escaped
     try:
         with open(tmp, mode, **kwargs) as handle:
             yield handle

@@ -3,6 +3,7 @@ are bounded by the size the file had when opened, and paths that are not valid U
 
 from __future__ import annotations
 
+import codecs
 import errno
 import os
 import stat
@@ -13,6 +14,22 @@ _KINDS = ((stat.S_ISDIR, "a folder"), (stat.S_ISFIFO, "a FIFO (named pipe)"), (s
           (stat.S_ISBLK, "a block device"), (stat.S_ISSOCK, "a socket"))
 
 
+DISPLAY_ERRORS = "cellsearch-display"  # codec error handler for text files the app writes
+
+
+def _escape_unencodable(exc: UnicodeError) -> tuple[str, int]:
+    """Lone surrogates (bytes of a file name that is not UTF-8) written as \\xNN, any other as \\uXXXX."""
+    if not isinstance(exc, UnicodeEncodeError):
+        raise exc
+    bad = exc.object[exc.start:exc.end]
+    text = "".join(f"\\x{ord(ch) - 0xDC00:02x}" if 0xDC80 <= ord(ch) <= 0xDCFF else f"\\u{ord(ch):04x}"
+                   for ch in bad)
+    return text, exc.end
+
+
+codecs.register_error(DISPLAY_ERRORS, _escape_unencodable)
+
+
 def display_path(path: str | os.PathLike | bytes) -> str:
     """The path as printable text: bytes that are not UTF-8 (surrogate-escaped by Python) shown as \\xNN."""
     return display_text(os.fsdecode(path))
@@ -20,16 +37,7 @@ def display_path(path: str | os.PathLike | bytes) -> str:
 
 def display_text(text: str) -> str:
     """Any text made safe to print or write as UTF-8 (lone surrogates from odd file names escaped)."""
-    return text.encode("utf-8", "surrogateescape" if _escapable(text) else "backslashreplace").decode(
-        "utf-8", "backslashreplace")
-
-
-def _escapable(text: str) -> bool:
-    try:
-        text.encode("utf-8", "surrogateescape")
-    except UnicodeEncodeError:
-        return False
-    return True
+    return text.encode("utf-8", DISPLAY_ERRORS).decode("utf-8")
 
 
 def nfc(name: str) -> str:
