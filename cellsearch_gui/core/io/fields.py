@@ -88,7 +88,7 @@ class Field:
         except OSError as exc:
             raise BadImageError(display_path(self.path), f"cannot open ({exc.strerror})") from None
         if size == 0:
-            raise BadImageError(self.path, "empty file (0 bytes)")
+            raise BadImageError(display_path(self.path), "empty file (0 bytes)")
         if self.path.suffix.lower() in (".tif", ".tiff", ".btf", ".tf8"):
             self._open_tiff()
         else:
@@ -103,15 +103,15 @@ class Field:
             page = tif.pages.first
             shape, dtype = page.shape, page.dtype
         except Exception as exc:  # noqa: BLE001 - tifffile raises many kinds for broken files
-            raise BadImageError(self.path, f"not a readable TIFF ({exc.__class__.__name__}: {exc})") from None
+            raise BadImageError(display_path(self.path), f"not a readable TIFF ({exc.__class__.__name__}: {exc})") from None
         height, width = (shape[0], shape[1]) if page.axes[:2] == "YX" else (page.imagelength, page.imagewidth)
         if height * width > MAX_FIELD_PIXELS:
             tif.close()
-            raise BadImageError(self.path, f"header claims {width} x {height} pixels, more than the "
+            raise BadImageError(display_path(self.path), f"header claims {width} x {height} pixels, more than the "
                                            f"{MAX_FIELD_PIXELS:,}-pixel limit (CELLSEARCH_MAX_FIELD_PIXELS)")
         if height < 2 or width < 2:
             tif.close()
-            raise BadImageError(self.path, f"image is only {width}x{height} pixels")
+            raise BadImageError(display_path(self.path), f"image is only {width}x{height} pixels")
         pixel_size, source = _tiff_pixel_size(tif)
         channels = 1 if len(shape) == 2 else shape[2]
         self._tif = tif
@@ -145,7 +145,7 @@ class Field:
             raise
         except Exception as exc:  # noqa: BLE001
             tif.close()
-            raise BadImageError(self.path, f"corrupt TIFF data ({exc.__class__.__name__}: {exc})") from None
+            raise BadImageError(display_path(self.path), f"corrupt TIFF data ({exc.__class__.__name__}: {exc})") from None
 
     @property
     def shape(self) -> tuple[int, int]:
@@ -174,7 +174,10 @@ class Field:
 
     def _to_rgb8(self, region: np.ndarray) -> np.ndarray:
         rng = self._intensity_range()
-        return to_rgb(stretch(region, *rng) if rng is not None else region)
+        try:
+            return to_rgb(stretch(region, *rng) if rng is not None else region)
+        except ValueError as exc:
+            raise BadImageError(display_path(self.path), str(exc)) from None
 
     def _region(self, rows: slice, cols: slice) -> np.ndarray:
         try:

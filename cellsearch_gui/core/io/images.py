@@ -19,7 +19,7 @@ READ_BUDGET = int(float(os.environ.get("CELLSEARCH_READ_BUDGET_MB", 1024)) * 2**
 def check_budget(path: Path, what: str, n_bytes: int) -> None:
     """Refuse, naming the file, a read whose decoded data would exceed the memory budget."""
     if n_bytes > READ_BUDGET:
-        raise BadImageError(path, f"{what} would take {n_bytes / 2**20:,.0f} MiB of memory once decoded, more "
+        raise BadImageError(display_path(path), f"{what} would take {n_bytes / 2**20:,.0f} MiB of memory once decoded, more "
                                   f"than the {READ_BUDGET / 2**20:,.0f} MiB budget for one read "
                                   "(CELLSEARCH_READ_BUDGET_MB)")
 
@@ -84,17 +84,18 @@ def read_rgb(path: str | Path) -> np.ndarray:
     except OSError as exc:
         raise BadImageError(display_path(path), f"cannot open ({exc.strerror})") from None
     if size == 0:
-        raise BadImageError(path, "empty file (0 bytes)")
+        raise BadImageError(display_path(path), "empty file (0 bytes)")
     if path.suffix.lower() in (".tif", ".tiff"):
         array = _read_tiff(path)
     else:
         array = _read_with_pil(path)
-    if min(array.shape[:2]) < 2:
-        raise BadImageError(path, f"image is only {array.shape[1]}x{array.shape[0]} pixels")
+    if array.ndim < 2 or min(array.shape[:2]) < 2:
+        size_text = "x".join(map(str, array.shape[1::-1])) if array.ndim >= 2 else "0x0"
+        raise BadImageError(display_path(path), f"image is only {size_text} pixels")
     try:
         return to_rgb(array)
     except ValueError as exc:
-        raise BadImageError(path, str(exc)) from None
+        raise BadImageError(display_path(path), str(exc)) from None
 
 
 def _read_tiff(path: Path) -> np.ndarray:
@@ -106,16 +107,17 @@ def _read_tiff(path: Path) -> np.ndarray:
         with tifffile.TiffFile(path) as tif:
             page = tif.pages[0]
             if int(np.prod(page.shape[:2])) > MAX_PIXELS:
-                raise BadImageError(path, f"{page.shape[1]}x{page.shape[0]} pixels exceeds the "
+                raise BadImageError(display_path(path), f"{page.shape[1]}x{page.shape[0]} pixels exceeds the "
                                           f"{MAX_PIXELS:,}-pixel limit for one image")
             check_budget(path, "the image", int(np.prod(page.shape)) * page.dtype.itemsize)
             array = page.asarray()
     except BadImageError:
         raise
     except tifffile.TiffFileError:
-        raise BadImageError(path, "not an image file (not a readable TIFF)") from None
-    except (OSError, ValueError, IndexError, MemoryError) as exc:
-        raise BadImageError(path, f"corrupt or truncated image ({exc})") from None
+        raise BadImageError(display_path(path), "not an image file (not a readable TIFF)") from None
+    except Exception as exc:  # noqa: BLE001 - codecs raise their own kinds (zlib.error...) for damaged data
+        raise BadImageError(display_path(path), f"corrupt or truncated image ({exc.__class__.__name__}: {exc})"
+                            ) from None
     if array.ndim == 3 and array.shape[0] in (3, 4) and array.shape[2] not in (3, 4):
         array = np.moveaxis(array, 0, -1)  # planar RGB
     return array
@@ -129,7 +131,7 @@ def _read_with_pil(path: Path) -> np.ndarray:
             warnings.simplefilter("error", Image.DecompressionBombWarning)
             with Image.open(path) as image:
                 if image.width * image.height > MAX_PIXELS:
-                    raise BadImageError(path, f"{image.width}x{image.height} pixels exceeds the "
+                    raise BadImageError(display_path(path), f"{image.width}x{image.height} pixels exceeds the "
                                               f"{MAX_PIXELS:,}-pixel limit for one image")
                 check_budget(path, "the image", image.width * image.height * _decoded_bytes_per_pixel(image))
                 image.load()  # raises on truncated or corrupt data
@@ -137,11 +139,11 @@ def _read_with_pil(path: Path) -> np.ndarray:
     except BadImageError:
         raise
     except UnidentifiedImageError:
-        raise BadImageError(path, "not an image file (format not recognised)") from None
+        raise BadImageError(display_path(path), "not an image file (format not recognised)") from None
     except (Image.DecompressionBombError, Image.DecompressionBombWarning) as exc:
-        raise BadImageError(path, f"refused as a decompression bomb ({exc})") from None
+        raise BadImageError(display_path(path), f"refused as a decompression bomb ({exc})") from None
     except (OSError, SyntaxError, ValueError) as exc:
-        raise BadImageError(path, f"corrupt or truncated image ({exc})") from None
+        raise BadImageError(display_path(path), f"corrupt or truncated image ({exc})") from None
     return array
 
 
