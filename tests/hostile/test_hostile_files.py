@@ -18,10 +18,14 @@ from cellsearch_gui.core.errors import BadImageError, DatasetError
 from cellsearch_gui.core.io.checksums import content_key
 from cellsearch_gui.core.io.dataset import scan_class_folders, scan_query
 from cellsearch_gui.core.io.fields import Field
-from cellsearch_gui.core.io.files import display_path
 from cellsearch_gui.core.io.images import collect_images, read_rgb
 
 OK = "ok"
+
+
+def display_path(name: str) -> str:
+    """A name as messages show it (bytes that are not UTF-8 as \\xNN)."""
+    return name.encode("utf-8", "surrogateescape").decode("utf-8", "backslashreplace")
 
 
 def _rgb(h=32, w=32, seed=0) -> np.ndarray:
