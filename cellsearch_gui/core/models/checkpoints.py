@@ -23,6 +23,12 @@ from cellsearch_gui.core.errors import (
 from cellsearch_gui.core.io.checksums import sha256_of
 from cellsearch_gui.core.io.user_dirs import user_dir
 from cellsearch_gui.core.models import hub
+from cellsearch_gui.core.models.integrity import (
+    damaged_weights_error,
+    file_sha256,
+    regular_file_size,
+    remember_sha256,
+)
 from cellsearch_gui.core.models.registry import ModelSpec, get_spec
 
 WEIGHTS_ENV = "CELLSEARCH_WEIGHTS_DIR"
@@ -93,15 +99,26 @@ def status(spec: ModelSpec, verify: bool = False) -> WeightsStatus:
     expected = expected_sha256(spec, path, origin)
     if not verify:
         return WeightsStatus(spec, True, expected, None, origin, path)
-    actual = sha256_of(path)
+    actual = file_sha256(path, weights_dir(), refresh=True)  # every byte read again, the table refreshed
     return WeightsStatus(spec, True, actual, actual == expected if expected else None, origin, path)
 
 
 def weights_sha256(spec: ModelSpec, path: Path) -> str:
-    """The hash that identifies the weights in embedding-cache fingerprints (recorded, content address or computed)."""
-    if path == weights_path(spec) and recorded_sha256(spec):
-        return recorded_sha256(spec)
-    return hub.content_sha256(path) or sha256_of(path)
+    """The sha256 of the weights as they are on disk now (the hash table spares re-reading an unchanged
+    file): what identifies them in embedding-cache fingerprints, so repaired weights never meet vectors
+    computed with damaged ones."""
+    return file_sha256(path, weights_dir())
+
+
+def check_weights(spec: ModelSpec, path: Path, origin: str) -> str:
+    """The file's actual sha256, after checking it against the pinned, recorded or content-address hash;
+    a mismatch is an error naming the file and the fix, before anything is computed with it."""
+    actual = weights_sha256(spec, path)
+    expected = expected_sha256(spec, path, origin)
+    if expected and actual != expected:
+        raise damaged_weights_error(path, spec.id, actual, expected, bool(spec.url or spec.hub_id),
+                                    in_hub_cache=origin == "hub cache")
+    return actual
 
 
 def store_checkpoint(src: Path, spec: ModelSpec, digest: str) -> Path:
@@ -114,6 +131,7 @@ def store_checkpoint(src: Path, spec: ModelSpec, digest: str) -> Path:
         if sha256_of(Path(tmp)) != digest:
             raise ChecksumMismatchError(f"copy of {src} changed while importing; try again")
         os.replace(tmp, weights_path(spec))
+        remember_sha256(weights_path(spec), digest, dest_dir)
     finally:
         if os.path.exists(tmp):
             os.unlink(tmp)
@@ -176,9 +194,11 @@ def _tqdm_progress(spec: ModelSpec):
 
 
 def require_weights(spec: ModelSpec, fetch: bool = True) -> Path:
-    """The weights file for ``spec``: imported, else in the hub cache, else (online) downloaded now."""
+    """The weights file for ``spec``, checked (``check_weights``): imported, else in the hub cache, else
+    (online) downloaded now."""
     found = locate_weights(spec)
     if found is not None:
+        check_weights(spec, *found)
         return found[0]
     where = str(weights_dir()) + (" nor in the Hugging Face cache" if spec.hub_id else "")
     how = f"'cellsearch models import {spec.id} FILE' ({spec.weights_source})"
@@ -191,6 +211,12 @@ def require_weights(spec: ModelSpec, fetch: bool = True) -> Path:
         return download_weights(spec.id, progress=None if spec.hub_id else _tqdm_progress(spec))
     dl = f"'cellsearch models download {spec.id}' or " if spec.url or spec.hub_id else ""
     raise WeightsMissingError(f"weights for '{spec.id}' are not in {where}. Get them with {dl}{how}.")
+
+
+def readable_checkpoint(path: Path) -> Path:
+    """``path``, once it is known to be a regular file (a folder, FIFO or device is refused unopened)."""
+    regular_file_size(path, "checkpoint file")
+    return Path(path)
 
 
 def is_safetensors(path: Path) -> bool:
@@ -207,7 +233,7 @@ def load_state_dict(path: Path) -> dict:
     """
     import torch
 
-    path = Path(path)
+    path = readable_checkpoint(path)
     try:
         if path.suffix == ".safetensors" or is_safetensors(path):
             from safetensors.torch import load_file
@@ -221,6 +247,8 @@ def load_state_dict(path: Path) -> dict:
     for key in ("state_dict", "model", "model_state_dict"):
         if isinstance(state, dict) and isinstance(state.get(key), dict):
             state = state[key]
+    if isinstance(state, dict):  # metadata (ints, strings) beside the tensors is not part of the network
+        state = {k: v for k, v in state.items() if isinstance(k, str) and isinstance(v, torch.Tensor)}
     if not isinstance(state, dict) or not state:
         raise CellSearchError(f"{path}: holds no state dict of tensors")
     if all(isinstance(k, str) and k.startswith("module.") for k in state):
