@@ -81,6 +81,11 @@ def locate_weights(spec: ModelSpec) -> tuple[Path, str] | None:
     path = weights_path(spec)
     if path.is_file():
         return path, "imported"
+    if path.is_symlink() and not path.exists():
+        raise WeightsMissingError(f"{path}: a link to {os.readlink(path)}, which does not exist; import the "
+                                  f"weights again with 'cellsearch models import {spec.id} FILE'")
+    if os.path.lexists(path):  # a folder, device or pipe under the weights' name
+        regular_file_size(path)
     cached = hub.cached_file(spec)
     return (cached, "hub cache") if cached is not None else None
 
