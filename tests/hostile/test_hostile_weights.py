@@ -326,3 +326,22 @@ def test_copying_a_good_file_back_repairs(stored, tmp_path):
         check()
     shutil.copyfile(backup, stored)
     assert check() == good
+
+
+@pytest.mark.parametrize("kind", ["folder", "dev_zero", "unreadable"])
+def test_models_list_and_verify_never_raise(stored, kind):
+    if kind == "unreadable":
+        stored.chmod(0)
+        if os.access(stored, os.R_OK):
+            stored.chmod(0o644)
+            pytest.skip("chmod has no effect here (root)")
+    else:
+        stored.unlink()
+        stored.mkdir() if kind == "folder" else stored.symlink_to("/dev/zero")
+    spec = get_spec(MODEL)
+    try:
+        states = checkpoints.status(spec).state, checkpoints.status(spec, verify=True).state
+    finally:
+        if kind == "unreadable":
+            stored.chmod(0o644)
+    assert states in {("missing", "missing"), ("present", "CHECKSUM MISMATCH")}

@@ -18,8 +18,8 @@ from pathlib import Path
 from cellsearch_gui.core.errors import CellSearchError
 from cellsearch_gui.core.models.checkpoints import (
     is_safetensors,
-    readable_checkpoint,
     load_state_dict,
+    readable_checkpoint,
     require_weights,
 )
 from cellsearch_gui.core.models.loading import (

@@ -97,14 +97,22 @@ def expected_sha256(spec: ModelSpec, path: Path, origin: str) -> str | None:
 
 
 def status(spec: ModelSpec, verify: bool = False) -> WeightsStatus:
-    found = locate_weights(spec)
+    """What the weights folder holds for ``spec``; never raises (a folder or device under the weights'
+    name is missing, an unreadable file fails ``verify``)."""
+    try:
+        found = locate_weights(spec)
+    except CellSearchError:
+        found = None
     if found is None:
         return WeightsStatus(spec, False, None, None)
     path, origin = found
     expected = expected_sha256(spec, path, origin)
     if not verify:
         return WeightsStatus(spec, True, expected, None, origin, path)
-    actual = file_sha256(path, weights_dir(), refresh=True)  # every byte read again, the table refreshed
+    try:
+        actual = file_sha256(path, weights_dir(), refresh=True)  # every byte read again, the table refreshed
+    except CellSearchError:
+        return WeightsStatus(spec, True, None, False, origin, path)
     return WeightsStatus(spec, True, actual, actual == expected if expected else None, origin, path)
 
 
