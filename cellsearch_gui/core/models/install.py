@@ -5,6 +5,7 @@ from __future__ import annotations
 from pathlib import Path
 
 from cellsearch_gui.core.errors import CellSearchError, ChecksumMismatchError
+from cellsearch_gui.core.io.checksums import sha256_of
 from cellsearch_gui.core.jobs import CancelToken, Job, Progress, run_job
 from cellsearch_gui.core.models.backends import check_checkpoint_loads
 from cellsearch_gui.core.models.checkpoints import store_checkpoint
@@ -66,7 +67,10 @@ def import_folder_job(folder: str | Path, token: CancelToken | None = None) -> J
         if token is not None:
             token.raise_if_cancelled()
         yield Progress("importing weights", number, len(files), path.name)
-        spec = by_hash.get(hash_file(path, "checkpoint file"))
+        try:
+            spec = by_hash.get(sha256_of(path))  # regular files only (is_file above)
+        except OSError as exc:
+            raise CellSearchError(f"{path}: cannot read the file ({exc.strerror or exc})") from None
         if spec is not None:
             imported.append((spec.id, import_weights(spec.id, path)))
     yield Progress("importing weights", len(files), len(files))
