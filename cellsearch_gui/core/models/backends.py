@@ -19,6 +19,7 @@ from cellsearch_gui.core.errors import CellSearchError
 from cellsearch_gui.core.models.checkpoints import (
     is_safetensors,
     load_state_dict,
+    readable_checkpoint,
     require_weights,
 )
 from cellsearch_gui.core.models.loading import (
@@ -26,7 +27,7 @@ from cellsearch_gui.core.models.loading import (
     is_counter,
     load_checkpoint_strict,
     map_state_dict,
-    refuse_unfit,
+    refuse_checkpoint,
 )
 from cellsearch_gui.core.models.registry import ModelSpec
 from cellsearch_gui.core.models.sam_net import build_sam
@@ -162,7 +163,7 @@ def _load_transformers(model_class, config, checkpoint: Path, spec: ModelSpec):
 
     from transformers.utils import logging as hf_logging
 
-    name = "model.safetensors" if is_safetensors(checkpoint) else "pytorch_model.bin"
+    name = "model.safetensors" if is_safetensors(readable_checkpoint(checkpoint)) else "pytorch_model.bin"
     verbosity, bars = hf_logging.get_verbosity(), hf_logging.is_progress_bar_enabled()
     hf_logging.set_verbosity_error()
     hf_logging.disable_progress_bar()
@@ -174,8 +175,8 @@ def _load_transformers(model_class, config, checkpoint: Path, spec: ModelSpec):
                 shutil.copyfile(checkpoint, Path(folder) / name)
             model, info = model_class.from_pretrained(folder, config=config, local_files_only=True,
                                                       output_loading_info=True)
-    except (RuntimeError, OSError, ValueError) as exc:
-        raise refuse_unfit(checkpoint, spec, exc, last_line=False) from None
+    except Exception as exc:  # noqa: BLE001 - whatever transformers raises, the file is refused by name
+        raise refuse_checkpoint(checkpoint, spec, exc) from None
     finally:
         hf_logging.set_verbosity(verbosity)
         if bars:
@@ -234,7 +235,14 @@ def build_model(spec: ModelSpec, checkpoint: Path | str | None = None, seed: int
         builder = BUILDERS[spec.family]
     except KeyError:
         raise CellSearchError(f"model family '{spec.family}' of '{spec.id}' has no builder") from None
-    model = builder(spec, ckpt, seed)
+    try:
+        model = builder(spec, ckpt, seed)
+    except CellSearchError:
+        raise
+    except Exception as exc:  # noqa: BLE001 - a checkpoint that breaks the family's loader is refused by name
+        if ckpt is None:
+            raise
+        raise refuse_checkpoint(ckpt, spec, exc) from None
     model.eval()
     for param in model.parameters():
         param.requires_grad_(False)

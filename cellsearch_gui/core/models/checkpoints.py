@@ -23,6 +23,12 @@ from cellsearch_gui.core.errors import (
 from cellsearch_gui.core.io.checksums import sha256_of
 from cellsearch_gui.core.io.user_dirs import user_dir
 from cellsearch_gui.core.models import hub
+from cellsearch_gui.core.models.integrity import (
+    damaged_weights_error,
+    file_sha256,
+    regular_file_size,
+    remember_sha256,
+)
 from cellsearch_gui.core.models.registry import ModelSpec, get_spec
 
 WEIGHTS_ENV = "CELLSEARCH_WEIGHTS_DIR"
@@ -75,6 +81,11 @@ def locate_weights(spec: ModelSpec) -> tuple[Path, str] | None:
     path = weights_path(spec)
     if path.is_file():
         return path, "imported"
+    if path.is_symlink() and not path.exists():
+        raise WeightsMissingError(f"{path}: a link to {os.readlink(path)}, which does not exist; import the "
+                                  f"weights again with 'cellsearch models import {spec.id} FILE'")
+    if os.path.lexists(path):  # a folder, device or pipe under the weights' name
+        regular_file_size(path)
     cached = hub.cached_file(spec)
     return (cached, "hub cache") if cached is not None else None
 
@@ -86,22 +97,41 @@ def expected_sha256(spec: ModelSpec, path: Path, origin: str) -> str | None:
 
 
 def status(spec: ModelSpec, verify: bool = False) -> WeightsStatus:
-    found = locate_weights(spec)
+    """What the weights folder holds for ``spec``; never raises (a folder or device under the weights'
+    name is missing, an unreadable file fails ``verify``)."""
+    try:
+        found = locate_weights(spec)
+    except CellSearchError:
+        found = None
     if found is None:
         return WeightsStatus(spec, False, None, None)
     path, origin = found
     expected = expected_sha256(spec, path, origin)
     if not verify:
         return WeightsStatus(spec, True, expected, None, origin, path)
-    actual = sha256_of(path)
+    try:
+        actual = file_sha256(path, weights_dir(), refresh=True)  # every byte read again, the table refreshed
+    except CellSearchError:
+        return WeightsStatus(spec, True, None, False, origin, path)
     return WeightsStatus(spec, True, actual, actual == expected if expected else None, origin, path)
 
 
 def weights_sha256(spec: ModelSpec, path: Path) -> str:
-    """The hash that identifies the weights in embedding-cache fingerprints (recorded, content address or computed)."""
-    if path == weights_path(spec) and recorded_sha256(spec):
-        return recorded_sha256(spec)
-    return hub.content_sha256(path) or sha256_of(path)
+    """The sha256 of the weights as they are on disk now (the hash table spares re-reading an unchanged
+    file): what identifies them in embedding-cache fingerprints, so repaired weights never meet vectors
+    computed with damaged ones."""
+    return file_sha256(path, weights_dir())
+
+
+def check_weights(spec: ModelSpec, path: Path, origin: str) -> str:
+    """The file's actual sha256, after checking it against the pinned, recorded or content-address hash;
+    a mismatch is an error naming the file and the fix, before anything is computed with it."""
+    actual = weights_sha256(spec, path)
+    expected = expected_sha256(spec, path, origin)
+    if expected and actual != expected:
+        raise damaged_weights_error(path, spec.id, actual, expected, bool(spec.url or spec.hub_id),
+                                    in_hub_cache=origin == "hub cache")
+    return actual
 
 
 def store_checkpoint(src: Path, spec: ModelSpec, digest: str) -> Path:
@@ -114,6 +144,7 @@ def store_checkpoint(src: Path, spec: ModelSpec, digest: str) -> Path:
         if sha256_of(Path(tmp)) != digest:
             raise ChecksumMismatchError(f"copy of {src} changed while importing; try again")
         os.replace(tmp, weights_path(spec))
+        remember_sha256(weights_path(spec), digest, dest_dir)
     finally:
         if os.path.exists(tmp):
             os.unlink(tmp)
@@ -176,9 +207,11 @@ def _tqdm_progress(spec: ModelSpec):
 
 
 def require_weights(spec: ModelSpec, fetch: bool = True) -> Path:
-    """The weights file for ``spec``: imported, else in the hub cache, else (online) downloaded now."""
+    """The weights file for ``spec``, checked (``check_weights``): imported, else in the hub cache, else
+    (online) downloaded now."""
     found = locate_weights(spec)
     if found is not None:
+        check_weights(spec, *found)
         return found[0]
     where = str(weights_dir()) + (" nor in the Hugging Face cache" if spec.hub_id else "")
     how = f"'cellsearch models import {spec.id} FILE' ({spec.weights_source})"
@@ -191,6 +224,12 @@ def require_weights(spec: ModelSpec, fetch: bool = True) -> Path:
         return download_weights(spec.id, progress=None if spec.hub_id else _tqdm_progress(spec))
     dl = f"'cellsearch models download {spec.id}' or " if spec.url or spec.hub_id else ""
     raise WeightsMissingError(f"weights for '{spec.id}' are not in {where}. Get them with {dl}{how}.")
+
+
+def readable_checkpoint(path: Path) -> Path:
+    """``path``, once it is known to be a regular file (a folder, FIFO or device is refused unopened)."""
+    regular_file_size(path, "checkpoint file")
+    return Path(path)
 
 
 def is_safetensors(path: Path) -> bool:
@@ -207,7 +246,7 @@ def load_state_dict(path: Path) -> dict:
     """
     import torch
 
-    path = Path(path)
+    path = readable_checkpoint(path)
     try:
         if path.suffix == ".safetensors" or is_safetensors(path):
             from safetensors.torch import load_file
@@ -221,6 +260,8 @@ def load_state_dict(path: Path) -> dict:
     for key in ("state_dict", "model", "model_state_dict"):
         if isinstance(state, dict) and isinstance(state.get(key), dict):
             state = state[key]
+    if isinstance(state, dict):  # metadata (ints, strings) beside the tensors is not part of the network
+        state = {k: v for k, v in state.items() if isinstance(k, str) and isinstance(v, torch.Tensor)}
     if not isinstance(state, dict) or not state:
         raise CellSearchError(f"{path}: holds no state dict of tensors")
     if all(isinstance(k, str) and k.startswith("module.") for k in state):

@@ -9,6 +9,7 @@ from cellsearch_gui.core.io.checksums import sha256_of
 from cellsearch_gui.core.jobs import CancelToken, Job, Progress, run_job
 from cellsearch_gui.core.models.backends import check_checkpoint_loads
 from cellsearch_gui.core.models.checkpoints import store_checkpoint
+from cellsearch_gui.core.models.integrity import hash_file
 from cellsearch_gui.core.models.registry import HUB_FILES, REGISTRY, ModelSpec, get_spec
 
 _FOLDER_WEIGHTS = tuple(dict.fromkeys(name for names in HUB_FILES.values() for name in names))
@@ -40,9 +41,7 @@ def import_weights(model_id: str, file: str | Path, allow_unpinned: bool = False
     src = Path(file)
     if src.is_dir():
         src = weights_file_in(src, spec)
-    if not src.is_file():
-        raise CellSearchError(f"{src}: no such checkpoint file")
-    digest = sha256_of(src)
+    digest = hash_file(src, "checkpoint file")  # refuses folders, devices and pipes with a message
     if spec.sha256 and digest != spec.sha256 and not allow_unpinned:
         raise ChecksumMismatchError(
             f"{src}: sha256 {digest[:16]}... does not match the pinned checkpoint for "
@@ -68,7 +67,10 @@ def import_folder_job(folder: str | Path, token: CancelToken | None = None) -> J
         if token is not None:
             token.raise_if_cancelled()
         yield Progress("importing weights", number, len(files), path.name)
-        spec = by_hash.get(sha256_of(path))
+        try:
+            spec = by_hash.get(sha256_of(path))  # regular files only (is_file above)
+        except OSError as exc:
+            raise CellSearchError(f"{path}: cannot read the file ({exc.strerror or exc})") from None
         if spec is not None:
             imported.append((spec.id, import_weights(spec.id, path)))
     yield Progress("importing weights", len(files), len(files))

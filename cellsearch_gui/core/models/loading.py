@@ -44,6 +44,22 @@ def refuse_unfit(origin: str | Path, spec: ModelSpec, exc: Exception, last_line:
     return CellSearchError(f"{origin}: does not fit '{spec.id}' ({detail}); {DIFFERENT_MODEL}")
 
 
+UNREADABLE = ("UnpicklingError", "PickleError", "SafetensorError", "HeaderTooLarge", "InvalidHeader",
+              "BadZipFile", "EOFError")
+
+
+def refuse_checkpoint(origin: str | Path, spec: ModelSpec, exc: Exception) -> CellSearchError:
+    """The error for any failure while a family's loader read ``origin``: an unreadable or refused file
+    (pickled objects, damaged archive or header) or one that does not fit the network."""
+    names = {cls.__name__ for cls in type(exc).__mro__}
+    text = " ".join(str(exc).split())
+    if names & set(UNREADABLE) or "weights only load failed" in text.lower() or "pickle" in text.lower():
+        detail = "it holds pickled objects, which are never run" if "weights only" in text.lower() else text[:160]
+        return CellSearchError(f"{origin}: not a loadable tensor checkpoint for '{spec.id}' "
+                               f"({exc.__class__.__name__}: {detail})")
+    return refuse_unfit(origin, spec, exc, last_line=False)
+
+
 def check_loaded(origin: str | Path, spec: ModelSpec, missing: Iterable[str], unexpected: Iterable[str] = (),
                  wrong_shape: Iterable[str] = (), optional: tuple[str, ...] = ()) -> None:
     """Raise unless the load was complete: no needed tensor missing (``optional`` prefixes aside, e.g. a
