@@ -242,7 +242,7 @@ def embed_setup(args: argparse.Namespace) -> tuple[list[str], EmbeddingCache, Em
 def inputs_from_args(args: argparse.Namespace, query_dir: Path | None, needs_labels: bool) -> Inputs:
     if query_dir is not None and args.split is not None:
         raise validation.InvalidSetting("--split holds out part of the reference as queries; it cannot be used "
-                                        "with a query folder: give one or the other")
+                                        "with a query folder (--query, --validation): give one or the other")
     inputs = load_inputs(args.reference, query_dir, args.split, args.seed, args.classes, args.shared_classes,
                          query_needs_labels=needs_labels)
     inputs.reference_pixel_size = args.reference_pixel_size
