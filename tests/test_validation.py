@@ -241,3 +241,21 @@ def test_domains_describe_and_parse():
     assert v.K_MIN.describe() == "an integer from 1 to 1000000000"
     assert v.device_problem("cuda:1") is None and v.device_problem("cuda:") is not None
     assert issubclass(v.InvalidSetting, ValueError)
+
+
+def test_device_check_names_the_gpus_found(monkeypatch):
+    import torch
+
+    from cellsearch_gui.core.errors import CellSearchError
+    from cellsearch_gui.core.models.devices import check_device_available
+
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: True)
+    monkeypatch.setattr(torch.cuda, "device_count", lambda: 2)
+    check_device_available("cuda")
+    check_device_available("cuda:1")
+    with pytest.raises(CellSearchError, match=r"device 'cuda:2' is not available .*found: cpu, cuda:0, cuda:1"):
+        check_device_available("cuda:2")
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: False)
+    with pytest.raises(CellSearchError, match=r"found: cpu"):
+        check_device_available("cuda:0")
+    check_device_available("cpu")

@@ -8,6 +8,7 @@ import json
 import sys
 from pathlib import Path
 
+from cellsearch_gui.core import validation
 from cellsearch_gui.core.app.experiments import Inputs, load_inputs
 from cellsearch_gui.core.app.overlap import overlap_warning, query_reference_overlap
 from cellsearch_gui.core.classify.ewc import EWCParams
@@ -17,7 +18,6 @@ from cellsearch_gui.core.embedding.job import EmbedOptions
 from cellsearch_gui.core.io.atomic import write_text_atomic
 from cellsearch_gui.core.io.fields import parse_pixel_size
 from cellsearch_gui.core.jobs import Job, Progress, run_job
-from cellsearch_gui.core import validation
 from cellsearch_gui.core.models.devices import check_device_available
 from cellsearch_gui.core.models.registry import parse_model_list
 from cellsearch_gui.core.options import (

@@ -164,7 +164,7 @@ PRESET = choice("preprocessing preset", Preset)
 
 # experiments and the app
 SPLIT = Range("split", float, 0.0, 1.0, low_open=True, high_open=True, optional=True)
-TOP = Range("top", int, 1, 10**6)
+TOP = Range("top", int, 0, 10**6)
 PCA_DIMS = Range("PCA dimensions", int, 2, 100_000)
 SIGMA_FRAC = Range("sigma fraction", float, 0.0, 100.0, low_open=True)
 MAX_CELLS = Range("max cells", int, 2, 10**8)
