@@ -25,7 +25,8 @@ CORE = f"{PACKAGE}.core"
 
 # The stage layers of the core, lowest first: a module may import its own layer or lower ones only.
 LAYERS: list[tuple[tuple[str, ...], str]] = [
-    (("errors", "options", "jobs", "types"), "the vocabulary every stage shares: errors, option names, jobs, values"),
+    (("errors", "options", "validation", "jobs", "types"),
+     "the vocabulary every stage shares: errors, option names and their domains, jobs, values"),
     (("io",), "files in and out (images, fields, datasets, CSV); knows no model"),
     (("models",), "what a network is, where its weights are and how it is built; knows no cell"),
     (("segmentation",), "finds cells in a field, with classical code or SAM networks"),

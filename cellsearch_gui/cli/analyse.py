@@ -7,11 +7,14 @@ from pathlib import Path
 
 from cellsearch_gui.cli.common import (
     add_embed_options,
+    arg,
+    output_folder,
     embed_setup,
     report_problems,
     run,
     write_json,
 )
+from cellsearch_gui.core import validation
 from cellsearch_gui.core.app.experiments import (
     ANALYSIS_MAX_CELLS,
     ANALYSIS_PCA_DIMS,
@@ -26,13 +29,13 @@ def add_parser(sub) -> None:
     an = sub.add_parser("analyse-models", help="class separation per model and CKA between models")
     an.set_defaults(handler=cmd_analyse)
     an.add_argument("--reference", required=True, type=Path, help="labelled library DIR/<class>/<image>")
-    an.add_argument("--out", required=True, type=Path, help="folder for analysis.json and analysis.png")
+    an.add_argument("--out", required=True, type=output_folder, help="folder for analysis.json and analysis.png")
     add_embed_options(an)
-    an.add_argument("--pca-dims", type=int, default=ANALYSIS_PCA_DIMS,
+    an.add_argument("--pca-dims", type=arg(validation.PCA_DIMS), default=ANALYSIS_PCA_DIMS,
                     help="PCA dimensions before the cosine similarities")
-    an.add_argument("--sigma-frac", type=float, default=ANALYSIS_SIGMA_FRAC,
+    an.add_argument("--sigma-frac", type=arg(validation.SIGMA_FRAC), default=ANALYSIS_SIGMA_FRAC,
                     help="RBF CKA bandwidth as a fraction of the median pairwise distance")
-    an.add_argument("--max-cells", type=int, default=ANALYSIS_MAX_CELLS,
+    an.add_argument("--max-cells", type=arg(validation.MAX_CELLS), default=ANALYSIS_MAX_CELLS,
                     help="stratified sample of the library (CKA is n^2)")
 
 

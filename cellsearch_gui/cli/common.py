@@ -8,7 +8,9 @@ import json
 import sys
 from pathlib import Path
 
+from cellsearch_gui.core import validation
 from cellsearch_gui.core.app.experiments import Inputs, load_inputs
+from cellsearch_gui.core.app.overlap import overlap_warning, query_reference_overlap
 from cellsearch_gui.core.classify.ewc import EWCParams
 from cellsearch_gui.core.crops.prepare import CropPrep
 from cellsearch_gui.core.embedding.cache import EmbeddingCache, default_cache_dir
@@ -16,6 +18,7 @@ from cellsearch_gui.core.embedding.job import EmbedOptions
 from cellsearch_gui.core.io.atomic import write_text_atomic
 from cellsearch_gui.core.io.fields import parse_pixel_size
 from cellsearch_gui.core.jobs import Job, Progress, run_job
+from cellsearch_gui.core.models.devices import check_device_available
 from cellsearch_gui.core.models.registry import parse_model_list
 from cellsearch_gui.core.options import (
     VIEWS,
@@ -35,16 +38,50 @@ PREP_DEFAULTS = CropPrep()
 EMBED_DEFAULTS = EmbedOptions()
 
 
-def ints(text: str) -> list[int]:
-    return [int(v) for v in text.split(",") if v.strip()]
-
-
-def floats(text: str) -> list[float]:
-    return [float(v) for v in text.split(",") if v.strip()]
-
-
 def words(text: str) -> list[str]:
     return [v.strip() for v in text.split(",") if v.strip()]
+
+
+class Parser(argparse.ArgumentParser):
+    """argparse with a one-line error (``prog: error: argument --x: ...``), exit status 2, no usage block."""
+
+    def error(self, message: str):
+        self.exit(2, f"{self.prog}: error: {message} (see {self.prog} --help)\n")
+
+
+def arg(domain: validation.Range | validation.Choice):
+    """An argparse ``type`` that checks the value against its domain (core/validation.py)."""
+
+    def parse(text: str):
+        try:
+            return domain.parse(text)
+        except validation.InvalidSetting as exc:
+            raise argparse.ArgumentTypeError(str(exc)) from None
+
+    parse.__name__ = domain.name
+    return parse
+
+
+def arg_list(domain: validation.Range | validation.Choice, also: tuple[str, ...] = ()):
+    """A comma-separated list whose every item is in the domain (or one of ``also``); never empty."""
+
+    def parse(text: str) -> list:
+        items = words(text)
+        if not items:
+            raise argparse.ArgumentTypeError(f"needs at least one value, got {text!r}")
+        try:
+            return [item if item in also else domain.parse(item) for item in items]
+        except validation.InvalidSetting as exc:
+            raise argparse.ArgumentTypeError(str(exc)) from None
+
+    parse.__name__ = f"list of {domain.name}"
+    return parse
+
+
+def device(text: str) -> str:
+    if (problem := validation.device_problem(text)) is not None:
+        raise argparse.ArgumentTypeError(problem)
+    return text
 
 
 def pixel_size(text: str) -> float:
@@ -52,9 +89,37 @@ def pixel_size(text: str) -> float:
         value = parse_pixel_size(text)
     except ValueError as exc:
         raise argparse.ArgumentTypeError(str(exc)) from None
-    if not value or value <= 0:
-        raise argparse.ArgumentTypeError(f"pixel size must be positive, got '{text}'")
+    if (problem := validation.PIXEL_SIZE.problem(value)) is not None or value is None:
+        raise argparse.ArgumentTypeError(f"pixel size {problem or 'missing'} ('{text}')")
     return value
+
+
+def _blocked_parent(path: Path) -> Path | None:
+    """The first existing ancestor of ``path`` that is not a folder (nothing can be made below it)."""
+    for parent in path.absolute().parents:
+        if parent.exists():
+            return None if parent.is_dir() else parent
+    return None
+
+
+def output_file(text: str) -> Path:
+    """A file to write: not an existing folder, and below a folder (missing parents are created)."""
+    path = Path(text)
+    if not text or path.is_dir():
+        raise argparse.ArgumentTypeError(f"'{text}' is a folder; give a file name")
+    if (blocked := _blocked_parent(path)) is not None:
+        raise argparse.ArgumentTypeError(f"cannot write '{text}': '{blocked}' is a file, not a folder")
+    return path
+
+
+def output_folder(text: str) -> Path:
+    """A folder to write into: not an existing file (it and missing parents are created)."""
+    path = Path(text)
+    if not text or (path.exists() and not path.is_dir()):
+        raise argparse.ArgumentTypeError(f"'{text}' is a file; give a folder")
+    if (blocked := _blocked_parent(path)) is not None:
+        raise argparse.ArgumentTypeError(f"cannot write into '{text}': '{blocked}' is a file, not a folder")
+    return path
 
 
 class ProgressPrinter:
@@ -105,8 +170,8 @@ def add_embed_options(p: argparse.ArgumentParser) -> None:
                    help="L2-normalise each model's embedding before concatenating")
     p.add_argument("--random-init", action="store_true",
                    help="use random-initialised networks instead of pretrained weights (a control)")
-    p.add_argument("--device", default=EMBED_DEFAULTS.device, help="auto, cpu, cuda, cuda:1 or mps")
-    p.add_argument("--batch-size", type=int, default=EMBED_DEFAULTS.batch_size,
+    p.add_argument("--device", type=device, default=EMBED_DEFAULTS.device, help="auto, cpu, cuda, cuda:1 or mps")
+    p.add_argument("--batch-size", type=arg(validation.BATCH_SIZE), default=EMBED_DEFAULTS.batch_size,
                    help="crops per forward pass (default: 16 on the CPU, 256 on a GPU; halved automatically "
                         "when the GPU runs out of memory)")
     p.add_argument("--precision", default=EMBED_DEFAULTS.precision, choices=values(Precision),
@@ -116,14 +181,14 @@ def add_embed_options(p: argparse.ArgumentParser) -> None:
                    help="load one model at a time, embed all crops with it, free it, then the next "
                         "(default: on for GPUs, off for the CPU)")
     add_offline_option(p)
-    p.add_argument("--cache-dir", type=Path, default=None, help="embedding cache folder")
+    p.add_argument("--cache-dir", type=output_folder, default=None, help="embedding cache folder")
     p.add_argument("--no-cache", action="store_true", help="keep embeddings in memory only")
     p.add_argument("--classes", type=words, default=None, help="only these classes (comma-separated)")
     p.add_argument("--shared-classes", action="store_true",
                    help="keep only classes present in both the reference and the query set")
-    p.add_argument("--split", type=float, default=None,
+    p.add_argument("--split", type=arg(validation.SPLIT), default=None,
                    help="without --query: hold out this stratified fraction of the reference as queries")
-    p.add_argument("--seed", type=int, default=EMBED_DEFAULTS.seed)
+    p.add_argument("--seed", type=arg(validation.SEED), default=EMBED_DEFAULTS.seed)
     p.add_argument("--quiet", action="store_true", help="no progress bars")
     _add_crop_options(p.add_argument_group("crop preprocessing (device invariance)"))
 
@@ -140,7 +205,7 @@ def _add_crop_options(g) -> None:
                    help="um/px that crops are brought to with --scale physical")
     g.add_argument("--views", type=int, default=EMBED_DEFAULTS.views, choices=list(VIEWS),
                    help="embed each crop in 4 rotations (8: and flips) and average: orientation-invariant")
-    g.add_argument("--detail", type=float, default=PREP_DEFAULTS.detail,
+    g.add_argument("--detail", type=arg(validation.DETAIL), default=PREP_DEFAULTS.detail,
                    help="blur crops to a common level of detail (Gaussian sigma in crop pixels, e.g. 2)")
     # the default first, as the help has always listed them
     g.add_argument("--find-cell", default=PREP_DEFAULTS.objects,
@@ -150,9 +215,9 @@ def _add_crop_options(g) -> None:
 
 def add_ewc_options(p: argparse.ArgumentParser) -> None:
     p.add_argument("--metric", default=EWC_DEFAULTS.metric, choices=values(Metric))
-    p.add_argument("--k-min", type=int, default=EWC_DEFAULTS.k_min)
-    p.add_argument("--k-max", type=int, default=EWC_DEFAULTS.k_max)
-    p.add_argument("--entropy", type=float, default=EWC_DEFAULTS.entropy_threshold,
+    p.add_argument("--k-min", type=arg(validation.K_MIN), default=EWC_DEFAULTS.k_min)
+    p.add_argument("--k-max", type=arg(validation.K_MAX), default=EWC_DEFAULTS.k_max)
+    p.add_argument("--entropy", type=arg(validation.ENTROPY_THRESHOLD), default=EWC_DEFAULTS.entropy_threshold,
                    help="normalised-entropy stopping threshold")
     p.add_argument("--entropy-norm", default=EWC_DEFAULTS.entropy_norm, choices=values(EntropyNorm),
                    help="log_k: the paper's H/log k; log_min_kc: H/log min(k, classes), robust under device shift")
@@ -163,6 +228,7 @@ def add_ewc_options(p: argparse.ArgumentParser) -> None:
 def embed_setup(args: argparse.Namespace) -> tuple[list[str], EmbeddingCache, EmbedOptions]:
     """The models, embedding cache and EmbedOptions that the command's options ask for."""
     models = parse_model_list(args.models, role="embed")
+    check_device_available(args.device)  # before any work: a message names the devices found
     cache = EmbeddingCache(None if args.no_cache else (args.cache_dir or default_cache_dir()))
     prep = CropPrep(centre=args.centre, scale=args.scale, mask=args.mask, colour=args.colour,
                     target_pixel_size_um=args.crop_target_pixel_size, objects=args.find_cell, detail=args.detail)
@@ -174,11 +240,31 @@ def embed_setup(args: argparse.Namespace) -> tuple[list[str], EmbeddingCache, Em
 
 
 def inputs_from_args(args: argparse.Namespace, query_dir: Path | None, needs_labels: bool) -> Inputs:
+    if query_dir is not None and args.split is not None:
+        raise validation.InvalidSetting("--split holds out part of the reference as queries; it cannot be used "
+                                        "with a query folder (--query, --validation): give one or the other")
     inputs = load_inputs(args.reference, query_dir, args.split, args.seed, args.classes, args.shared_classes,
                          query_needs_labels=needs_labels)
     inputs.reference_pixel_size = args.reference_pixel_size
     inputs.query_pixel_size = args.query_pixel_size or (None if query_dir else args.reference_pixel_size)
     return inputs
+
+
+def check_overlap(inputs: Inputs) -> dict:
+    """Query crops that are reference crops too (the same file or the same bytes): recorded as a note, and
+    returned for ``warn_overlap`` and the JSON."""
+    overlap = query_reference_overlap(inputs.reference, inputs.query)
+    if (warning := overlap_warning(overlap)) is not None:
+        inputs.notes.append(warning.removeprefix("WARNING: "))
+    return overlap
+
+
+def warn_overlap(overlap: dict, data: dict) -> dict:
+    """The loud warning on stderr after the scores, and ``data`` (the JSON) with the overlap record added."""
+    if (warning := overlap_warning(overlap)) is None:
+        return data
+    print(warning, file=sys.stderr)
+    return {**data, "query_reference_overlap": overlap}
 
 
 def ewc_params(args: argparse.Namespace) -> EWCParams:

@@ -8,13 +8,18 @@ from pathlib import Path
 from cellsearch_gui.cli.common import (
     add_embed_options,
     add_ewc_options,
+    arg,
+    check_overlap,
     embed_setup,
     ewc_params,
     inputs_from_args,
+    output_file,
     report_problems,
     run,
+    warn_overlap,
     write_json,
 )
+from cellsearch_gui.core import validation
 from cellsearch_gui.core.app.experiments import classify_job, evaluate_job
 from cellsearch_gui.core.app.results import EvaluateResult
 from cellsearch_gui.core.classify.evaluation import format_confusion
@@ -32,14 +37,14 @@ def add_parser(sub) -> None:
     add_ewc_options(ev)
     ev.add_argument("--baselines", action="store_true",
                     help="also score unweighted 5-NN and a logistic-regression probe on the same features")
-    ev.add_argument("--json", type=Path, default=None)
+    ev.add_argument("--json", type=output_file, default=None)
 
     cl = sub.add_parser("classify", help="predict a label for every query crop")
     cl.set_defaults(handler=cmd_classify)
     cl.add_argument("--reference", required=True, type=Path)
     cl.add_argument("--query", required=True, type=Path, help="folder of crops (flat or class folders)")
-    cl.add_argument("--out", required=True, type=Path, help="predictions CSV")
-    cl.add_argument("--top", type=int, default=5, help="neighbours listed per crop")
+    cl.add_argument("--out", required=True, type=output_file, help="predictions CSV")
+    cl.add_argument("--top", type=arg(validation.TOP), default=5, help="neighbours listed per crop")
     add_embed_options(cl)
     add_ewc_options(cl)
 
@@ -48,11 +53,13 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
     models, cache, options = embed_setup(args)
     params = ewc_params(args)
     inputs = inputs_from_args(args, args.query, needs_labels=True)
+    overlap = check_overlap(inputs)
     result = run(evaluate_job(inputs, models, params, cache, options, args.baselines), args.quiet)
     report_problems(result.skipped, result.notes)
     _print_scores(result, models, params)
+    data = warn_overlap(overlap, result.as_dict())
     if args.json:
-        write_json(args.json, result.as_dict())
+        write_json(args.json, data)
     return 0
 
 

@@ -15,6 +15,7 @@ from cellsearch_gui.cli import (
     search,
     segment,
 )
+from cellsearch_gui.cli.common import Parser
 from cellsearch_gui.core.errors import CellSearchError
 
 DESCRIPTION = "The `cellsearch` command line: models, evaluate, classify, search-combinations, segment, analyse-models."
@@ -22,7 +23,7 @@ COMMAND_GROUPS = (gui, project, models, experiments, segment, search, analyse)  
 
 
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="cellsearch", description=DESCRIPTION)
+    parser = Parser(prog="cellsearch", description=DESCRIPTION)  # its sub-parsers are Parsers too
     sub = parser.add_subparsers(dest="command")
     for group in COMMAND_GROUPS:
         group.add_parser(sub)
@@ -42,6 +43,10 @@ def main(argv: list[str] | None = None) -> int:
         return args.handler(args)
     except CellSearchError as exc:
         print(f"error: {exc}", file=sys.stderr)
+        return 2
+    except OSError as exc:  # a file the system refused (name too long, permissions...): a message, no traceback
+        where = f"{exc.filename}: " if exc.filename else ""
+        print(f"error: {where}{exc.strerror or exc}", file=sys.stderr)
         return 2
     except KeyboardInterrupt:
         print("interrupted", file=sys.stderr)

@@ -6,14 +6,23 @@ import argparse
 import sys
 from pathlib import Path
 
-from cellsearch_gui.cli.common import EMBED_DEFAULTS, run
-from cellsearch_gui.core.app.run import DEFAULT_MODELS, pipeline_job
+from cellsearch_gui.cli.common import (
+    EMBED_DEFAULTS,
+    arg,
+    check_device_available,
+    device,
+    output_file,
+    output_folder,
+    run,
+)
+from cellsearch_gui.core import validation
+from cellsearch_gui.core.app.run import DEFAULT_MODELS, AnalysisSettings, pipeline_job
 from cellsearch_gui.core.app.session import Workspace
 from cellsearch_gui.core.export import export_project_csv
 from cellsearch_gui.core.io.dataset import scan_class_folders
 from cellsearch_gui.core.io.labels_csv import read_labels_csv
 from cellsearch_gui.core.models.registry import parse_model_list
-from cellsearch_gui.core.options import Weights
+from cellsearch_gui.core.options import Preset, Weights, values
 from cellsearch_gui.core.project import open_project
 from cellsearch_gui.core.project.library import export_library, read_library_info
 
@@ -23,10 +32,11 @@ def add_parser(sub) -> None:
     project.set_defaults(handler=cmd_project)
     psub = project.add_subparsers(dest="project_command", required=True)
     new = psub.add_parser("new", help="create a project folder")
-    new.add_argument("folder", type=Path)
+    new.add_argument("folder", type=output_folder)
     new.add_argument("--models", default=",".join(DEFAULT_MODELS))
-    new.add_argument("--preprocessing", default=None, help="crop preparation preset, e.g. cell_device_colour")
-    new.add_argument("--cell-diameter-px", type=float, default=None)
+    new.add_argument("--preprocessing", default=None, choices=values(Preset),
+                     help="crop preparation preset, e.g. cell_device_colour")
+    new.add_argument("--cell-diameter-px", type=arg(validation.DIAMETER_PX), default=None)
     new.add_argument("--random-init", action="store_true", help="random-initialised networks (a control)")
     info = psub.add_parser("info", help="what the project holds (opens it read-only)")
     info.add_argument("folder", type=Path)
@@ -37,18 +47,18 @@ def add_parser(sub) -> None:
     add.add_argument("--query", type=Path, nargs="+", default=[], help="images or folders to classify")
     classify = psub.add_parser("classify", help="segment, embed and classify (resumes an interrupted run)")
     classify.add_argument("folder", type=Path)
-    classify.add_argument("--device", default=EMBED_DEFAULTS.device)
+    classify.add_argument("--device", type=device, default=EMBED_DEFAULTS.device)
     classify.add_argument("--quiet", action="store_true")
     label = psub.add_parser("label", help="import labels from a CSV with cell_id and label columns")
     label.add_argument("folder", type=Path)
     label.add_argument("csv", type=Path)
     export = psub.add_parser("export", help="CSV of the last run's predictions with provenance")
     export.add_argument("folder", type=Path)
-    export.add_argument("out", type=Path)
+    export.add_argument("out", type=output_file)
     export.add_argument("--with-crops", action="store_true")
     library = psub.add_parser("export-library", help="the reference library plus labelled cells, portable")
     library.add_argument("folder", type=Path)
-    library.add_argument("out", type=Path)
+    library.add_argument("out", type=output_folder)
     library.add_argument("--device-name", default=None, help="the microscope the library comes from")
 
 
@@ -87,6 +97,7 @@ def _info(args: argparse.Namespace) -> int:
             print(f"run {run_row['id']:<14}{run_row['kind']}: {run_row['status']} "
                   f"({run_row['started_at']} -> {run_row['finished_at']})")
         print(f"{'integrity':<18}{store.integrity()}")
+        _print_settings_notes(store.get_meta("settings", {}))
     return 0
 
 
@@ -108,8 +119,10 @@ def _add(args: argparse.Namespace) -> int:
 
 
 def _classify(args: argparse.Namespace) -> int:
+    check_device_available(args.device)
     ws = _open(args.folder, "'cellsearch project classify'")
     try:
+        _print_settings_notes(ws.store.get_meta("settings", {}))
         result = run(pipeline_job(ws.plan(args.device)), args.quiet)
     finally:
         ws.close()
@@ -118,6 +131,12 @@ def _classify(args: argparse.Namespace) -> int:
     for note in result.notes:
         print(f"note: {note}", file=sys.stderr)
     return 0
+
+
+def _print_settings_notes(saved: dict) -> None:
+    """Saved settings outside their domain (an older or edited project): which default replaces each."""
+    for note in AnalysisSettings.load(saved)[1]:
+        print(f"note: {note}", file=sys.stderr)
 
 
 def _label(args: argparse.Namespace) -> int:

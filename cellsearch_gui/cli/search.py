@@ -7,21 +7,24 @@ from pathlib import Path
 
 from cellsearch_gui.cli.common import (
     add_embed_options,
+    arg,
+    arg_list,
+    check_overlap,
     embed_setup,
-    floats,
     inputs_from_args,
-    ints,
+    output_file,
     report_problems,
     run,
-    words,
+    warn_overlap,
     write_json,
 )
 from cellsearch_gui.core.app.experiments import search_job
 from cellsearch_gui.core.app.results import SearchResult
+from cellsearch_gui.core import validation
 from cellsearch_gui.core.classify.combinations import Grid
+from cellsearch_gui.core.classify.ewc import EWCParams
 from cellsearch_gui.core.crops.prepare import PRESETS, CropPrep, preset
 from cellsearch_gui.core.errors import CellSearchError
-from cellsearch_gui.core.index.knn import KnnIndex
 from cellsearch_gui.core.options import EntropyNorm, Preset, ScaleMode, values
 
 
@@ -32,23 +35,23 @@ def add_parser(sub) -> None:
     sc.add_argument("--reference", required=True, type=Path)
     sc.add_argument("--validation", type=Path, default=None)
     add_embed_options(sc)
-    sc.add_argument("--metrics", type=words, default=grid.metrics)
-    sc.add_argument("--k-min", type=ints, default=grid.k_mins)
-    sc.add_argument("--k-max", type=ints, default=grid.k_maxs)
-    sc.add_argument("--thresholds", type=floats, default=grid.thresholds)
-    sc.add_argument("--entropy-norms", type=words, default=grid.entropy_norms,
+    sc.add_argument("--metrics", type=arg_list(validation.METRIC), default=grid.metrics)
+    sc.add_argument("--k-min", type=arg_list(validation.K_MIN), default=grid.k_mins)
+    sc.add_argument("--k-max", type=arg_list(validation.K_MAX), default=grid.k_maxs)
+    sc.add_argument("--thresholds", type=arg_list(validation.ENTROPY_THRESHOLD), default=grid.thresholds)
+    sc.add_argument("--entropy-norms", type=arg_list(validation.ENTROPY_NORM), default=grid.entropy_norms,
                     help=",".join(values(EntropyNorm)))
-    sc.add_argument("--preps", type=words, default=None,
+    sc.add_argument("--preps", type=arg_list(validation.PRESET, also=("all",)), default=None,
                     help="also rank crop preprocessing presets: " + ",".join(values(Preset)) + " or 'all'")
-    sc.add_argument("--top", type=int, default=15, help="rows of the ranking to print")
-    sc.add_argument("--json", type=Path, default=None)
+    sc.add_argument("--top", type=arg(validation.TOP), default=15, help="rows of the ranking to print")
+    sc.add_argument("--json", type=output_file, default=None)
 
 
 def _preps(args: argparse.Namespace) -> dict[str, CropPrep] | None:
     """The crop preparations to rank (--preps), or None: only the one the crop options give."""
     if not args.preps:
         return None
-    names = list(PRESETS) if args.preps == ["all"] else args.preps
+    names = list(PRESETS) if "all" in args.preps else args.preps
     try:
         return {n: preset(n, physical=args.scale == ScaleMode.PHYSICAL, objects=args.find_cell,
                           target_pixel_size_um=args.crop_target_pixel_size) for n in names}
@@ -57,18 +60,18 @@ def _preps(args: argparse.Namespace) -> dict[str, CropPrep] | None:
 
 
 def cmd_search(args: argparse.Namespace) -> int:
-    models, cache, options = embed_setup(args)
     grid = Grid(metrics=args.metrics, k_mins=args.k_min, k_maxs=args.k_max, thresholds=args.thresholds,
-                entropy_norms=args.entropy_norms)
+                entropy_norms=args.entropy_norms)  # refuses a grid with no valid setting, before any work
+    models, cache, options = embed_setup(args)
     preps = _preps(args)
-    for metric in grid.metrics:
-        KnnIndex(metric=metric)  # validates the name before any embedding work
     inputs = inputs_from_args(args, args.validation, needs_labels=True)
+    overlap = check_overlap(inputs)
     result = run(search_job(inputs, models, grid, cache, options, preps=preps), args.quiet)
     report_problems(result.skipped, result.notes)
     _print_ranking(result, args.top)
+    data = warn_overlap(overlap, result.as_dict())
     if args.json:
-        write_json(args.json, result.as_dict())
+        write_json(args.json, data)
     return 0
 
 
@@ -83,6 +86,8 @@ def _print_ranking(result: SearchResult, top: int) -> None:
               f"{row['entropy_norm']:<11}{row['preprocessing']:<20}{','.join(row['models'])}")
     if result.ranking:
         best = result.ranking[0]
+        EWCParams(metric=best["metric"], k_min=best["k_min"], k_max=best["k_max"],  # a valid setting, always
+                  entropy_threshold=best["entropy_threshold"], entropy_norm=best["entropy_norm"])
         prep = result.preprocessing[best["preprocessing"]]
         flags = " ".join(f for f, on in (("--centre", prep["centre"]), ("--mask", prep["mask"])) if on)
         print(f"suggested: --models {','.join(best['models'])} --metric {best['metric']} --k-min {best['k_min']} "

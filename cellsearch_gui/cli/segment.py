@@ -6,8 +6,18 @@ import argparse
 import sys
 from pathlib import Path
 
-from cellsearch_gui.cli.common import add_offline_option, pixel_size, run
+from cellsearch_gui.cli.common import (
+    add_offline_option,
+    arg,
+    check_device_available,
+    device,
+    output_folder,
+    pixel_size,
+    run,
+)
+from cellsearch_gui.core import validation
 from cellsearch_gui.core.app.segment import segment_images
+from cellsearch_gui.core.errors import CellSearchError
 from cellsearch_gui.core.options import CellObjects, Segmenter, values
 from cellsearch_gui.core.segmentation.settings import Normalisation, SegmentSettings
 
@@ -22,8 +32,9 @@ def add_parser(sub) -> None:
     sg = sub.add_parser("segment", help="segment microscope images into cell crops and a cells.csv")
     sg.set_defaults(handler=cmd_segment)
     sg.add_argument("inputs", nargs="+", type=Path, help="image files or folders")
-    sg.add_argument("--out", required=True, type=Path)
-    sg.add_argument("--segmenter", default=defaults.segmenter, help=_segmenter_help())
+    sg.add_argument("--out", required=True, type=output_folder)
+    sg.add_argument("--segmenter", type=arg(validation.SEGMENTER), default=defaults.segmenter,
+                    help=_segmenter_help())
     sg.add_argument("--objects", default=defaults.objects, choices=values(CellObjects),
                     help="all cells, or only cells with a stained nucleus (white cells in a blood smear)")
     sg.add_argument("--pixel-size", type=pixel_size, default=defaults.pixel_size_um,
@@ -31,17 +42,17 @@ def add_parser(sub) -> None:
     sg.add_argument("--target-pixel-size", type=pixel_size, default=defaults.normalisation.target_pixel_size_um,
                     help="rescale to this um per pixel before segmenting and cropping")
     sg.add_argument("--clahe", action="store_true", help="CLAHE contrast normalisation of the crops")
-    sg.add_argument("--cell-diameter", type=float, default=defaults.cell_diameter_um,
+    sg.add_argument("--cell-diameter", type=arg(validation.DIAMETER_UM), default=defaults.cell_diameter_um,
                     help="typical cell diameter in um")
-    sg.add_argument("--cell-diameter-px", type=float, default=defaults.cell_diameter_px,
+    sg.add_argument("--cell-diameter-px", type=arg(validation.DIAMETER_PX), default=defaults.cell_diameter_px,
                     help="typical cell diameter in working pixels (when the pixel size is unknown)")
-    sg.add_argument("--crop-size", type=int, default=defaults.crop_size)
+    sg.add_argument("--crop-size", type=arg(validation.CROP_SIZE), default=defaults.crop_size)
     sg.add_argument("--mask-background", action="store_true", help="blank everything outside the cell mask")
     sg.add_argument("--keep-border-cells", action="store_true", help="keep cells cut by the image border")
-    sg.add_argument("--tile-size", type=int, default=defaults.tile_size)
-    sg.add_argument("--overlap", type=int, default=defaults.overlap,
+    sg.add_argument("--tile-size", type=arg(validation.TILE_SIZE), default=defaults.tile_size)
+    sg.add_argument("--overlap", type=arg(validation.OVERLAP), default=defaults.overlap,
                     help="tile overlap in pixels (default 1.5 diameters)")
-    sg.add_argument("--device", default=defaults.device)
+    sg.add_argument("--device", type=device, default=defaults.device)
     sg.add_argument("--checkpoint", type=Path, default=None, help="SAM checkpoint file to use directly")
     add_offline_option(sg)
     sg.add_argument("--quiet", action="store_true")
@@ -58,7 +69,13 @@ def settings_from_args(args: argparse.Namespace) -> SegmentSettings:
 
 
 def cmd_segment(args: argparse.Namespace) -> int:
-    summary = run(segment_images(args.inputs, args.out, settings_from_args(args)), args.quiet)
+    missing = [str(p) for p in args.inputs if not p.exists()]
+    if missing:
+        raise CellSearchError(f"no such file or folder: {', '.join(missing)}")
+    settings = settings_from_args(args)
+    if settings.segmenter != Segmenter.CLASSICAL:  # the classical segmenter runs on the CPU whatever --device says
+        check_device_available(settings.device)
+    summary = run(segment_images(args.inputs, args.out, settings), args.quiet)
     for problem in summary.problems:
         print(f"skipped: {problem}", file=sys.stderr)
     for image in summary.per_image:
@@ -67,4 +84,6 @@ def cmd_segment(args: argparse.Namespace) -> int:
             print(f"{image.path}: {image.cells} cells in {image.seconds:.1f} s"
                   + (f" (dropped: {dropped})" if dropped else ""))
     print(f"{summary.cells} cells from {summary.images_done} of {summary.images} images -> {args.out / 'cells.csv'}")
+    if summary.images_done == 0:
+        raise CellSearchError("no image could be segmented (see the skipped lines above)")
     return 0

@@ -9,16 +9,18 @@ from pathlib import Path
 
 import numpy as np
 
+from cellsearch_gui.core import validation
 from cellsearch_gui.core.app.experiments import Inputs, embed_both, provenance
 from cellsearch_gui.core.app.inputs import collect_query_cells
-from cellsearch_gui.core.classify.ewc import EWCClassifier, EWCParams, Predictions
-from cellsearch_gui.core.crops.prepare import PRESETS, preset
+from cellsearch_gui.core.classify.ewc import PARAM_DOMAINS, EWCClassifier, EWCParams, Predictions
+from cellsearch_gui.core.crops.prepare import preset
 from cellsearch_gui.core.embedding.cache import EmbeddingCache
 from cellsearch_gui.core.embedding.job import EmbedOptions
 from cellsearch_gui.core.io.dataset import CropSet, load_reference
 from cellsearch_gui.core.jobs import CancelToken, Job, Progress
 from cellsearch_gui.core.models.devices import pick_device
 from cellsearch_gui.core.options import (
+    VIEWS,
     CellObjects,
     EntropyNorm,
     FeatureStorage,
@@ -60,6 +62,11 @@ class AnalysisSettings:
     feature_storage: str = FeatureStorage.FLOAT32.value  # float16: half the disk for a run's feature arrays
     version: int = SETTINGS_VERSION
 
+    def __post_init__(self) -> None:
+        """Every field checked against its domain (core/validation.py); ``from_dict`` repairs saved ones."""
+        for name, problem in _problems(asdict(self)).items():
+            raise validation.InvalidSetting(f"setting {name}: {problem}")  # the first one found
+
     def ewc_params(self) -> EWCParams:
         known = {f.name for f in dataclasses.fields(EWCParams)}
         return EWCParams(**{k: v for k, v in self.params.items() if k in known}).validate()
@@ -67,15 +74,69 @@ class AnalysisSettings:
     @classmethod
     def from_dict(cls, raw: dict) -> AnalysisSettings:
         """Settings saved by this or any other version: unknown fields are dropped, missing ones take their
-        defaults, a preset this version lacks falls back to the default; the result is current-version."""
-        known = {f.name for f in dataclasses.fields(cls)} - {"version"}
-        settings = cls(**{k: v for k, v in raw.items() if k in known})
-        if settings.preprocessing not in PRESETS:
-            settings.preprocessing = cls.preprocessing
-        return settings
+        defaults, a value outside its domain (a preset this version lacks...) falls back to the default
+        (``load`` says which); the result is current-version."""
+        return cls.load(raw)[0]
+
+    @classmethod
+    def load(cls, raw: dict) -> tuple[AnalysisSettings, list[str]]:
+        """``from_dict`` with a note for every saved value replaced by its default."""
+        defaults = asdict(cls())
+        known = set(defaults) - {"version"}
+        values = {k: v for k, v in (raw if isinstance(raw, dict) else {}).items() if k in known}
+        notes = []
+        for name, problem in _problems(values).items():
+            notes.append(f"saved setting {name}: {problem}; using the default {defaults[name]!r}")
+            values[name] = defaults[name]
+        if "params" in values:
+            values["params"], param_notes = _repair_params(values["params"])
+            notes += param_notes
+        return cls(**values), notes
 
     def as_dict(self) -> dict:
         return asdict(self)
+
+
+_FIELD_CHECKS = {
+    "weights": validation.WEIGHTS.problem,
+    "preprocessing": validation.PRESET.problem,
+    "views": lambda v: None if isinstance(v, int) and not isinstance(v, bool) and v in VIEWS
+    else f"views must be one of {', '.join(map(str, VIEWS))}, got {v!r}",
+    "segmenter": validation.SEGMENTER.problem,
+    "objects": validation.CELL_OBJECTS.problem,
+    "cell_diameter_px": validation.DIAMETER_PX.problem,
+    "query_kind": validation.QUERY_KIND.problem,
+    "reference_pixel_size_um": validation.PIXEL_SIZE.problem,
+    "query_pixel_size_um": validation.PIXEL_SIZE.problem,
+    "batch_size": validation.BATCH_SIZE.problem,
+    "feature_storage": validation.FEATURE_STORAGE.problem,
+    "models": lambda v: None if isinstance(v, list) and v and all(isinstance(m, str) and m for m in v)
+    else f"must be a non-empty list of model ids, got {v!r}",
+    "params": lambda v: None if isinstance(v, dict) else f"must be a mapping, got {v!r}",
+}
+
+
+def _problems(values: dict) -> dict[str, str]:
+    """{field: what is wrong} for the values outside their domain."""
+    return {name: problem for name, check in _FIELD_CHECKS.items()
+            if name in values and (problem := check(values[name])) is not None}
+
+
+def _repair_params(params: dict) -> tuple[dict, list[str]]:
+    """Saved EWC parameters without the values outside their domain (those then take EWCParams' defaults);
+    a k_min > k_max pair is dropped whole."""
+    kept, notes = dict(params), []
+    for key, domain in PARAM_DOMAINS.items():
+        if key in kept and (problem := domain.problem(kept[key])) is not None:
+            notes.append(f"saved classifier setting {key}: {problem}; using the default")
+            del kept[key]
+    try:
+        EWCParams(**{k: v for k, v in kept.items() if k in PARAM_DOMAINS})
+    except validation.InvalidSetting as exc:
+        notes.append(f"saved classifier settings: {exc}; using the default k_min and k_max")
+        kept.pop("k_min", None)
+        kept.pop("k_max", None)
+    return kept, notes
 
 
 @dataclass(frozen=True)

@@ -16,6 +16,7 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
+from cellsearch_gui.core import validation
 from cellsearch_gui.core.classify.evaluation import evaluate_predictions
 from cellsearch_gui.core.classify.ewc import (
     adaptive_vote,
@@ -40,6 +41,23 @@ class Grid:
     thresholds: list[float] = field(default_factory=lambda: [0.1, 0.3, 0.5])
     entropy_norms: list[str] = field(default_factory=lambda: ["log_k"])
     growth: float = 2.0
+
+    def __post_init__(self) -> None:
+        """Every value checked against its domain (core/validation.py), so every ranked row, and the
+        suggestion made from the best one, is a valid setting; at least one k_min <= k_max pair must exist."""
+        for name, values, domain in (("metrics", self.metrics, validation.METRIC),
+                                     ("k_mins", self.k_mins, validation.K_MIN),
+                                     ("k_maxs", self.k_maxs, validation.K_MAX),
+                                     ("thresholds", self.thresholds, validation.ENTROPY_THRESHOLD),
+                                     ("entropy_norms", self.entropy_norms, validation.ENTROPY_NORM)):
+            if isinstance(values, str) or not list(values):
+                raise validation.InvalidSetting(f"the search grid needs at least one value in {name}")
+            for value in values:
+                domain.check(value)
+        validation.GROWTH.check(self.growth)
+        if not any(k_min <= k_max for k_min in self.k_mins for k_max in self.k_maxs):
+            raise validation.InvalidSetting(
+                f"no k_min <= k_max pair in the search grid: k_min {self.k_mins}, k_max {self.k_maxs}")
 
     def size(self) -> int:
         return (len(self.metrics) * len(self.k_mins) * len(self.k_maxs) * len(self.thresholds)

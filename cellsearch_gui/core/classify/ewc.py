@@ -13,12 +13,20 @@ from dataclasses import asdict, dataclass
 
 import numpy as np
 
+from cellsearch_gui.core import validation
 from cellsearch_gui.core.errors import FeatureError
 from cellsearch_gui.core.index.knn import KnnIndex, check_features
 from cellsearch_gui.core.options import EntropyNorm
 
 ENTROPY_NORMS = tuple(EntropyNorm)
 QUERY_CHUNK = 8192  # queries searched and voted at a time in EWCClassifier.predict
+PARAM_DOMAINS = {"metric": validation.METRIC, "k_min": validation.K_MIN, "k_max": validation.K_MAX,
+                 "entropy_threshold": validation.ENTROPY_THRESHOLD, "growth": validation.GROWTH,
+                 "index": validation.INDEX_KIND, "entropy_norm": validation.ENTROPY_NORM}
+
+
+class InvalidParams(FeatureError, validation.InvalidSetting):
+    """Classifier parameters outside their domain."""
 
 
 @dataclass
@@ -31,16 +39,14 @@ class EWCParams:
     index: str = "auto"
     entropy_norm: str = "log_k"  # log_k: the paper's H / log k; log_min_kc: H / log min(k, C)
 
+    def __post_init__(self) -> None:
+        """Every field checked against its domain (core/validation.py) when the parameters are made."""
+        for name, domain in PARAM_DOMAINS.items():
+            domain.check(getattr(self, name), InvalidParams)
+        validation.check_k_pair(self.k_min, self.k_max, InvalidParams)
+
     def validate(self) -> "EWCParams":
-        if self.k_min < 1 or self.k_max < self.k_min:
-            raise FeatureError(f"need 1 <= k_min <= k_max, got k_min={self.k_min}, k_max={self.k_max}")
-        if self.growth <= 1:
-            raise FeatureError(f"k growth factor must be > 1, got {self.growth}")
-        if self.entropy_norm not in ENTROPY_NORMS:
-            raise FeatureError(f"unknown entropy normalisation '{self.entropy_norm}'; "
-                               f"choose one of {', '.join(ENTROPY_NORMS)}")
-        if not 0 <= self.entropy_threshold <= 1:
-            raise FeatureError(f"entropy threshold must be in [0, 1], got {self.entropy_threshold}")
+        self.__post_init__()  # again: the fields are mutable
         return self
 
     def as_dict(self) -> dict:

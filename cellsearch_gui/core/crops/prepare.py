@@ -11,8 +11,8 @@ from dataclasses import asdict, dataclass
 
 import numpy as np
 
+from cellsearch_gui.core import validation
 from cellsearch_gui.core.crops.colour import (
-    COLOUR_MODES,
     lab_statistics,
     normalise_colour,
 )
@@ -43,11 +43,18 @@ class CropPrep:
     device_colour: tuple[float, ...] | None = None  # LAB mean+std of this device (device_reinhard)
     detail: float = 0.0  # >0: Gaussian low-pass (sigma in output px) to a common, coarser level of detail
 
-    def __post_init__(self):
-        if self.scale not in SCALE_MODES:
-            raise ValueError(f"unknown scale mode '{self.scale}'; choose one of {', '.join(SCALE_MODES)}")
-        if self.colour not in COLOUR_MODES:
-            raise ValueError(f"unknown colour mode '{self.colour}'; choose one of {', '.join(COLOUR_MODES)}")
+    def __post_init__(self) -> None:
+        """Every field checked against its domain (core/validation.py); InvalidSetting is a ValueError."""
+        validation.SCALE_MODE.check(self.scale)
+        validation.COLOUR_MODE.check(self.colour)
+        validation.CELL_OBJECTS.check(self.objects)
+        validation.PIXEL_SIZE.check(self.pixel_size_um)
+        validation.PIXEL_SIZE.check(self.target_pixel_size_um)
+        if self.target_pixel_size_um is None:
+            raise validation.InvalidSetting("target pixel size (um/px) is needed")
+        validation.CELL_FRACTION.check(self.cell_fraction)
+        validation.CROP_SIZE.check(self.crop_size)
+        validation.DETAIL.check(self.detail)
 
     @property
     def active(self) -> bool:
@@ -142,8 +149,7 @@ PRESETS = {
 
 def preset(name: str, physical: bool = False, **overrides) -> CropPrep:
     """A named preset; ``physical`` swaps its cell-size scaling for pixel-size scaling."""
-    if name not in PRESETS:
-        raise ValueError(f"unknown preprocessing preset '{name}'; choose from {', '.join(PRESETS)}")
+    validation.PRESET.check(name)
     settings = {**PRESETS[name], **overrides}
     if physical and settings.get("scale") == "cell_size":
         settings["scale"] = "physical"

@@ -13,6 +13,7 @@ from pathlib import Path
 
 import numpy as np
 
+from cellsearch_gui.core import validation
 from cellsearch_gui.core.crops.prepare import CropPrep, with_device_colour
 from cellsearch_gui.core.embedding.cache import EmbeddingCache
 from cellsearch_gui.core.embedding.reading import Batch, CropReader
@@ -43,6 +44,16 @@ class EmbedOptions:
     prefetch: bool = True  # read and prepare the next batch while the models run on this one
     read_workers: int | None = None  # threads reading and preparing crops; None: 1 on the CPU, more on a GPU
     pin_memory: bool = True  # CUDA: model inputs in page-locked memory, copied to the GPU asynchronously
+
+    def __post_init__(self) -> None:
+        """Every field checked against its domain (core/validation.py): a zero batch size never ends."""
+        validation.WEIGHTS.check(self.weights)
+        validation.check_device(self.device)
+        validation.BATCH_SIZE.check(self.batch_size)
+        validation.SEED.check(self.seed)
+        validation.check_views(self.views)
+        validation.PRECISION.check(self.precision)
+        validation.READ_WORKERS.check(self.read_workers)
 
 
 def use_read_workers(option: int | None, device: str) -> int:

@@ -6,6 +6,7 @@ import gc
 
 from cellsearch_gui.core.errors import CellSearchError
 from cellsearch_gui.core.options import Precision
+from cellsearch_gui.core.validation import check_device
 
 
 def pick_device(requested: str = "auto") -> str:
@@ -18,6 +19,27 @@ def pick_device(requested: str = "auto") -> str:
     if getattr(torch.backends, "mps", None) and torch.backends.mps.is_available():
         return "mps"
     return "cpu"
+
+
+def check_device_available(requested: str) -> None:
+    """A clear error when ``requested`` (cuda, cuda:N, mps) is not on this machine, naming what is; the
+    command line checks its --device with it before any work (``pick_device`` takes any name as given)."""
+    check_device(requested)
+    if requested in ("auto", "cpu"):
+        return
+    import torch
+
+    n_cuda = torch.cuda.device_count() if torch.cuda.is_available() else 0
+    has_mps = bool(getattr(torch.backends, "mps", None) and torch.backends.mps.is_available())
+    if requested.startswith("cuda"):
+        index = int(requested.partition(":")[2] or 0)
+        if index < n_cuda:
+            return
+    elif requested != "mps" or has_mps:
+        return
+    found = ["cpu"] + [f"cuda:{i}" for i in range(n_cuda)] + (["mps"] if has_mps else [])
+    raise CellSearchError(f"device '{requested}' is not available on this machine (found: {', '.join(found)}); "
+                          f"use --device auto or one of those")
 
 
 def pick_precision(requested: str, device: str) -> str:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from dataclasses import asdict, dataclass, field
 
+from cellsearch_gui.core import validation
 from cellsearch_gui.core.errors import CellSearchError
 from cellsearch_gui.core.options import Segmenter as SegmenterName
 from cellsearch_gui.core.segmentation.base import Segmenter
@@ -18,6 +19,12 @@ class Normalisation:
     clahe_grid: int = 8
     target_pixel_size_um: float | None = None
     colour: str = "none"  # none | reinhard | macenko | grayscale (CLAHE via ``clahe``)
+
+    def __post_init__(self) -> None:
+        validation.PIXEL_SIZE.check(self.target_pixel_size_um)
+        validation.COLOUR_MODE.check(self.colour)
+        validation.Range("CLAHE clip limit", float, 0.0, 1000.0, low_open=True).check(self.clahe_clip)
+        validation.Range("CLAHE grid", int, 1, 1024).check(self.clahe_grid)
 
     def scale_for(self, pixel_size_um: float | None) -> float:
         """Rescale factor = source um/px / target um/px (1 when either is unknown)."""
@@ -52,6 +59,23 @@ class SegmentSettings:
     normalisation: Normalisation = field(default_factory=Normalisation)
     device: str = "cpu"
     checkpoint: str | None = None  # a SAM checkpoint file instead of the imported weights
+
+    def __post_init__(self) -> None:
+        """Every field checked against its domain (core/validation.py): a zero tile size would never end."""
+        validation.SEGMENTER.check(self.segmenter)
+        validation.CELL_OBJECTS.check(self.objects)
+        validation.PIXEL_SIZE.check(self.pixel_size_um)
+        validation.DIAMETER_UM.check(self.cell_diameter_um)
+        validation.DIAMETER_PX.check(self.cell_diameter_px)
+        validation.AREA_FRACTION.check(self.min_area_fraction)
+        validation.AREA_FRACTION.check(self.max_area_fraction)
+        if self.max_area_fraction <= self.min_area_fraction:
+            raise validation.InvalidSetting(f"max area fraction ({self.max_area_fraction}) must exceed the "
+                                            f"min area fraction ({self.min_area_fraction})")
+        validation.TILE_SIZE.check(self.tile_size)
+        validation.OVERLAP.check(self.overlap)
+        validation.CROP_SIZE.check(self.crop_size)
+        validation.check_device(self.device)
 
     def diameter_px(self, pixel_size_um: float | None) -> tuple[float, str]:
         working_px = self.normalisation.target_pixel_size_um or pixel_size_um

@@ -18,6 +18,7 @@ from PySide6.QtWidgets import (
     QWidget,
 )
 
+from cellsearch_gui.core import validation
 from cellsearch_gui.core.app.run import AnalysisSettings
 from cellsearch_gui.core.models.checkpoints import status
 from cellsearch_gui.core.models.registry import REGISTRY
@@ -50,10 +51,11 @@ class ModelPanel(QWidget):
         self.metric = QComboBox()
         self.metric.addItems(values(Metric))
         self.k_min, self.k_max = QSpinBox(), QSpinBox()
-        self.k_min.setRange(1, 1000)
-        self.k_max.setRange(1, 100000)
+        self.k_min.setRange(*validation.K_MIN.spin_range(1000))  # ranges from the core's domains
+        self.k_max.setRange(*validation.K_MAX.spin_range(100000))
+        self.k_min.valueChanged.connect(self.k_max.setMinimum)  # k_max >= k_min, always
         self.threshold = QDoubleSpinBox()
-        self.threshold.setRange(0.0, 1.0)
+        self.threshold.setRange(*validation.ENTROPY_THRESHOLD.spin_range(1.0))
         self.threshold.setSingleStep(0.05)
         self.entropy_norm = QComboBox()
         self.entropy_norm.addItems(values(EntropyNorm))
@@ -67,7 +69,7 @@ class ModelPanel(QWidget):
         self.segmenter = QComboBox()
         self.segmenter.addItems(values(Segmenter))
         self.diameter = QSpinBox()
-        self.diameter.setRange(0, 2000)
+        self.diameter.setRange(0, int(validation.DIAMETER_PX.spin_range(2000)[1]))  # 0: the default
         self.diameter.setSpecialValueText("default (60 px)")
         self.diameter.setSuffix(" px")
         self.diameter.setToolTip("typical diameter of the cells to find in the fields, in pixels")
