@@ -46,7 +46,7 @@ def safe_component(text, fallback: str = "unnamed", max_bytes: int = MAX_COMPONE
     if cleaned.split(".")[0].upper() in RESERVED_NAMES:
         cleaned = "reserved_" + cleaned
     budget = max(8, max_bytes - 9)
-    if cleaned == original and len(cleaned.encode("utf-8")) <= max_bytes:
+    if cleaned and cleaned == original and len(cleaned.encode("utf-8")) <= max_bytes:
         return cleaned
     stem = _truncate_utf8(cleaned, budget).rstrip(" .") or fallback
     return f"{stem}-{short_hash(original)}"

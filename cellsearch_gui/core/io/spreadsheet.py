@@ -9,9 +9,21 @@ _FORMULA_STARTS = ("=", "+", "-", "@", "\t", "\r")
 _NUMBER = re.compile(r"[+-]?(\d+\.?\d*|\.\d+)([eE][+-]?\d+)?")
 
 
+def encodable(text: str) -> str:
+    """``text`` writable as UTF-8: undecodable bytes of a file name (lone surrogates) shown as ``\\xff``."""
+    try:
+        text.encode("utf-8")
+        return text
+    except UnicodeEncodeError:
+        try:
+            return text.encode("utf-8", "surrogateescape").decode("utf-8", "backslashreplace")
+        except UnicodeEncodeError:
+            return text.encode("utf-8", "backslashreplace").decode("utf-8")
+
+
 def spreadsheet_safe(value) -> str:
     """``value`` as CSV text; text starting like a formula (= + - @ tab CR) and not a number gets a ``'``."""
-    text = "" if value is None else str(value)
+    text = "" if value is None else encodable(str(value))
     if text[:1] in _FORMULA_STARTS and not _NUMBER.fullmatch(text):
         return "'" + text
     return text
