@@ -24,13 +24,19 @@ from cellsearch_gui.core.segmentation.settings import SegmentSettings
 from cellsearch_gui.core.types import Cell
 
 HOSTILE = [
-    "../..", "..", ".", "../../../../etc/passwd", "/etc/passwd", "/tmp/x", "a/b", "a\\b", "..\\..\\x", "C:\\x",
+    "../..", "..", ".", "../../sentinel/x", "../../../sentinel/passwd", "{sentinel}/passwd", "{sentinel}/x",
+    "{sentinel}", "a/b", "a\\b", "..\\..\\x", "C:\\x",
     "CON", "con.txt", "NUL", "COM1", "LPT9.png", "x" * 300, "é" * 200, "\x00", "a\x00b", "line\nbreak", "cr\rx",
     "\t", " ", "", "...", ". .", "_hidden", ".hidden", "-", "=HYPERLINK(\"http://x\",\"y\")", "@SUM(1)",
     "+cmd|' /C calc'!A0", "\u202etxt.exe", "e\u0301", "\u00e9", "🧫🦠", "zero\u200bwidth", "\udcff",
     "library.json", "a:b*c?d\"e<f>g|h", "~", "$HOME", "%TEMP%", "a/../../b",
 ]
 pytestmark = pytest.mark.timeout(60)
+# "{sentinel}" becomes the absolute path of the sentinel folder, so a regression damages it, not the system
+
+
+def _aimed(text: str, sentinel: Path) -> str:
+    return text.replace("{sentinel}", str(sentinel))
 
 
 def _crop(path: Path) -> Path:
@@ -86,6 +92,7 @@ def test_safe_component_is_one_harmless_name(text):
 @pytest.mark.parametrize("text", HOSTILE)
 def test_export_with_crops_keeps_hostile_ids_and_labels_inside(tmp_path, text):
     sentinel, _, before = _world(tmp_path)
+    text = _aimed(text, sentinel)
     out, written = _export(tmp_path, [(text, "fine"), ("fine", text), (text, text), (text, text)])
     _assert_inside(out / "cells_crops", written)
     assert len(set(written)) == 4  # the repeated (id, label) got a suffix, not an overwrite
@@ -96,6 +103,7 @@ def test_export_with_crops_keeps_hostile_ids_and_labels_inside(tmp_path, text):
 @pytest.mark.parametrize("label", HOSTILE)
 def test_export_library_keeps_hostile_labels_inside(tmp_path, label):
     sentinel, crop, before = _world(tmp_path)
+    label = _aimed(label, sentinel)
     cells = [Cell("c1", str(crop), str(crop)), Cell("c2", str(crop), str(crop))]
     workspace = SimpleNamespace(reference_dirs=[], store=None, cells=cells, user_labels={"c1": label, "c2": "ok"},
                                 settings=SimpleNamespace(reference_pixel_size_um=None))
@@ -213,3 +221,21 @@ def test_library_file_name_cannot_be_taken_by_a_class(tmp_path):
 @pytest.mark.parametrize("value, expected", [("caf\udce9.png", "caf\\xe9.png"), ("\ud800x", "\\ud800x")])
 def test_undecodable_file_names_are_written_not_raised(value, expected):
     assert spreadsheet_safe(value) == expected
+
+
+def test_segment_replaces_a_planted_link_in_its_crops_folder(tmp_path):
+    import cv2
+
+    sentinel, _, before = _world(tmp_path)
+    image = np.full((300, 300, 3), 235, np.uint8)
+    cv2.circle(image, (150, 150), 30, (120, 60, 150), -1)
+    Image.fromarray(image).save(tmp_path / "input" / "field.png")
+    settings = SegmentSettings(cell_diameter_px=60)
+    out = tmp_path / "out"
+    run_job(segment_images([tmp_path / "input" / "field.png"], out, settings))
+    crop = next((out / "crops").iterdir())
+    crop.unlink()
+    crop.symlink_to(sentinel / "victim.png")
+    run_job(segment_images([tmp_path / "input" / "field.png"], out, settings))
+    assert not crop.is_symlink() and crop.is_file()
+    assert _snapshot(sentinel) == {k[len("sentinel/"):]: v for k, v in before.items() if k.startswith("sentinel")}

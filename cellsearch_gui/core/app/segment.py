@@ -13,7 +13,7 @@ from cellsearch_gui.core.crops.records import CSV_COLUMNS, csv_row, cut_crop, ma
 from cellsearch_gui.core.errors import BadImageError
 from cellsearch_gui.core.io.fields import Field
 from cellsearch_gui.core.io.images import collect_images
-from cellsearch_gui.core.io.safe_paths import inside
+from cellsearch_gui.core.io.safe_paths import SafeWriter
 from cellsearch_gui.core.io.spreadsheet import SafeCsvWriter
 from cellsearch_gui.core.jobs import CancelToken, Job, Progress
 from cellsearch_gui.core.segmentation.fields import ImageResult, segment_field
@@ -33,6 +33,7 @@ def segment_images(inputs: list[str | Path], out_dir: str | Path, settings: Segm
     segmenters = {}
     results: list[ImageResult] = []
     taken: set[str] = set()  # cell ids (and so crop names) of this run: never one twice
+    crops = SafeWriter(out)
     with open(csv_path, "w", newline="", encoding="utf-8") as handle:
         writer = SafeCsvWriter(handle, fieldnames=CSV_COLUMNS)
         writer.writeheader()
@@ -63,7 +64,8 @@ def segment_images(inputs: list[str | Path], out_dir: str | Path, settings: Segm
                         cell = make_cell(field_, mask, tile, scale, segmenters[key].name, taken)
                         crop = cut_crop(field_, mask, settings.crop_size, settings.normalisation, scale,
                                         settings.mask_background)  # framed with its own mask: no find_cell
-                        Image.fromarray(crop).save(inside(out, "crops", f"{cell.cell_id}.png"))
+                        written = crops.save(Image.fromarray(crop).save, ("crops",), cell.cell_id, ".png")
+                        cell.crop_path = f"crops/{written.name}"
                         rows.append(csv_row(cell))
                     writer.writerows(rows)
                     handle.flush()
