@@ -115,3 +115,33 @@ def test_segment_cells_csv_neutralises_formulas(tmp_path, monkeypatch):
     assert len(rows) == 2
     assert not any(value[:1] in ("=", "+", "-", "@") for row in rows for value in row)
     assert rows[1][rows[0].index("source_image")] == "'" + name
+
+
+@pytest.mark.timeout(120)
+def test_project_export_and_export_library_from_the_cli_stay_inside(tmp_path):
+    """Finding 1 end to end: hostile cell ids (from a query cells.csv) and labels (``project label``)."""
+    from cellsearch_gui.cli import main
+    from cellsearch_gui.core.app.session import Workspace
+
+    sentinel = tmp_path / "sentinel"
+    sentinel.mkdir()
+    (sentinel / "victim.png").write_bytes(b"keep")
+    crop = _crop(tmp_path / "in" / "a.png")
+    ids = [str(sentinel / "victim"), "../../sentinel/victim", "../victim", "plain"]
+    ws = Workspace()
+    ws.save(tmp_path / "p")
+    ws.store.put_cells([Cell(uid, str(crop), str(crop)) for uid in ids])
+    run = ws.store.start_run("classify", {})
+    ws.store.finish_run(run, "finished", {}, predictions=[(uid, "..", 0.0, 1) for uid in ids])
+    ws.close()
+    (tmp_path / "labels.csv").write_text("cell_id,label\n" + "".join(
+        f"{uid},{label}\n" for uid, label in zip(ids, ["../..", str(sentinel), "..", str(tmp_path / "abs")])))
+    assert main(["project", "label", str(tmp_path / "p"), str(tmp_path / "labels.csv")]) == 0
+    out = tmp_path / "out"
+    assert main(["project", "export", str(tmp_path / "p"), str(out / "cells.csv"), "--with-crops"]) == 0
+    assert main(["project", "export-library", str(tmp_path / "p"), str(out / "library")]) == 0
+    assert _files(sentinel) == {"victim.png": b"keep"}
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["in", "labels.csv", "out", "p", "sentinel"]
+    written = [p for p in out.rglob("*") if p.is_file()]
+    assert len(written) == 1 + 4 + 4 + 1  # cells.csv, 4 crops, 4 library files, library.json
+    assert all(p.resolve().is_relative_to(out.resolve()) for p in written)
