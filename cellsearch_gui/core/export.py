@@ -3,12 +3,12 @@ each crop filed by label. Works from a live result (the app) or from a project's
 
 from __future__ import annotations
 
-import csv
-import shutil
 from pathlib import Path
 
 from cellsearch_gui.core.classify.ewc import Predictions
 from cellsearch_gui.core.io.atomic import atomic_open
+from cellsearch_gui.core.io.safe_paths import SafeWriter
+from cellsearch_gui.core.io.spreadsheet import SafeCsvWriter
 from cellsearch_gui.core.project.store import ProjectError
 from cellsearch_gui.core.types import FeatureSet
 
@@ -41,26 +41,26 @@ def provenance_columns(provenance: dict) -> list:
 
 
 def write_cells_csv(path: str | Path, rows, provenance: dict, with_crops: bool = False) -> int:
-    """``rows``: (cell, predicted, entropy, k, user_label) per cell. Atomic: a failed export leaves no file."""
+    """``rows``: (cell, predicted, entropy, k, user_label) per cell. Atomic: a failed export leaves no file.
+    Crops are filed as ``<csv stem>_crops/<label>/<cell id><suffix>``, label and id made safe file names
+    that stay inside that folder (a repeated name gets a suffix)."""
     path = Path(path)
-    crop_dir = path.with_name(path.stem + "_crops")
+    crops = SafeWriter(path.with_name(path.stem + "_crops")) if with_crops else None
     extra = provenance_columns(provenance)
     count = 0
     with atomic_open(path, newline="") as handle:
-        writer = csv.writer(handle)
+        writer = SafeCsvWriter(handle)
         writer.writerow(EXPORT_COLUMNS)
         for cell, predicted, entropy, k_used, user in rows:
             crop_path = cell.crop_path
-            if with_crops:
-                target = crop_dir / (user or predicted) / f"{cell.cell_id}{Path(cell.crop_path).suffix}"
-                target.parent.mkdir(parents=True, exist_ok=True)
-                shutil.copy2(cell.crop_path, target)
-                crop_path = str(target)
+            if crops is not None:
+                crop_path = str(crops.copy(cell.crop_path, (user or predicted,), cell.cell_id,
+                                           Path(cell.crop_path).suffix))
             bbox = cell.bbox or ("", "", "", "")
             centroid = cell.centroid or ("", "")
-            writer.writerow([spreadsheet_safe(v) for v in (
+            writer.writerow((
                 cell.source_image, cell.cell_id, *bbox, *centroid, cell.area_px or "", predicted,
-                f"{abs(entropy):.4f}", int(k_used), user or "", cell.true_label or "", crop_path, *extra)])
+                f"{abs(entropy):.4f}", int(k_used), user or "", cell.true_label or "", crop_path, *extra))
             count += 1
     return count
 
@@ -88,23 +88,16 @@ def export_project_csv(store, path: str | Path, with_crops: bool = False) -> int
     return write_cells_csv(path, rows, run["provenance"], with_crops)
 
 
-def spreadsheet_safe(value) -> str:
-    """Neutralise cells that a spreadsheet would run as a formula."""
-    text = str(value)
-    return "'" + text if text[:1] in ("=", "+", "-", "@", "\t", "\r") else text
-
-
 def write_predictions_csv(path: str | Path, query: FeatureSet, preds: Predictions, ref: FeatureSet,
                           top: int = 5) -> None:
 
     with atomic_open(path, newline="") as handle:
-        writer = csv.writer(handle)
+        writer = SafeCsvWriter(handle)
         writer.writerow(["path", "true_label", "predicted_label", "k_used", "entropy",
                          *[f"score_{c}" for c in preds.classes], "top_neighbours"])
         for i, p in enumerate(query.paths):
             neighbours = "; ".join(
                 f"{ref.paths[j].name}:{ref.labels[j]}:{d:.4g}"
                 for j, d in zip(preds.neighbour_ids[i, :top], preds.distances[i, :top]))
-            writer.writerow([spreadsheet_safe(v) for v in (
-                p, query.labels[i] or "", preds.labels[i], int(preds.k_used[i]),
-                f"{preds.entropy[i]:.4f}", *[f"{s:.4f}" for s in preds.scores[i]], neighbours)])
+            writer.writerow((p, query.labels[i] or "", preds.labels[i], int(preds.k_used[i]),
+                             f"{abs(preds.entropy[i]):.4f}", *[f"{s:.4f}" for s in preds.scores[i]], neighbours))

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import csv
 import json
 import time
 from dataclasses import asdict
@@ -15,6 +14,8 @@ from cellsearch_gui.core.errors import BadImageError
 from cellsearch_gui.core.io.fields import Field
 from cellsearch_gui.core.io.files import DISPLAY_ERRORS
 from cellsearch_gui.core.io.images import collect_images
+from cellsearch_gui.core.io.safe_paths import SafeWriter
+from cellsearch_gui.core.io.spreadsheet import SafeCsvWriter
 from cellsearch_gui.core.jobs import CancelToken, Job, Progress
 from cellsearch_gui.core.segmentation.fields import ImageResult, segment_field
 from cellsearch_gui.core.segmentation.settings import SegmentSettings, make_segmenter
@@ -32,8 +33,10 @@ def segment_images(inputs: list[str | Path], out_dir: str | Path, settings: Segm
     csv_path = out / "cells.csv"
     segmenters = {}
     results: list[ImageResult] = []
+    taken: set[str] = set()  # cell ids (and so crop names) of this run: never one twice
+    crops = SafeWriter(out)
     with open(csv_path, "w", newline="", encoding="utf-8", errors=DISPLAY_ERRORS) as handle:
-        writer = csv.DictWriter(handle, fieldnames=CSV_COLUMNS)
+        writer = SafeCsvWriter(handle, fieldnames=CSV_COLUMNS)
         writer.writeheader()
         for number, path in enumerate(images):
             token.raise_if_cancelled()
@@ -59,10 +62,11 @@ def segment_images(inputs: list[str | Path], out_dir: str | Path, settings: Segm
                     for number_in_image, (mask, tile) in enumerate(zip(masks, tile_ids)):
                         if number_in_image % 32 == 31:
                             field_.release_pages()  # crops of a huge field must not map it all in
-                        cell = make_cell(field_, mask, tile, scale, segmenters[key].name)
+                        cell = make_cell(field_, mask, tile, scale, segmenters[key].name, taken)
                         crop = cut_crop(field_, mask, settings.crop_size, settings.normalisation, scale,
                                         settings.mask_background)  # framed with its own mask: no find_cell
-                        Image.fromarray(crop).save(out / cell.crop_path)
+                        written = crops.save(Image.fromarray(crop).save, ("crops",), cell.cell_id, ".png")
+                        cell.crop_path = f"crops/{written.name}"
                         rows.append(csv_row(cell))
                     writer.writerows(rows)
                     handle.flush()

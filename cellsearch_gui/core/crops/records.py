@@ -3,6 +3,7 @@ size, and the cells.csv row of each (read back by ``cell_from_row``)."""
 
 from __future__ import annotations
 
+import os
 import re
 from pathlib import Path
 
@@ -10,6 +11,7 @@ import numpy as np
 
 from cellsearch_gui.core.crops.prepare import frame_cell
 from cellsearch_gui.core.io.fields import Field
+from cellsearch_gui.core.io.safe_paths import short_hash
 from cellsearch_gui.core.segmentation.masks import CellMask, encode_rle
 from cellsearch_gui.core.segmentation.settings import Normalisation
 from cellsearch_gui.core.types import Cell
@@ -45,9 +47,23 @@ def cell_from_row(row: dict, crop: Path) -> Cell:
         scale=_number(row.get("scale")), segmenter=row.get("segmenter") or None, score=_number(row.get("score")))
 
 
+def source_key(image_path: str | Path) -> str:
+    """8 hex digits naming one source file: a hash of its resolved path and size (not of its content: a field
+    can be gigabytes), so same-named fields in same-named folders never share cell ids."""
+    path = Path(image_path)
+    try:
+        size = path.stat().st_size
+    except OSError:
+        size = -1
+    return short_hash(f"{os.fsencode(path.resolve())!r}|{size}")
+
+
 def cell_id(image_path, cy: float, cx: float) -> str:
-    stem = re.sub(r"[^A-Za-z0-9_.-]+", "_", f"{image_path.parent.name}_{image_path.stem}").strip("_")
-    return f"{stem}_y{int(round(cy)):06d}_x{int(round(cx)):06d}"
+    """``<folder>_<name>_<source key>_y<row>_x<column>``: readable, bounded, unique per source file and position."""
+    image_path = Path(image_path)
+    stem = re.sub(r"[^A-Za-z0-9_.-]+", "_", f"{image_path.parent.name}_{image_path.stem}").strip("_.-")
+    stem = stem[:64] or "field"
+    return f"{stem}_{source_key(image_path)}_y{int(round(cy)):06d}_x{int(round(cx)):06d}"
 
 
 def cut_crop(field: Field, mask: CellMask, crop_size: int, norm: Normalisation, scale: float,
@@ -64,11 +80,19 @@ def cut_crop(field: Field, mask: CellMask, crop_size: int, norm: Normalisation, 
     return frame_cell(region, local, scale, crop_size, mask_background, colour, (cy - y0, cx - x0))
 
 
-def make_cell(field: Field, mask: CellMask, tile: int, scale: float, segmenter: str) -> Cell:
-    """The cell of one mask; its crop is ``crops/<cell_id>.png`` beside cells.csv."""
+def make_cell(field: Field, mask: CellMask, tile: int, scale: float, segmenter: str,
+              taken: set[str] | None = None) -> Cell:
+    """The cell of one mask; its crop is ``crops/<cell_id>.png`` beside cells.csv. An id already in ``taken``
+    (two masks rounding to one centroid) gets a ``-2``, ``-3``... suffix; the new id is added to ``taken``."""
     cy, cx = mask.centroid
     px = field.info.pixel_size_um
-    uid = cell_id(field.path, cy, cx)
+    uid = base = cell_id(field.path, cy, cx)
+    number = 1
+    while taken is not None and uid in taken:
+        number += 1
+        uid = f"{base}-{number}"
+    if taken is not None:
+        taken.add(uid)
     return Cell(
         cell_id=uid, crop_path=f"crops/{uid}.png", source_image=str(field.path), bbox=tuple(mask.bbox),
         centroid=(round(cx, 2), round(cy, 2)), area_px=mask.area, mask_rle=encode_rle(mask.mask), tile=tile,

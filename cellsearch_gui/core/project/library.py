@@ -4,13 +4,13 @@ size, provenance), so a library built on one microscope classifies images from a
 from __future__ import annotations
 
 import json
-import shutil
 from datetime import datetime, timezone
 from pathlib import Path
 
 from cellsearch_gui import __version__
 from cellsearch_gui.core.errors import DatasetError
 from cellsearch_gui.core.io.dataset import load_reference
+from cellsearch_gui.core.io.safe_paths import SafeWriter, safe_component, short_hash
 
 LIBRARY_FILE = "library.json"
 
@@ -28,11 +28,11 @@ def export_library(workspace, out_dir, device: str | None = None) -> dict:
     cells = {c.cell_id: c for c in (workspace.store.cells() if workspace.store else workspace.cells)}
     entries += [(cells[uid].crop_path, label) for uid, label in sorted(workspace.user_labels.items()) if uid in cells]
     counts: dict[str, int] = {}
+    files = SafeWriter(out)
     for number, (src, label) in enumerate(entries):
-        target = out / label / f"{number:06d}_{Path(src).name}"
-        target.parent.mkdir(parents=True, exist_ok=True)
-        shutil.copy2(src, target)
-        counts[label] = counts.get(label, 0) + 1
+        name = Path(src)
+        files.copy(src, (class_folder(label),), f"{number:06d}_{name.stem}", name.suffix)
+        counts[class_folder(label)] = counts.get(class_folder(label), 0) + 1
     info = {"format": 1, "device": device, "pixel_size_um": workspace.settings.reference_pixel_size_um,
             "classes": counts, "app_version": __version__,
             "exported_at": datetime.now(timezone.utc).isoformat(timespec="seconds"),
@@ -40,6 +40,12 @@ def export_library(workspace, out_dir, device: str | None = None) -> dict:
             "labelled_in_app": sum(1 for uid in workspace.user_labels if uid in cells)}
     (out / LIBRARY_FILE).write_text(json.dumps(info, indent=1))
     return info
+
+
+def class_folder(label: str) -> str:
+    """The folder of a class in an exported library: a safe name that is never library.json itself."""
+    folder = safe_component(label)
+    return f"{folder}-{short_hash(label)}" if folder.casefold() == LIBRARY_FILE else folder
 
 
 def read_library_info(folder) -> dict:
