@@ -93,11 +93,8 @@ def connect(path: Path, readonly: bool) -> tuple[sqlite3.Connection, str | None]
         try:
             db = _open(target, uri)
             _probe(db)
-            if not readonly:
-                db.execute("PRAGMA journal_mode=WAL")
-                db.execute("PRAGMA synchronous=FULL")
-                db.execute("PRAGMA foreign_keys=ON")
-            return db, note
+            wal = Path(f"{path}-wal")
+            return db, note if wal.is_file() and wal.stat().st_size > 0 else None
         except sqlite3.DatabaseError as exc:
             last_try = number == len(attempts) - 1
             damaged = not is_io_problem(exc)
@@ -110,6 +107,13 @@ def connect(path: Path, readonly: bool) -> tuple[sqlite3.Connection, str | None]
                                        "Restore it from a backup or start a new project") from None
                 raise error from None
     raise AssertionError("unreachable")
+
+
+def set_writer_pragmas(db: sqlite3.Connection) -> None:
+    """WAL, durable commits: only once the file is known to be a CellSearch project (or a new one)."""
+    db.execute("PRAGMA journal_mode=WAL")
+    db.execute("PRAGMA synchronous=FULL")
+    db.execute("PRAGMA foreign_keys=ON")
 
 
 def check_schema(db: sqlite3.Connection, folder: Path, version: int) -> None:

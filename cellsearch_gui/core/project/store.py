@@ -12,7 +12,8 @@ from pathlib import Path
 
 from cellsearch_gui import __version__
 from cellsearch_gui.core.io.atomic import disk_problem
-from cellsearch_gui.core.project.database import DB_NAME, ProjectError, check_schema, connect, explain, integrity_of
+from cellsearch_gui.core.project.database import (DB_NAME, ProjectError, check_schema, connect, explain, integrity_of,
+                                                 set_writer_pragmas)
 from cellsearch_gui.core.project.lock import ProjectLock
 from cellsearch_gui.core.project.paths import PATHS_META, PROJECT_RELATIVE, ProjectPaths
 from cellsearch_gui.core.project.schema import SCHEMA_VERSION, migrate
@@ -234,6 +235,8 @@ def _prepare(db: sqlite3.Connection, folder: Path, readonly: bool, fresh: bool) 
     try:
         version = db.execute("PRAGMA user_version").fetchone()[0]
         check_schema(db, folder, version)
+        if not readonly:
+            set_writer_pragmas(db)
     except sqlite3.DatabaseError as exc:
         raise explain(folder, exc, "open the project", db) from None
     if version > SCHEMA_VERSION:
