@@ -139,17 +139,29 @@ def test_project_new_on_a_full_disk_is_a_message(tmp_path, monkeypatch, capsys):
     assert "the disk is full" in capsys.readouterr().err
 
 
-def test_project_label_on_a_full_disk_is_a_message(tmp_path, monkeypatch, capsys):
-    folder = make_project(tmp_path / "p")
-    labels = tmp_path / "labels.csv"
-    labels.write_text("cell_id,label\nc0,monocyte\n")
-
-    def full(self, *args, **kwargs):
-        raise OSError(errno.ENOSPC, "No space left on device")
-
-    monkeypatch.setattr("pathlib.Path.write_text", full)
-    assert main(["project", "label", str(folder), str(labels)]) == 2
-    assert "the disk is full" in capsys.readouterr().err
+def test_project_label_on_a_full_disk_is_a_message(tmp_path, capsys):
+    mount = tmp_path / "fs"
+    mount.mkdir()
+    if subprocess.run(["mount", "-t", "tmpfs", "-o", "size=2m", "tmpfs", str(mount)]).returncode != 0:
+        pytest.skip("cannot mount a tmpfs here")
+    try:
+        folder = make_project(mount / "p")
+        labels = tmp_path / "labels.csv"
+        labels.write_text("cell_id,label\n" + "".join(f"c{i % 3},{'x' * 200}{i}\n" for i in range(20000)))
+        with open(mount / "filler", "wb", buffering=0) as filler:
+            try:
+                while True:
+                    filler.write(b"\0" * 65536)
+                    filler.flush()
+            except OSError:
+                pass
+        assert main(["project", "label", str(folder), str(labels)]) == 2
+        assert "the disk is full" in capsys.readouterr().err
+        (mount / "filler").unlink()
+        with open_project(folder, readonly=True, lock=False) as store:
+            assert store.integrity() == "ok" and store.labels() == {}
+    finally:
+        subprocess.run(["umount", "-l", str(mount)])
 
 
 def test_segment_on_a_full_disk_is_a_message(tmp_path, monkeypatch):

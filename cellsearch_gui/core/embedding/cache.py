@@ -6,6 +6,7 @@ left alone and the work goes on without the cache, saying so in ``notes``."""
 
 from __future__ import annotations
 
+import hashlib
 import logging
 import sqlite3
 import time
@@ -23,6 +24,7 @@ TABLES = {"emb": "(model TEXT NOT NULL, content TEXT NOT NULL, dim INTEGER NOT N
           "meta": "(kind TEXT NOT NULL, content TEXT NOT NULL, value TEXT NOT NULL, PRIMARY KEY (kind, content))"}
 COLUMNS = {"emb": ["model", "content", "dim", "vec"], "meta": ["kind", "content", "value"]}
 IO_WORDS = ("full", "readonly", "read-only", "disk i/o", "unable to open", "permission", "locked", "no space")
+CHECKSUM_BYTES = 8
 log = logging.getLogger("cellsearch")
 
 
@@ -35,6 +37,25 @@ def is_io_error(exc: BaseException) -> bool:
     if isinstance(exc, OSError):
         return True
     return any(word in str(exc).lower() for word in IO_WORDS)
+
+
+def blob_of(vector: np.ndarray) -> bytes:
+    """The vector's float32 bytes and a checksum of them, so a damaged row is never served."""
+    data = np.ascontiguousarray(vector, np.float32).tobytes()
+    return data + hashlib.blake2b(data, digest_size=CHECKSUM_BYTES).digest()
+
+
+def vector_of(blob, dim: int) -> np.ndarray | None:
+    """The vector of a stored row; None when the row is damaged. Rows of older caches carry no checksum."""
+    if not isinstance(blob, bytes) or not isinstance(dim, int) or dim < 0:
+        return None
+    data = blob[:4 * dim]
+    if len(blob) == 4 * dim + CHECKSUM_BYTES:
+        if hashlib.blake2b(data, digest_size=CHECKSUM_BYTES).digest() != blob[4 * dim:]:
+            return None
+    elif len(blob) != 4 * dim:
+        return None
+    return np.frombuffer(data, dtype=np.float32)
 
 
 class WrongSchema(sqlite3.DatabaseError):
@@ -141,8 +162,8 @@ class EmbeddingCache:
                 rows = self._db.execute(f"SELECT content, dim, vec FROM emb WHERE model=? AND content IN ({marks})",
                                         [model, *chunk])
                 for content, dim, blob in rows:
-                    vec = np.frombuffer(blob, dtype=np.float32) if isinstance(blob, bytes) else np.empty(0)
-                    if vec.size == dim:  # a damaged row is treated as missing and recomputed
+                    vec = vector_of(blob, dim)
+                    if vec is not None:  # a damaged row is treated as missing and recomputed
                         found[content] = vec
         except sqlite3.DatabaseError as exc:
             self._failed(exc, "read")
@@ -150,8 +171,7 @@ class EmbeddingCache:
         return found
 
     def put_many(self, model: str, items: dict[str, np.ndarray]) -> None:
-        rows = [(model, key, int(v.size), np.ascontiguousarray(v, np.float32).tobytes())
-                for key, v in items.items()]
+        rows = [(model, key, int(v.size), blob_of(v)) for key, v in items.items()]
         self._write("INSERT OR REPLACE INTO emb VALUES (?, ?, ?, ?)", rows)
 
     def _write(self, sql: str, rows: list) -> None:

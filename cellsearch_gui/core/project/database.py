@@ -3,6 +3,7 @@ read-only disk, and a file that is not a CellSearch project is refused without b
 
 from __future__ import annotations
 
+import shutil
 import sqlite3
 import urllib.parse
 from pathlib import Path
@@ -36,6 +37,14 @@ def is_io_problem(exc: BaseException) -> bool:
                                          "permission", "locked", "no space"))
 
 
+def nearly_full(folder: Path, margin: int = 256 * 1024) -> bool:
+    """Whether the disk holding ``folder`` is (all but) full: SQLite reports some writes there as I/O errors."""
+    try:
+        return shutil.disk_usage(folder).free < margin
+    except OSError:
+        return False
+
+
 def integrity_of(db: sqlite3.Connection) -> str:
     """'ok', or what PRAGMA integrity_check found (or why it could not run)."""
     try:
@@ -49,7 +58,7 @@ def explain(folder: Path, exc: sqlite3.DatabaseError, what: str, db: sqlite3.Con
             ) -> ProjectError:
     """One clear message for a database error while trying to ``what``."""
     text = str(exc).lower()
-    if "full" in text or "no space" in text:
+    if "full" in text or "no space" in text or ("disk i/o" in text and nearly_full(folder)):
         return ProjectError(f"{folder}: the disk is full while trying to {what}; nothing of it was saved and the "
                             "project keeps its last saved state. Free some space and try again")
     if "readonly" in text or "read-only" in text:

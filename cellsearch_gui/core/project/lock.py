@@ -34,12 +34,12 @@ class ProjectLock:
                 who = "another CellSearch"
             raise ProjectLockedError(f"{self.folder}: the project is in use by {who}; close it there first "
                                      "or open this project read-only") from None
-        try:
+        try:  # only says who holds the lock: a full disk must not stop the work (the message says less)
             self._info.write_text(json.dumps({"pid": os.getpid(), "host": socket.gethostname(), "purpose": purpose}))
         except OSError as exc:
-            self._lock.release()
-            raise disk_problem(exc, self._info, "open the project for writing") or CellSearchError(
-                f"{self.folder}: cannot open the project for writing ({exc.strerror or exc})") from None
+            if disk_problem(exc, self._info, "") is None:
+                self._lock.release()
+                raise CellSearchError(f"{self.folder}: cannot open the project for writing ({exc})") from None
 
     def release(self) -> None:
         if self._lock.is_locked:
