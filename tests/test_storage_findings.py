@@ -98,7 +98,7 @@ def test_a_full_disk_does_not_set_a_healthy_cache_aside(tmp_path, monkeypatch):
     real = sqlite3.connect
 
     def full(target, *args, **kwargs):
-        if str(target).endswith("embeddings.sqlite"):
+        if "embeddings.sqlite" in str(target):
             raise sqlite3.OperationalError("database or disk is full")
         return real(target, *args, **kwargs)
 

@@ -337,10 +337,14 @@ def test_cache_on_a_real_full_disk(small_fs):
 def test_cache_on_a_read_only_disk(small_fs):
     make_cache(small_fs / "c")
     remount(small_fs, "ro")
-    found, notes, recovered = use_cache(small_fs / "c")
-    assert recovered is None and not list((small_fs / "c").glob("*.damaged-*"))
-    assert len(found) == 50 or notes
-    remount(small_fs, "rw")
+    try:
+        cache = EmbeddingCache(small_fs / "c")
+        assert len(cache.get_many("m", [f"k{i}" for i in range(50)])) == 50  # still read
+        cache.put_many("m", {"new": np.ones(64, np.float32)})  # not kept, said once
+        assert cache.recovered_from is None and cache.notes and not list((small_fs / "c").glob("*.damaged-*"))
+        cache.close()
+    finally:
+        remount(small_fs, "rw")
 
 
 # --- full and read-only disks for the project ------------------------------------------------------------

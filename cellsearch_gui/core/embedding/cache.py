@@ -10,6 +10,7 @@ import hashlib
 import logging
 import sqlite3
 import time
+import urllib.parse
 from pathlib import Path
 
 import numpy as np
@@ -69,6 +70,7 @@ class EmbeddingCache:
         self.recovered_from: Path | None = None
         self.notes: list[str] = []
         self._writable = True
+        self._read_only = False  # the file is read but not written (a read-only disk)
         self.target = ":memory:" if path is None else str(Path(path) / CACHE_FILE)
         if path is None:
             self._db = self._connect(self.target)
@@ -78,7 +80,7 @@ class EmbeddingCache:
             self._db = self._connect(self.target)
         except (sqlite3.DatabaseError, OSError) as exc:
             if is_io_error(exc):
-                self._without_cache(exc, "opened")
+                self._without_cache(exc, "opened", read_only_ok=True)
             else:
                 self._set_aside(exc)
 
@@ -103,13 +105,38 @@ class EmbeddingCache:
             self.notes.append(text)
             log.warning("%s", text)
 
-    def _without_cache(self, exc: BaseException, what: str) -> None:
-        """The disk, not the file: keep the file as it is and work from memory."""
+    def _without_cache(self, exc: BaseException, what: str, read_only_ok: bool = False) -> None:
+        """The disk, not the file: keep the file as it is; read it if that still works (a read-only disk),
+        else work from memory."""
         problem = disk_problem(exc, self.target, "use the embedding cache") if isinstance(exc, OSError) else None
+        self._writable = False
+        if read_only_ok and self._open_read_only():
+            self._note(f"the embedding cache {self.target} could not be {what} ({problem or exc}); it is read "
+                       "but nothing computed now is kept for next time")
+            return
         self._note(f"the embedding cache {self.target} could not be {what} ({problem or exc}); working without "
                    "it, so nothing computed now is kept for next time. The file was left as it is")
-        self._writable = False
+        self._read_only = False
         self._db = self._connect(":memory:")
+
+    def _open_read_only(self) -> bool:
+        """Read the file where it cannot be written (honouring its WAL; a snapshot only when there is none)."""
+        wal = Path(self.target + "-wal")
+        modes = ["mode=ro"] + ([] if wal.is_file() and wal.stat().st_size else ["mode=ro&immutable=1"])
+        for mode in modes:
+            db = None
+            try:
+                db = sqlite3.connect(f"file:{urllib.parse.quote(self.target)}?{mode}", uri=True, timeout=30,
+                                     check_same_thread=False)
+                if [row[1] for row in db.execute("PRAGMA table_info(emb)")] == COLUMNS["emb"] and \
+                        [row[1] for row in db.execute("PRAGMA table_info(meta)")] == COLUMNS["meta"]:
+                    self._db, self._read_only = db, True
+                    return True
+            except sqlite3.DatabaseError:
+                pass
+            if db is not None:
+                db.close()
+        return False
 
     def _set_aside(self, exc: BaseException) -> None:
         """A damaged cache is only a cache: keep it aside for inspection and start an empty one."""
@@ -129,10 +156,10 @@ class EmbeddingCache:
 
     def _failed(self, exc: sqlite3.DatabaseError, what: str) -> None:
         """A database error while using the cache: the disk (work on without it) or damage (set it aside)."""
-        if self.target == ":memory:" or not self._writable:
+        if self.target == ":memory:":
             raise exc
         self._db.close()
-        if is_io_error(exc):
+        if not self._writable or is_io_error(exc):
             self._without_cache(exc, what)
         else:
             self._set_aside(exc)
@@ -176,6 +203,8 @@ class EmbeddingCache:
 
     def _write(self, sql: str, rows: list) -> None:
         """One transaction: all rows or none (a full disk rolls it back and the cache stays as it was)."""
+        if self._read_only:
+            return
         try:
             with self._db:
                 self._db.executemany(sql, rows)
