@@ -184,7 +184,6 @@ class ProjectStore:
     def integrity(self) -> str:
         return integrity_of(self.db)
 
-
     def migrate_paths(self) -> None:
         """Rewrite paths of a project written before they were project-relative (once, by a writer)."""
         if self.paths.relative:
