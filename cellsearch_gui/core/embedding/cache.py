@@ -20,10 +20,11 @@ from cellsearch_gui.core.io.user_dirs import user_dir
 
 CACHE_ENV = "CELLSEARCH_CACHE_DIR"
 CACHE_FILE = "embeddings.sqlite"
-TABLES = {"emb": "(model TEXT NOT NULL, content TEXT NOT NULL, dim INTEGER NOT NULL, vec BLOB NOT NULL, "
+TABLES = {"emb": "(model TEXT NOT NULL, content TEXT NOT NULL, dim INTEGER NOT NULL, vec BLOB NOT NULL, sum BLOB, "
                  "PRIMARY KEY (model, content))",
           "meta": "(kind TEXT NOT NULL, content TEXT NOT NULL, value TEXT NOT NULL, PRIMARY KEY (kind, content))"}
-COLUMNS = {"emb": ["model", "content", "dim", "vec"], "meta": ["kind", "content", "value"]}
+COLUMNS = {"emb": ["model", "content", "dim", "vec", "sum"], "meta": ["kind", "content", "value"]}
+OLD_EMB_COLUMNS = ["model", "content", "dim", "vec"]  # caches before vectors carried a checksum
 IO_WORDS = ("full", "readonly", "read-only", "disk i/o", "unable to open", "permission", "locked", "no space")
 CHECKSUM_BYTES = 8
 log = logging.getLogger("cellsearch")
@@ -40,23 +41,18 @@ def is_io_error(exc: BaseException) -> bool:
     return any(word in str(exc).lower() for word in IO_WORDS)
 
 
-def blob_of(vector: np.ndarray) -> bytes:
-    """The vector's float32 bytes and a checksum of them, so a damaged row is never served."""
-    data = np.ascontiguousarray(vector, np.float32).tobytes()
-    return data + hashlib.blake2b(data, digest_size=CHECKSUM_BYTES).digest()
+def checksum_of(vector: np.ndarray) -> bytes:
+    return hashlib.blake2b(np.ascontiguousarray(vector, np.float32).tobytes(), digest_size=CHECKSUM_BYTES).digest()
 
 
-def vector_of(blob, dim: int) -> np.ndarray | None:
-    """The vector of a stored row; None when the row is damaged. Rows of older caches carry no checksum."""
-    if not isinstance(blob, bytes) or not isinstance(dim, int) or dim < 0:
+def vector_of(blob, dim, checksum) -> np.ndarray | None:
+    """The vector of a stored row; None when the row is damaged (rows of older caches carry no checksum)."""
+    if not isinstance(blob, bytes) or not isinstance(dim, int) or len(blob) != 4 * dim:
         return None
-    data = blob[:4 * dim]
-    if len(blob) == 4 * dim + CHECKSUM_BYTES:
-        if hashlib.blake2b(data, digest_size=CHECKSUM_BYTES).digest() != blob[4 * dim:]:
-            return None
-    elif len(blob) != 4 * dim:
+    vector = np.frombuffer(blob, dtype=np.float32)
+    if checksum is not None and checksum != checksum_of(vector):
         return None
-    return np.frombuffer(data, dtype=np.float32)
+    return vector
 
 
 class WrongSchema(sqlite3.DatabaseError):
@@ -71,6 +67,7 @@ class EmbeddingCache:
         self.notes: list[str] = []
         self._writable = True
         self._read_only = False  # the file is read but not written (a read-only disk)
+        self._sum = "sum"  # the checksum column ("NULL" for an older cache read where it cannot be upgraded)
         self.target = ":memory:" if path is None else str(Path(path) / CACHE_FILE)
         if path is None:
             self._db = self._connect(self.target)
@@ -92,6 +89,9 @@ class EmbeddingCache:
             for table, columns in TABLES.items():
                 db.execute(f"CREATE TABLE IF NOT EXISTS {table} {columns}")
                 found = [row[1] for row in db.execute(f"PRAGMA table_info({table})")]
+                if table == "emb" and found == OLD_EMB_COLUMNS:
+                    db.execute("ALTER TABLE emb ADD COLUMN sum BLOB")
+                    found = COLUMNS["emb"]
                 if found != COLUMNS[table]:
                     raise WrongSchema(f"table {table} has columns {found}, not {COLUMNS[table]}")
             db.commit()
@@ -116,7 +116,7 @@ class EmbeddingCache:
             return
         self._note(f"the embedding cache {self.target} could not be {what} ({problem or exc}); working without "
                    "it, so nothing computed now is kept for next time. The file was left as it is")
-        self._read_only = False
+        self._read_only, self._sum = False, "sum"
         self._db = self._connect(":memory:")
 
     def _open_read_only(self) -> bool:
@@ -128,9 +128,11 @@ class EmbeddingCache:
             try:
                 db = sqlite3.connect(f"file:{urllib.parse.quote(self.target)}?{mode}", uri=True, timeout=30,
                                      check_same_thread=False)
-                if [row[1] for row in db.execute("PRAGMA table_info(emb)")] == COLUMNS["emb"] and \
+                if [row[1] for row in db.execute("PRAGMA table_info(emb)")] in (COLUMNS["emb"], OLD_EMB_COLUMNS) and \
                         [row[1] for row in db.execute("PRAGMA table_info(meta)")] == COLUMNS["meta"]:
                     self._db, self._read_only = db, True
+                    names = [row[1] for row in db.execute("PRAGMA table_info(emb)")]
+                    self._sum = "sum" if "sum" in names else "NULL"
                     return True
             except sqlite3.DatabaseError:
                 pass
@@ -186,10 +188,11 @@ class EmbeddingCache:
             for start in range(0, len(keys), 500):
                 chunk = keys[start : start + 500]
                 marks = ",".join("?" * len(chunk))
-                rows = self._db.execute(f"SELECT content, dim, vec FROM emb WHERE model=? AND content IN ({marks})",
+                rows = self._db.execute(f"SELECT content, dim, vec, {self._sum} FROM emb WHERE model=? "
+                                        f"AND content IN ({marks})",
                                         [model, *chunk])
-                for content, dim, blob in rows:
-                    vec = vector_of(blob, dim)
+                for content, dim, blob, checksum in rows:
+                    vec = vector_of(blob, dim, checksum)
                     if vec is not None:  # a damaged row is treated as missing and recomputed
                         found[content] = vec
         except sqlite3.DatabaseError as exc:
@@ -198,8 +201,9 @@ class EmbeddingCache:
         return found
 
     def put_many(self, model: str, items: dict[str, np.ndarray]) -> None:
-        rows = [(model, key, int(v.size), blob_of(v)) for key, v in items.items()]
-        self._write("INSERT OR REPLACE INTO emb VALUES (?, ?, ?, ?)", rows)
+        rows = [(model, key, int(v.size), np.ascontiguousarray(v, np.float32).tobytes(), checksum_of(v))
+                for key, v in items.items()]
+        self._write("INSERT OR REPLACE INTO emb (model, content, dim, vec, sum) VALUES (?, ?, ?, ?, ?)", rows)
 
     def _write(self, sql: str, rows: list) -> None:
         """One transaction: all rows or none (a full disk rolls it back and the cache stays as it was)."""
