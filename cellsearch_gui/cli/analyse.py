@@ -8,8 +8,8 @@ from pathlib import Path
 from cellsearch_gui.cli.common import (
     add_embed_options,
     arg,
-    output_folder,
     embed_setup,
+    output_folder,
     report_problems,
     run,
     write_json,

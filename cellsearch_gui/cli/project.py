@@ -68,11 +68,19 @@ def cmd_project(args: argparse.Namespace) -> int:
 
 
 def _open(folder: Path, purpose: str) -> Workspace:
-    return Workspace.open(folder, purpose=purpose)
+    ws = Workspace.open(folder, purpose=purpose)
+    _say_note(ws.store)
+    return ws
+
+
+def _say_note(store) -> None:
+    if store is not None and store.note:
+        print(f"note: {store.note}", file=sys.stderr)
 
 
 def _new(args: argparse.Namespace) -> int:
-    if (args.folder / "project.sqlite").exists():
+    database = args.folder / "project.sqlite"
+    if database.exists() and not (database.is_file() and database.stat().st_size == 0):
         print(f"error: {args.folder} already holds a project", file=sys.stderr)
         return 2
     ws = Workspace()
@@ -89,6 +97,7 @@ def _new(args: argparse.Namespace) -> int:
 
 def _info(args: argparse.Namespace) -> int:
     with open_project(args.folder, readonly=True, lock=False) as store:
+        _say_note(store)
         for key, value in store.counts().items():
             print(f"{key:<18}{value}")
         for source in store.sources("reference") + store.sources("query"):
@@ -155,6 +164,7 @@ def _label(args: argparse.Namespace) -> int:
 
 def _export(args: argparse.Namespace) -> int:
     with open_project(args.folder, readonly=True, lock=False) as store:
+        _say_note(store)
         rows = export_project_csv(store, args.out, args.with_crops)
     print(f"{rows} cells -> {args.out}")
     return 0

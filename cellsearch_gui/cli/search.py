@@ -18,9 +18,9 @@ from cellsearch_gui.cli.common import (
     warn_overlap,
     write_json,
 )
+from cellsearch_gui.core import validation
 from cellsearch_gui.core.app.experiments import search_job
 from cellsearch_gui.core.app.results import SearchResult
-from cellsearch_gui.core import validation
 from cellsearch_gui.core.classify.combinations import Grid
 from cellsearch_gui.core.classify.ewc import EWCParams
 from cellsearch_gui.core.crops.prepare import PRESETS, CropPrep, preset

@@ -47,11 +47,19 @@ def _crop_cell(path: Path, label: str | None = None) -> Cell:
 def cells_from_csv(csv_path: Path) -> list[Cell]:
     """The cells of a segment job's cells.csv whose crop file is there."""
     cells = []
-    with open(csv_path, newline="", encoding="utf-8") as handle:
-        for row in csv.DictReader(handle):
-            crop = csv_path.parent / row["crop_path"]
-            if crop.is_file():
-                cells.append(cell_from_row(row, crop))
+    try:
+        with open(csv_path, newline="", encoding="utf-8") as handle:
+            for line, row in enumerate(csv.DictReader(handle), start=2):
+                crop = csv_path.parent / (row.get("crop_path") or "")
+                if not row.get("crop_path") or not crop.is_file():
+                    continue
+                try:
+                    cells.append(cell_from_row(row, crop))
+                except (KeyError, TypeError, ValueError) as exc:
+                    raise DatasetError(f"{csv_path}, line {line}: not a cells.csv row from 'cellsearch segment' "
+                                       f"(missing or non-numeric {exc}); segment the images again") from None
+    except (OSError, UnicodeDecodeError, csv.Error) as exc:
+        raise DatasetError(f"{csv_path}: unreadable cells.csv ({exc})") from None
     return cells
 
 

@@ -22,6 +22,7 @@ from cellsearch_gui.core.errors import DatasetError
 from cellsearch_gui.core.io.dataset import CropSet, load_reference
 from cellsearch_gui.core.jobs import CancelToken, Job, Progress, run_job
 from cellsearch_gui.core.project import open_project
+from cellsearch_gui.core.project.paths import absolute
 
 LEGACY_FILE = "project.json"  # the first app version's project file; converted on open
 REPREDICT_CHUNK = 4 * QUERY_CHUNK  # query cells voted again between two progress reports
@@ -89,12 +90,12 @@ class Workspace:
 
     # --- inputs -------------------------------------------------------------------------------------
     def add_reference_dir(self, folder: str | Path) -> None:
-        if str(folder) not in self.reference_dirs:
+        if absolute(folder) not in {absolute(p) for p in self.reference_dirs}:  # one folder, however spelt
             self.reference_dirs.append(str(folder))
 
     def add_query_paths(self, paths) -> None:
         for path in map(str, paths):
-            if path not in self.query_paths:
+            if absolute(path) not in {absolute(p) for p in self.query_paths}:
                 self.query_paths.append(path)
 
     def plan(self, device: str = "auto") -> RunPlan:
@@ -283,11 +284,13 @@ class Workspace:
             return cls._convert_legacy(folder)
         ws = cls(folder)
         ws.store = open_project(folder, readonly=readonly, purpose=purpose)
-        ws.settings = AnalysisSettings.from_dict(ws.store.get_meta("settings", {}))
+        saved = ws.store.get_meta("settings", {})
+        ws.settings = AnalysisSettings.from_dict(saved if isinstance(saved, dict) else {})
         ws.reference_dirs = [s["path"] for s in ws.store.sources("reference")]
         ws.query_paths = [s["path"] for s in ws.store.sources("query")]
         ws.user_labels = ws.store.labels()
-        ws.added_to_reference = set(ws.store.get_meta("added_to_reference", []))
+        added = ws.store.get_meta("added_to_reference", [])
+        ws.added_to_reference = {str(uid) for uid in added} if isinstance(added, list) else set()
         return ws
 
     @classmethod
@@ -296,13 +299,18 @@ class Workspace:
         legacy = folder / LEGACY_FILE
         try:
             raw = json.loads(legacy.read_text(encoding="utf-8"))
-        except ValueError as exc:
+        except (ValueError, OSError) as exc:
             raise DatasetError(f"{legacy}: unreadable project file ({exc})") from None
+        if not isinstance(raw, dict) or not all(isinstance(raw.get(k, []), list)
+                                                for k in ("reference_dirs", "query_paths")):
+            raise DatasetError(f"{legacy}: not a CellSearch project file (expected an object with settings, "
+                               "reference_dirs and query_paths); it was not changed")
         ws = cls()
-        ws.settings = AnalysisSettings.from_dict(raw.get("settings", {}))
+        ws.settings = AnalysisSettings.from_dict(raw.get("settings") if isinstance(raw.get("settings"), dict) else {})
         ws.reference_dirs = list(raw.get("reference_dirs", []))
         ws.query_paths = list(raw.get("query_paths", []))
-        ws.user_labels = dict(raw.get("user_labels", {}))
+        labels = raw.get("user_labels", {})
+        ws.user_labels = {str(k): str(v) for k, v in labels.items() if v} if isinstance(labels, dict) else {}
         ws.save(folder)
         legacy.replace(folder / (LEGACY_FILE + ".converted"))
         return ws

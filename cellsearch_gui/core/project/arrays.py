@@ -9,6 +9,7 @@ from pathlib import Path
 import numpy as np
 
 from cellsearch_gui.core.io.atomic import atomic_open, write_text_atomic
+from cellsearch_gui.core.project.paths import PATHS_META, PROJECT_RELATIVE, ProjectPaths
 from cellsearch_gui.core.types import FeatureSet, concat_blocks
 
 ARRAYS_DIR = "features"
@@ -23,10 +24,11 @@ def save_run_arrays(folder: Path, run_id: int, reference: FeatureSet, query: Fea
         for model, block in features.per_model.items():
             with atomic_open(out / f"{kind}.{model}.npy", "wb") as handle:
                 np.save(handle, block.astype(dtype))
-    manifest = {"models": reference.model_ids, "dims": reference.dims, "per_model_l2": reference.per_model_l2,
+    stored = ProjectPaths(folder, relative=True).to_stored
+    manifest = {PATHS_META: PROJECT_RELATIVE, "models": reference.model_ids, "dims": reference.dims, "per_model_l2": reference.per_model_l2,
                 "fingerprints": reference.fingerprints, "dtype": dtype,
-                "reference_paths": [str(p) for p in reference.paths], "reference_labels": reference.labels,
-                "query_paths": [str(p) for p in query.paths], "prep": {"reference": reference.prep,
+                "reference_paths": [stored(p) for p in reference.paths], "reference_labels": reference.labels,
+                "query_paths": [stored(p) for p in query.paths], "prep": {"reference": reference.prep,
                                                                           "query": query.prep},
                 "reference_cell_ids": reference.cell_ids, "query_cell_ids": query.cell_ids}
     write_text_atomic(out / "manifest.json", json.dumps(manifest))
@@ -38,6 +40,7 @@ def load_run_arrays(folder: Path, run_id: int) -> tuple[FeatureSet, FeatureSet] 
     out = Path(folder) / ARRAYS_DIR / f"run-{run_id}"
     try:
         manifest = json.loads((out / "manifest.json").read_text())
+        resolve = ProjectPaths(folder, manifest.get(PATHS_META) == PROJECT_RELATIVE).from_stored
         sets = []
         for kind, paths, labels in (("reference", manifest["reference_paths"], manifest["reference_labels"]),
                                     ("query", manifest["query_paths"], [None] * len(manifest["query_paths"]))):
@@ -46,11 +49,11 @@ def load_run_arrays(folder: Path, run_id: int) -> tuple[FeatureSet, FeatureSet] 
                 return None
             blocks = [np.asarray(per_model[m], dtype=np.float32) for m in manifest["models"]]
             sets.append(FeatureSet(
-                paths=[Path(p) for p in paths], labels=list(labels),
+                paths=[Path(resolve(p)) for p in paths], labels=list(labels),
                 features=concat_blocks(blocks, manifest["per_model_l2"]), model_ids=manifest["models"],
                 dims=manifest["dims"], per_model_l2=manifest["per_model_l2"],
                 fingerprints=manifest["fingerprints"], per_model={m: b for m, b in zip(manifest["models"], blocks)},
                 prep=manifest["prep"][kind], cell_ids=list(manifest.get(f"{kind}_cell_ids", []))))
-    except (OSError, ValueError, KeyError):
+    except (OSError, ValueError, KeyError, TypeError, AttributeError):
         return None
     return sets[0], sets[1]

@@ -10,6 +10,7 @@ from pathlib import Path
 from filelock import FileLock, Timeout
 
 from cellsearch_gui.core.errors import CellSearchError
+from cellsearch_gui.core.io.atomic import disk_problem
 
 
 class ProjectLockedError(CellSearchError):
@@ -33,7 +34,12 @@ class ProjectLock:
                 who = "another CellSearch"
             raise ProjectLockedError(f"{self.folder}: the project is in use by {who}; close it there first "
                                      "or open this project read-only") from None
-        self._info.write_text(json.dumps({"pid": os.getpid(), "host": socket.gethostname(), "purpose": purpose}))
+        try:  # only says who holds the lock: a full disk must not stop the work (the message says less)
+            self._info.write_text(json.dumps({"pid": os.getpid(), "host": socket.gethostname(), "purpose": purpose}))
+        except OSError as exc:
+            if disk_problem(exc, self._info, "") is None:
+                self._lock.release()
+                raise CellSearchError(f"{self.folder}: cannot open the project for writing ({exc})") from None
 
     def release(self) -> None:
         if self._lock.is_locked:

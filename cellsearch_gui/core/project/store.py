@@ -11,17 +11,23 @@ from datetime import datetime, timezone
 from pathlib import Path
 
 from cellsearch_gui import __version__
-from cellsearch_gui.core.errors import CellSearchError
+from cellsearch_gui.core.io.atomic import disk_problem
+from cellsearch_gui.core.project.database import (
+    DB_NAME,
+    ProjectError,
+    check_schema,
+    connect,
+    explain,
+    integrity_of,
+    set_writer_pragmas,
+)
 from cellsearch_gui.core.project.lock import ProjectLock
+from cellsearch_gui.core.project.paths import PATHS_META, PROJECT_RELATIVE, ProjectPaths
 from cellsearch_gui.core.project.schema import SCHEMA_VERSION, migrate
 from cellsearch_gui.core.types import Cell
 
-DB_NAME = "project.sqlite"
 LEGACY_FILE = "project.json"
-
-
-class ProjectError(CellSearchError):
-    pass
+__all__ = ["DB_NAME", "LEGACY_FILE", "ProjectError", "ProjectStore", "open_project"]
 
 
 def now() -> str:
@@ -38,8 +44,18 @@ def user() -> str:
 class ProjectStore:
     """Open with ``open_project``. Writers hold the project lock; read-only stores never write."""
 
-    def __init__(self, folder: Path, db: sqlite3.Connection, readonly: bool, lock: ProjectLock | None):
+    def __init__(self, folder: Path, db: sqlite3.Connection, readonly: bool, lock: ProjectLock | None,
+                 note: str | None = None):
         self.folder, self.db, self.readonly, self._lock = folder, db, readonly, lock
+        self.note = note  # how the project was opened, when the user should know (a read-only snapshot)
+        self.paths = ProjectPaths(folder, self._get_meta(PATHS_META) == PROJECT_RELATIVE)
+
+    def _read(self, sql: str, params=(), what: str = "read the project") -> list:
+        """All rows of a query; a database error becomes one clear message."""
+        try:
+            return self.db.execute(sql, params).fetchall()
+        except sqlite3.DatabaseError as exc:
+            raise explain(self.folder, exc, what, self.db) from None
 
     # --- transactions with clear errors --------------------------------------------------------------
     @contextmanager
@@ -49,15 +65,8 @@ class ProjectStore:
         try:
             with self.db:
                 yield self.db
-        except sqlite3.OperationalError as exc:
-            text = str(exc).lower()
-            if "full" in text:
-                raise ProjectError(f"{self.folder}: the disk is full while trying to {what}; nothing of it was "
-                                   "saved and the project keeps its last saved state. Free some space and "
-                                   "try again") from None
-            if "readonly" in text or "read-only" in text:
-                raise ProjectError(f"{self.folder}: the folder is read-only, cannot {what}") from None
-            raise ProjectError(f"{self.folder}: could not {what} ({exc}); the last saved state is kept") from None
+        except sqlite3.DatabaseError as exc:
+            raise explain(self.folder, exc, what, self.db) from None
 
     def close(self) -> None:
         self.db.close()
@@ -71,29 +80,39 @@ class ProjectStore:
         self.close()
 
     # --- settings and sources -----------------------------------------------------------------------
+    def _get_meta(self, key: str, default=None):
+        rows = self._read("SELECT value FROM meta WHERE key=?", (key,))
+        try:
+            return json.loads(rows[0][0]) if rows else default
+        except (TypeError, ValueError):
+            return default  # a value changed outside CellSearch: as if unset
+
     def get_meta(self, key: str, default=None):
-        row = self.db.execute("SELECT value FROM meta WHERE key=?", (key,)).fetchone()
-        return json.loads(row[0]) if row else default
+        return self._get_meta(key, default)
 
     def set_meta(self, key: str, value) -> None:
         with self.write(f"save {key}") as db:
             db.execute("INSERT OR REPLACE INTO meta VALUES (?, ?)", (key, json.dumps(value)))
 
     def add_source(self, role: str, path, pixel_size_um: float | None = None, device: str | None = None) -> None:
+        """Add a source, or update its device and pixel size where new ones are given (None keeps them)."""
         with self.write(f"add {path}") as db:
             db.execute("INSERT INTO sources (role, path, pixel_size_um, device, added_at) VALUES (?, ?, ?, ?, ?) "
-                       "ON CONFLICT (role, path) DO UPDATE SET pixel_size_um=excluded.pixel_size_um, "
-                       "device=excluded.device", (role, str(path), pixel_size_um, device, now()))
+                       "ON CONFLICT (role, path) DO UPDATE SET "
+                       "pixel_size_um=COALESCE(excluded.pixel_size_um, pixel_size_um), "
+                       "device=COALESCE(excluded.device, device)",
+                       (role, self.paths.to_stored(path), pixel_size_um, device, now()))
 
     def sources(self, role: str) -> list[dict]:
-        rows = self.db.execute("SELECT path, pixel_size_um, device FROM sources WHERE role=? ORDER BY id", (role,))
-        return [{"path": p, "pixel_size_um": px, "device": d} for p, px, d in rows]
+        rows = self._read("SELECT path, pixel_size_um, device FROM sources WHERE role=? ORDER BY id", (role,))
+        return [{"path": self.paths.from_stored(p), "pixel_size_um": px, "device": d} for p, px, d in rows]
 
     # --- cells, labels, runs, predictions ------------------------------------------------------------
     def put_cells(self, cells: list[Cell]) -> None:
         """Cells by id (a cell already stored keeps its row); how a segmented cell was cut stays in cells.csv."""
-        rows = [(c.cell_id, c.source_image, c.crop_path, *(c.bbox or (None,) * 4), *(c.centroid or (None, None)),
-                 c.area_px, c.mask_rle, c.true_label) for c in cells]
+        to_stored = self.paths.to_stored
+        rows = [(c.cell_id, to_stored(c.source_image), to_stored(c.crop_path), *(c.bbox or (None,) * 4),
+                 *(c.centroid or (None, None)), c.area_px, c.mask_rle, c.true_label) for c in cells]
         with self.write(f"save {len(rows)} cells") as db:
             db.executemany("INSERT INTO cells (uid, image_path, crop_path, bbox_x0, bbox_y0, bbox_x1, bbox_y1, "
                            "centroid_x, centroid_y, area_px, mask_rle, folder_label) "
@@ -101,11 +120,13 @@ class ProjectStore:
 
     def cells(self) -> list[Cell]:
         out = []
-        for row in self.db.execute("SELECT uid, crop_path, image_path, bbox_x0, bbox_y0, bbox_x1, bbox_y1, "
-                                   "centroid_x, centroid_y, area_px, mask_rle, folder_label FROM cells ORDER BY id"):
-            bbox = None if row[3] is None else tuple(row[3:7])
-            centroid = None if row[7] is None else (row[7], row[8])
-            out.append(Cell(row[0], row[1], row[2], bbox, centroid, row[9], row[10], row[11]))
+        from_stored = self.paths.from_stored
+        for row in self._read("SELECT uid, crop_path, image_path, bbox_x0, bbox_y0, bbox_x1, bbox_y1, centroid_x, "
+                              "centroid_y, area_px, mask_rle, folder_label FROM cells ORDER BY id"):
+            bbox = None if None in row[3:7] else tuple(row[3:7])
+            centroid = None if None in row[7:9] else (row[7], row[8])
+            out.append(Cell(row[0], from_stored(row[1]), from_stored(row[2]), bbox, centroid, row[9], row[10],
+                            row[11]))
         return out
 
     def set_labels(self, labels: dict[str, str | None], who: str | None = None) -> None:
@@ -116,12 +137,12 @@ class ProjectStore:
 
     def labels(self) -> dict[str, str]:
         """The latest label of each cell (a cleared label removes it); the history stays in the table."""
-        rows = self.db.execute("SELECT cell_uid, label FROM labels WHERE id IN "
-                               "(SELECT MAX(id) FROM labels GROUP BY cell_uid)")
+        rows = self._read("SELECT cell_uid, label FROM labels WHERE id IN "
+                          "(SELECT MAX(id) FROM labels GROUP BY cell_uid)")
         return {uid: label for uid, label in rows if label}
 
     def label_history(self, uid: str) -> list[tuple[str | None, str, str]]:
-        return list(self.db.execute("SELECT label, who, at FROM labels WHERE cell_uid=? ORDER BY id", (uid,)))
+        return self._read("SELECT label, who, at FROM labels WHERE cell_uid=? ORDER BY id", (uid,))
 
     def start_run(self, kind: str, settings: dict) -> int:
         with self.write(f"record the {kind} run") as db:
@@ -140,21 +161,27 @@ class ProjectStore:
 
     def runs(self) -> list[dict]:
         keys = ["id", "kind", "started_at", "finished_at", "status", "app_version"]
-        return [dict(zip(keys, r)) for r in self.db.execute(f"SELECT {', '.join(keys)} FROM runs ORDER BY id")]
+        return [dict(zip(keys, r)) for r in self._read(f"SELECT {', '.join(keys)} FROM runs ORDER BY id")]
 
     def last_finished_run(self, kind: str | None = None) -> dict | None:
-        row = self.db.execute("SELECT id, settings, provenance FROM runs WHERE status='finished' "
-                              "AND (? IS NULL OR kind=?) ORDER BY id DESC LIMIT 1", (kind, kind)).fetchone()
-        if row is None:
+        rows = self._read("SELECT id, settings, provenance FROM runs WHERE status='finished' "
+                          "AND (? IS NULL OR kind=?) ORDER BY id DESC LIMIT 1", (kind, kind))
+        if not rows:
             return None
-        return {"id": row[0], "settings": json.loads(row[1] or "{}"), "provenance": json.loads(row[2] or "{}")}
+        row = rows[0]
+        try:
+            settings, provenance = json.loads(row[1] or "{}"), json.loads(row[2] or "{}")
+        except ValueError as exc:
+            raise ProjectError(f"{self.folder}: run {row[0]} has unreadable settings ({exc})") from None
+        return {"id": row[0], "settings": settings if isinstance(settings, dict) else {},
+                "provenance": provenance if isinstance(provenance, dict) else {}}
 
     def predictions(self, run_id: int) -> dict[str, tuple[str, float, int]]:
-        rows = self.db.execute("SELECT cell_uid, label, entropy, k_used FROM predictions WHERE run_id=?", (run_id,))
+        rows = self._read("SELECT cell_uid, label, entropy, k_used FROM predictions WHERE run_id=?", (run_id,))
         return {uid: (label, entropy, k) for uid, label, entropy, k in rows}
 
     def counts(self) -> dict:
-        one = lambda sql: self.db.execute(sql).fetchone()[0]  # noqa: E731
+        one = lambda sql: self._read(sql)[0][0]  # noqa: E731
         return {"schema": one("PRAGMA user_version"), "reference_sources": one(
                     "SELECT COUNT(*) FROM sources WHERE role='reference'"),
                 "query_sources": one("SELECT COUNT(*) FROM sources WHERE role='query'"),
@@ -162,24 +189,77 @@ class ProjectStore:
                 "runs": one("SELECT COUNT(*) FROM runs")}
 
     def integrity(self) -> str:
-        return self.db.execute("PRAGMA integrity_check").fetchone()[0]
+        return integrity_of(self.db)
+
+    def migrate_paths(self) -> None:
+        """Rewrite paths of a project written before they were project-relative (once, by a writer)."""
+        if self.paths.relative:
+            return
+        old, new = self.paths, ProjectPaths(self.folder, relative=True)
+        convert = lambda text: new.to_stored(old.from_stored(text))  # noqa: E731
+        with self.write("convert the stored paths") as db:
+            seen = set()
+            for row_id, role, path in db.execute("SELECT id, role, path FROM sources ORDER BY id").fetchall():
+                key = (role, convert(path))
+                if key in seen:  # two spellings of one folder: keep the first
+                    db.execute("DELETE FROM sources WHERE id=?", (row_id,))
+                    continue
+                seen.add(key)
+                db.execute("UPDATE sources SET path=? WHERE id=?", (key[1], row_id))
+            rows = db.execute("SELECT id, crop_path, image_path FROM cells").fetchall()
+            db.executemany("UPDATE cells SET crop_path=?, image_path=? WHERE id=?",
+                           [(convert(crop), convert(image), row_id) for row_id, crop, image in rows])
+            db.execute("INSERT OR REPLACE INTO meta VALUES (?, ?)", (PATHS_META, json.dumps(PROJECT_RELATIVE)))
+        self.paths = new
 
 
-def _connect(path: Path, readonly: bool) -> sqlite3.Connection:
-    uri = f"file:{path}?mode=ro&immutable=1" if readonly else f"file:{path}"
-    db = sqlite3.connect(uri, uri=True, timeout=10, check_same_thread=False, isolation_level=None)
-    db.isolation_level = ""  # "with db:" commits or rolls back
+EMPTY_NOTE = f"{DB_NAME} was empty (0 bytes): a new, empty project was created in it"
+
+
+def _refuse_non_project(folder: Path, path: Path, create: bool, readonly: bool) -> None:
+    """A missing or 0-byte database is a project only for a writer (which creates it, saying so)."""
+    if path.is_file() and (not readonly or path.stat().st_size > 0):
+        return
+    if path.exists() and not path.is_file():
+        raise ProjectError(f"{path}: not a file; this folder is not a CellSearch project")
+    if path.is_file():
+        raise ProjectError(f"{folder}: {DB_NAME} is empty (0 bytes), so this is not a CellSearch project; the "
+                           "file was not changed. Create a project with 'cellsearch project new'")
+    if not create:
+        what = "holds an older project.json: open it in the app to convert it" if (folder / LEGACY_FILE).is_file() \
+            else "is not a CellSearch project"
+        raise ProjectError(f"{folder}: {what} (no {DB_NAME}); create one with 'cellsearch project new'")
     try:
-        db.execute("PRAGMA schema_version").fetchone()
+        folder.mkdir(parents=True, exist_ok=True)
+    except OSError as exc:
+        raise disk_problem(exc, folder, "create the project folder") or ProjectError(
+            f"{folder}: cannot create the project folder ({exc.strerror})") from None
+
+
+def _prepare(db: sqlite3.Connection, folder: Path, readonly: bool, fresh: bool) -> None:
+    """Check the schema version and tables; bring a writable project up to date."""
+    try:
+        version = db.execute("PRAGMA user_version").fetchone()[0]
+        check_schema(db, folder, version)
+        if not readonly:
+            set_writer_pragmas(db)
     except sqlite3.DatabaseError as exc:
-        db.close()
-        raise ProjectError(f"{path}: not a readable CellSearch project database ({exc}); it may be damaged. "
-                           "Restore it from a backup or start a new project") from None
-    if not readonly:
-        db.execute("PRAGMA journal_mode=WAL")
-        db.execute("PRAGMA synchronous=FULL")
-        db.execute("PRAGMA foreign_keys=ON")
-    return db
+        raise explain(folder, exc, "open the project", db) from None
+    if version > SCHEMA_VERSION:
+        raise ProjectError(f"{folder}: made by a newer CellSearch (project schema {version}; this version "
+                           f"reads up to {SCHEMA_VERSION}). Update CellSearch to open it; the file was not changed")
+    if version < SCHEMA_VERSION:
+        if readonly:
+            raise ProjectError(f"{folder}: needs an upgrade of its schema ({version} -> {SCHEMA_VERSION}) "
+                               "but is read-only")
+        try:
+            migrate(db)
+            if fresh:  # a new project stores project-relative paths from the start
+                with db:
+                    db.execute("INSERT OR REPLACE INTO meta VALUES (?, ?)",
+                               (PATHS_META, json.dumps(PROJECT_RELATIVE)))
+        except sqlite3.DatabaseError as exc:
+            raise explain(folder, exc, "create the project database", db) from None
 
 
 def open_project(folder, create: bool = False, readonly: bool = False, purpose: str = "CellSearch",
@@ -188,16 +268,10 @@ def open_project(folder, create: bool = False, readonly: bool = False, purpose: 
     connection of the process that holds it, e.g. its worker thread); a read-only folder opens read-only."""
     folder = Path(folder)
     path = folder / DB_NAME
-    if not path.is_file():
-        if not create:
-            what = "holds an older project.json: open it in the app to convert it" if (folder / LEGACY_FILE).is_file() \
-                else "is not a CellSearch project"
-            raise ProjectError(f"{folder}: {what} (no {DB_NAME}); create one with 'cellsearch project new'")
-        try:
-            folder.mkdir(parents=True, exist_ok=True)
-        except OSError as exc:
-            raise ProjectError(f"{folder}: cannot create the project folder ({exc.strerror})") from None
-    if not readonly and path.is_file() and not os.access(folder, os.W_OK):
+    _refuse_non_project(folder, path, create, readonly)
+    fresh = not path.is_file() or path.stat().st_size == 0
+    empty_file = path.is_file() and fresh
+    if not readonly and not fresh and not os.access(folder, os.W_OK):
         readonly = True  # a read-only folder (or medium) can still be looked at
     take_lock, lock = lock, None
     if not readonly:
@@ -206,25 +280,28 @@ def open_project(folder, create: bool = False, readonly: bool = False, purpose: 
         if take_lock:
             lock = ProjectLock(folder)
             lock.acquire(purpose)
+    db = None
     try:
-        db = _connect(path, readonly)
-        version = db.execute("PRAGMA user_version").fetchone()[0]
-        if version > SCHEMA_VERSION:
-            db.close()
-            raise ProjectError(f"{folder}: made by a newer CellSearch (project schema {version}; this version "
-                               f"reads up to {SCHEMA_VERSION}). Update CellSearch to open it; the file was not "
-                               "changed")
-        if version < SCHEMA_VERSION:
-            if readonly:
-                db.close()
-                raise ProjectError(f"{folder}: needs an upgrade of its schema ({version} -> {SCHEMA_VERSION}) "
-                                   "but is read-only")
-            migrate(db)
+        db, note = connect(path, readonly)
+        _prepare(db, folder, readonly, fresh)
         if lock is not None:  # the only writer: a run still marked running was killed
             with db:
                 db.execute("UPDATE runs SET status='interrupted' WHERE status='running'")
+        store = ProjectStore(folder, db, readonly, lock, EMPTY_NOTE if empty_file else note)
+        if not readonly:
+            store.migrate_paths()
+    except sqlite3.DatabaseError as exc:
+        error = explain(folder, exc, "open the project", db)
+        _abandon(db, lock)
+        raise error from None
     except BaseException:
-        if lock is not None:
-            lock.release()
+        _abandon(db, lock)
         raise
-    return ProjectStore(folder, db, readonly, lock)
+    return store
+
+
+def _abandon(db: sqlite3.Connection | None, lock: ProjectLock | None) -> None:
+    if db is not None:
+        db.close()
+    if lock is not None:
+        lock.release()
