@@ -9,6 +9,7 @@ from pathlib import Path
 
 from cellsearch_gui import __version__
 from cellsearch_gui.core.errors import DatasetError
+from cellsearch_gui.core.io.atomic import disk_errors, write_text_atomic
 from cellsearch_gui.core.io.dataset import load_reference
 from cellsearch_gui.core.io.safe_paths import SafeWriter, safe_component, short_hash
 
@@ -29,16 +30,17 @@ def export_library(workspace, out_dir, device: str | None = None) -> dict:
     entries += [(cells[uid].crop_path, label) for uid, label in sorted(workspace.user_labels.items()) if uid in cells]
     counts: dict[str, int] = {}
     files = SafeWriter(out)
-    for number, (src, label) in enumerate(entries):
-        name = Path(src)
-        files.copy(src, (class_folder(label),), f"{number:06d}_{name.stem}", name.suffix)
-        counts[class_folder(label)] = counts.get(class_folder(label), 0) + 1
+    with disk_errors(out, "export the library"):
+        for number, (src, label) in enumerate(entries):
+            name = Path(src)
+            files.copy(src, (class_folder(label),), f"{number:06d}_{name.stem}", name.suffix)
+            counts[class_folder(label)] = counts.get(class_folder(label), 0) + 1
     info = {"format": 1, "device": device, "pixel_size_um": workspace.settings.reference_pixel_size_um,
             "classes": counts, "app_version": __version__,
             "exported_at": datetime.now(timezone.utc).isoformat(timespec="seconds"),
             "sources": list(workspace.reference_dirs),
             "labelled_in_app": sum(1 for uid in workspace.user_labels if uid in cells)}
-    (out / LIBRARY_FILE).write_text(json.dumps(info, indent=1))
+    write_text_atomic(out / LIBRARY_FILE, json.dumps(info, indent=1))
     return info
 
 
