@@ -129,3 +129,20 @@ def test_cli_shots_json_and_a_class_too_small(tmp_path, capsys):
         assert not set(seed["labelled_cells"]) & set(seed["scored_cells"])
     assert any("2 labelled instead of 5" in n for n in data["notes"])
     assert set(data["coverage"]) == {"1.0", "0.8", "0.6", "0.4"}
+
+
+@pytest.mark.parametrize("norm", ["log_k", "log_min_kc"])
+def test_explicit_paper_rule_reproduces_the_reference_implementation(rng, norm):
+    from ewc_reference import ewc_predict_one
+
+    centres = rng.normal(size=(4, 10))
+    y = rng.integers(0, 4, 200)
+    x = (centres[y] + rng.normal(size=(200, 10)) * 2).astype(np.float32)  # mixed: many reach k_max
+    labels = [f"c{v}" for v in y]
+    q = (centres[rng.integers(0, 4, 40)] + rng.normal(size=(40, 10)) * 2).astype(np.float32)
+    pred = EWCClassifier(EWCParams(k_max=200, entropy_threshold=0.2, index="flat", entropy_norm=norm,
+                                   stopping="paper")).fit(x, labels).predict(q)
+    for i in range(len(q)):
+        label, k, h, scores = ewc_predict_one(q[i].astype(np.float64), x, labels, "l2", 3, 200, 0.2, norm)
+        assert (pred.labels[i], pred.k_used[i]) == (label, k)
+        assert pred.entropy[i] == pytest.approx(h, abs=1e-9) and pred.scores[i] == pytest.approx(scores)
