@@ -54,7 +54,12 @@ class EWCParams:
         return self
 
     def as_dict(self) -> dict:
-        return asdict(self)
+        """The fields; ``stopping`` only when it is not the paper's rule, so that the JSON and settings files
+        of the paper's configuration stay as they were before the rule was selectable."""
+        out = asdict(self)
+        if out["stopping"] == StoppingRule.PAPER:
+            del out["stopping"]
+        return out
 
 
 def k_schedule(k_min: int, k_max: int, growth: float = 2.0) -> list[int]:
