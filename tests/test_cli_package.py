@@ -45,6 +45,8 @@ EVALUATE_KEYS = ["balanced_accuracy", "macro_precision", "accuracy", "classes", 
                  "app_version", "models", "model_fingerprints", "weights", "per_model_l2", "views", "preprocessing",
                  "params", "n_reference", "n_query", "reference_counts", "mean_k", "mean_entropy", "index_kind",
                  "skipped", "notes", "preprocessing_notes", "timings_s"]
+# added after the keys above (issue 15): always "coverage"; with --shots N the other three
+EVALUATE_NEW_KEYS = ["coverage", "shots", "shot_seeds", "per_seed"]
 SEARCH_KEYS = ["ranking", "n_reference", "n_validation", "models", "grid", "preprocessing", "per_model_l2",
                "skipped", "notes", "timings_s"]
 ANALYSIS_KEYS = ["n_cells", "classes", "pca_dims_max", "sigma_frac", "models", "dims", "class_similarity",
@@ -60,8 +62,11 @@ def _filled(cls, **given):
 
 
 def test_result_keys_are_the_documented_ones_in_order():
-    assert list(_filled(EvaluateResult, baselines=None).as_dict()) == EVALUATE_KEYS
-    assert list(_filled(EvaluateResult, baselines={"knn5": {}}).as_dict()) == EVALUATE_KEYS + ["baselines"]
+    unset = dict.fromkeys(EVALUATE_NEW_KEYS)
+    assert list(_filled(EvaluateResult, **{**unset, "baselines": None}).as_dict()) == EVALUATE_KEYS
+    assert list(_filled(EvaluateResult, **{**unset, "baselines": {"knn5": {}}}).as_dict()) == EVALUATE_KEYS + [
+        "baselines"]
+    assert list(_filled(EvaluateResult).as_dict()) == EVALUATE_KEYS + ["baselines"] + EVALUATE_NEW_KEYS
     assert list(_filled(SearchResult).as_dict()) == SEARCH_KEYS
     suggestion = _filled(Suggestion)
     suggested = _filled(SuggestResult, suggestion=suggestion).as_dict()
@@ -94,7 +99,7 @@ def test_evaluate_json_has_the_documented_keys(tmp_path):
     assert main(["evaluate", "--reference", str(ref), "--query", str(query), "--models", "mobilenetv2",
                  "--random-init", "--no-cache", "--json", str(out), "--quiet"]) == 0
     data = json.loads(out.read_text())
-    assert list(data) == EVALUATE_KEYS
+    assert list(data) == EVALUATE_KEYS + ["coverage"]  # coverage: issue 15
     assert data["n_reference"] == 8 and data["n_query"] == 4 and data["weights"] == "random"
     assert data["params"] == EWCParams().as_dict()
 

@@ -29,6 +29,7 @@ from cellsearch_gui.core.options import (
     Metric,
     Precision,
     ScaleMode,
+    StoppingRule,
     Weights,
     values,
 )
@@ -221,6 +222,10 @@ def add_ewc_options(p: argparse.ArgumentParser) -> None:
                    help="normalised-entropy stopping threshold")
     p.add_argument("--entropy-norm", default=EWC_DEFAULTS.entropy_norm, choices=values(EntropyNorm),
                    help="log_k: the paper's H/log k; log_min_kc: H/log min(k, classes), robust under device shift")
+    p.add_argument("--stopping", default=EWC_DEFAULTS.stopping, choices=values(StoppingRule),
+                   help="when no k reaches the entropy threshold: paper: vote at the last k (up to the whole "
+                        "library, where every class weighs the same); lowest_entropy: the k with the least "
+                        "ambiguous weighted vote")
     p.add_argument("--index", default=EWC_DEFAULTS.index, choices=values(IndexKind),
                    help="exact (flat), HNSW or IVF; auto: exact while the vectors fit in 4 GiB, IVF above")
 
@@ -270,7 +275,7 @@ def warn_overlap(overlap: dict, data: dict) -> dict:
 def ewc_params(args: argparse.Namespace) -> EWCParams:
     return EWCParams(metric=args.metric, k_min=args.k_min, k_max=args.k_max,
                      entropy_threshold=args.entropy, index=args.index,
-                     entropy_norm=args.entropy_norm).validate()
+                     entropy_norm=args.entropy_norm, stopping=args.stopping).validate()
 
 
 def report_problems(skipped: list, notes: list[str]) -> None:

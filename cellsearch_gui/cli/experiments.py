@@ -37,6 +37,11 @@ def add_parser(sub) -> None:
     add_ewc_options(ev)
     ev.add_argument("--baselines", action="store_true",
                     help="also score unweighted 5-NN and a logistic-regression probe on the same features")
+    ev.add_argument("--shots", type=_count, default=0,
+                    help="N labelled cells per query class join the library as the new device's labelled cells "
+                         "(as 'Add labelled cells to reference'); the rest are scored (0: plain evaluation)")
+    ev.add_argument("--shot-seeds", type=_count, default=5,
+                    help="with --shots: repeat with this many random draws (seeds --seed .. --seed+S-1)")
     ev.add_argument("--json", type=output_file, default=None)
 
     cl = sub.add_parser("classify", help="predict a label for every query crop")
@@ -49,12 +54,26 @@ def add_parser(sub) -> None:
     add_ewc_options(cl)
 
 
+def _count(text: str) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a whole number, got '{text}'") from None
+    if value < 0:
+        raise argparse.ArgumentTypeError(f"expected a number >= 0, got {value}")
+    return value
+
+
 def cmd_evaluate(args: argparse.Namespace) -> int:
     models, cache, options = embed_setup(args)
     params = ewc_params(args)
     inputs = inputs_from_args(args, args.query, needs_labels=True)
     overlap = check_overlap(inputs)
-    result = run(evaluate_job(inputs, models, params, cache, options, args.baselines), args.quiet)
+    if args.shots and args.shot_seeds < 1:
+        raise CellSearchError("--shot-seeds must be at least 1 with --shots")
+    seeds = [args.seed + i for i in range(args.shot_seeds)]
+    result = run(evaluate_job(inputs, models, params, cache, options, args.baselines, shots=args.shots,
+                              shot_seeds=seeds), args.quiet)
     report_problems(result.skipped, result.notes)
     _print_scores(result, models, params)
     data = warn_overlap(overlap, result.as_dict())
@@ -67,11 +86,18 @@ def _print_scores(result: EvaluateResult, models: list[str], params: EWCParams) 
     print(f"models: {','.join(models)}   metric: {params.metric}   k: {params.k_min}..{params.k_max}   "
           f"entropy < {params.entropy_threshold}   references: {result.n_reference}   "
           f"queries: {result.n_query}")
+    if result.shots:
+        print(f"few-shot: {result.shots} labelled cells per class joined the library, {result.n_query} scored, "
+              f"mean over {len(result.shot_seeds)} seeds: "
+              + ", ".join(f"{100 * s['balanced_accuracy']:.1f}" for s in result.per_seed))
     print(f"macro accuracy (balanced): {100 * result.balanced_accuracy:.1f} %")
     print(f"macro precision:           {100 * result.macro_precision:.1f} %")
     print(f"mean k used: {result.mean_k:.1f}   mean entropy: {result.mean_entropy:.3f}")
     if result.preprocessing_notes:
         print(f"preprocessing notes for {len(result.preprocessing_notes)} crops (see --json)")
+    if result.coverage:
+        print("accuracy at coverage: " + "   ".join(f"{float(c):.0%}: {100 * v['accuracy']:.1f} %"
+                                                    for c, v in result.coverage.items()))
     print(format_confusion(result.as_dict()))
     for name, base in (result.baselines or {}).items():
         print(f"baseline {name}: macro accuracy {100 * base['balanced_accuracy']:.1f} %, "

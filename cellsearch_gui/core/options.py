@@ -116,3 +116,10 @@ VIEWS = (1, 4, 8)  # test-time views averaged per crop
 def values(options: type[StrEnum]) -> list[str]:
     """Plain string values in declaration order (argparse choices, combo box items)."""
     return [member.value for member in options]
+
+
+class StoppingRule(StrEnum):
+    """What the adaptive vote does when no k of the schedule reaches the entropy threshold."""
+
+    PAPER = "paper"  # the paper: the last k of the schedule (up to the whole library)
+    LOWEST_ENTROPY = "lowest_entropy"  # the k whose weighted vote is least ambiguous, ties to the smaller k

@@ -8,9 +8,11 @@ from dataclasses import dataclass, field
 
 from cellsearch_gui import __version__
 from cellsearch_gui.core.app.results import EvaluateResult, ModelAnalysis, SearchResult
+from cellsearch_gui.core.app.shots import score_with_shots
 from cellsearch_gui.core.classify.analysis import analyse, stratified_sample
 from cellsearch_gui.core.classify.baselines import run_baselines
 from cellsearch_gui.core.classify.combinations import Grid, search_combinations
+from cellsearch_gui.core.classify.coverage import accuracy_by_coverage
 from cellsearch_gui.core.classify.evaluation import evaluate_predictions
 from cellsearch_gui.core.classify.ewc import EWCClassifier, EWCParams, Predictions
 from cellsearch_gui.core.embedding.cache import EmbeddingCache
@@ -117,26 +119,54 @@ def provenance(models: list[str], ref: FeatureSet, query: FeatureSet, params: EW
 
 
 def evaluate_job(inputs: Inputs, models: list[str], params: EWCParams, cache: EmbeddingCache,
-                 options: EmbedOptions, baselines: bool = False,
-                 token: CancelToken | None = None) -> Job[EvaluateResult]:
+                 options: EmbedOptions, baselines: bool = False, token: CancelToken | None = None,
+                 shots: int = 0, shot_seeds: list[int] | None = None) -> Job[EvaluateResult]:
+    """Score the query set; with ``shots`` > 0, the few-shot protocol (app.shots) over ``shot_seeds``."""
+    if shots:
+        return (yield from _evaluate_with_shots(inputs, models, params, cache, options, baselines, token, shots,
+                                                shot_seeds or [0]))
     ref, query, preds, timings = yield from classify_job(inputs, models, params, cache, options, token)
     if preds is None:
         raise DatasetError("none of the query images could be read")
     return EvaluateResult(
         **evaluate_predictions(query.labels, preds.labels),
         **provenance(models, ref, query, params, options),
-        n_reference=len(ref.paths),
-        n_query=len(query.paths),
-        reference_counts={c: ref.labels.count(c) for c in sorted(set(ref.labels))},
+        **_run_fields(inputs, ref, query, timings),
         mean_k=float(preds.k_used.mean()),
         mean_entropy=float(preds.entropy.mean()),
         index_kind=preds.index_kind,
+        baselines=run_baselines(ref.features, ref.labels, query.features, query.labels) if baselines else None,
+        coverage=accuracy_by_coverage(query.labels, preds.labels, preds.entropy),
+    )
+
+
+def _run_fields(inputs: Inputs, ref: FeatureSet, query: FeatureSet, timings: dict, notes: list[str] = ()) -> dict:
+    return dict(
+        n_reference=len(ref.paths),
+        n_query=len(query.paths),
+        reference_counts={c: ref.labels.count(c) for c in sorted(set(ref.labels))},
         skipped=[{"path": p, "problem": why} for p, why in ref.skipped + query.skipped],
-        notes=inputs.notes,
+        notes=inputs.notes + list(notes),
         preprocessing_notes=[{"path": p, "note": n} for p, n in ref.prep_notes + query.prep_notes],
         timings_s=timings,
-        baselines=run_baselines(ref.features, ref.labels, query.features, query.labels) if baselines else None,
     )
+
+
+def _evaluate_with_shots(inputs: Inputs, models: list[str], params: EWCParams, cache: EmbeddingCache,
+                         options: EmbedOptions, baselines: bool, token: CancelToken | None, shots: int,
+                         shot_seeds: list[int]) -> Job[EvaluateResult]:
+    ref, query = yield from embed_both(inputs, models, cache, options, token or CancelToken())
+    if len(query.paths) == 0:
+        raise DatasetError("none of the query images could be read")
+    yield Progress("few-shot seeds", 0, 1)
+    t0 = time.perf_counter()
+    scores = score_with_shots(ref, query, params, shots, shot_seeds, baselines)
+    timings = {**{f"reference_{k}": v for k, v in ref.timings_s.items()},
+               **{f"query_{k}": v for k, v in query.timings_s.items()},
+               "shots": time.perf_counter() - t0}
+    yield Progress("few-shot seeds", 1, 1)
+    run_fields = {**_run_fields(inputs, ref, query, timings, scores.pop("shot_notes")), "n_query": scores.pop("n_query")}
+    return EvaluateResult(**scores, **provenance(models, ref, query, params, options), **run_fields)
 
 
 def search_job(inputs: Inputs, models: list[str], grid: Grid, cache: EmbeddingCache, options: EmbedOptions,

@@ -60,8 +60,14 @@ class EvaluateResult(JsonRecord):
     preprocessing_notes: list[dict[str, str]]
     timings_s: dict[str, float]
     baselines: dict[str, dict] | None = None  # with --baselines only
+    # accuracy of the most confident 100/80/60/40 % of the scored cells (classify.coverage)
+    coverage: dict[str, dict[str, float]] | None = None
+    # with --shots N only (app.shots): the scores above are means over the seeds
+    shots: int | None = None
+    shot_seeds: list[int] | None = None
+    per_seed: list[dict[str, Any]] | None = None
 
-    OPTIONAL = ("baselines",)
+    OPTIONAL = ("baselines", "coverage", "shots", "shot_seeds", "per_seed")
 
 
 @dataclass(frozen=True)

@@ -5,6 +5,12 @@ neighbours' labels, H = -sum_c p_c log p_c / log k, falls below the threshold, o
 (capped at the library size). The k_max neighbours are fetched once; every k is evaluated on that list.
 The prediction is argmax_c w_c * n_c over the k neighbours, with w_c = N / (C * N_c). Ties go to the
 tied class whose nearest member ranks first among the neighbours.
+
+When no k reaches the threshold, the paper's rule (``stopping="paper"``) votes at the last k, which may be
+the whole library: there the weighted vote is uniform (w_c * N_c = N / C for every class) and the answer
+is the tie-break. ``stopping="lowest_entropy"`` instead keeps the k whose weighted vote p_c ~ w_c n_c has the
+lowest entropy / log min(k, C) (ties to the smaller k); a uniform vote has the maximal value, so it is
+never preferred to a k whose vote leans to some class.
 """
 
 from __future__ import annotations
@@ -16,9 +22,10 @@ import numpy as np
 from cellsearch_gui.core import validation
 from cellsearch_gui.core.errors import FeatureError
 from cellsearch_gui.core.index.knn import KnnIndex, check_features
-from cellsearch_gui.core.options import EntropyNorm
+from cellsearch_gui.core.options import EntropyNorm, StoppingRule
 
 ENTROPY_NORMS = tuple(EntropyNorm)
+STOPPING_RULES = tuple(StoppingRule)
 QUERY_CHUNK = 8192  # queries searched and voted at a time in EWCClassifier.predict
 PARAM_DOMAINS = {"metric": validation.METRIC, "k_min": validation.K_MIN, "k_max": validation.K_MAX,
                  "entropy_threshold": validation.ENTROPY_THRESHOLD, "growth": validation.GROWTH,
@@ -38,19 +45,27 @@ class EWCParams:
     growth: float = 2.0
     index: str = "auto"
     entropy_norm: str = "log_k"  # log_k: the paper's H / log k; log_min_kc: H / log min(k, C)
+    stopping: str = "paper"  # no k below the threshold: paper (last k) or lowest_entropy
 
     def __post_init__(self) -> None:
         """Every field checked against its domain (core/validation.py) when the parameters are made."""
         for name, domain in PARAM_DOMAINS.items():
             domain.check(getattr(self, name), InvalidParams)
         validation.check_k_pair(self.k_min, self.k_max, InvalidParams)
+        if self.stopping not in STOPPING_RULES:
+            raise InvalidParams(f"unknown stopping rule '{self.stopping}'; choose one of {', '.join(STOPPING_RULES)}")
 
     def validate(self) -> "EWCParams":
         self.__post_init__()  # again: the fields are mutable
         return self
 
     def as_dict(self) -> dict:
-        return asdict(self)
+        """The fields; ``stopping`` only when it is not the paper's rule, so that the JSON and settings files
+        of the paper's configuration stay as they were before the rule was selectable."""
+        out = asdict(self)
+        if out["stopping"] == StoppingRule.PAPER:
+            del out["stopping"]
+        return out
 
 
 def k_schedule(k_min: int, k_max: int, growth: float = 2.0) -> list[int]:
@@ -134,8 +149,28 @@ class VoteResult:
 _VOTE_ROWS_ELEMENTS = 1 << 22  # bound on (schedule length x rows x classes) held at once
 
 
+def weighted_vote_entropy(counts: np.ndarray, weights: np.ndarray, k: int) -> np.ndarray:
+    """Entropy of the weighted vote p_c ~ w_c n_c over the last axis, / log min(k, C): 1 for a uniform vote
+    (e.g. the whole library), 0 for a vote for one class."""
+    base = min(k, counts.shape[-1])
+    if base <= 1:
+        return np.zeros(counts.shape[:-1])
+    scores = counts * weights
+    p = scores / np.maximum(scores.sum(-1, keepdims=True), 1e-300)
+    with np.errstate(divide="ignore", invalid="ignore"):
+        terms = np.where(p > 0, p * np.log(p), 0.0)
+    return -terms.sum(-1) / np.log(base)
+
+
+def _fallback_stops(counts_at: np.ndarray, weights: np.ndarray, ks: np.ndarray) -> np.ndarray:
+    """Per row, the schedule position of the least ambiguous weighted vote (ties to the smaller k)."""
+    hw = np.stack([weighted_vote_entropy(counts_at[i], weights, int(k)) for i, k in enumerate(ks)])
+    return np.round(hw, 9).argmin(axis=0)
+
+
 def adaptive_vote_many(neighbour_labels: np.ndarray, weights: np.ndarray, k_min: int, k_max: int,
-                       thresholds, growth: float = 2.0, entropy_norm: str = "log_k") -> list[VoteResult]:
+                       thresholds, growth: float = 2.0, entropy_norm: str = "log_k",
+                       stopping: str = "paper") -> list[VoteResult]:
     """``adaptive_vote`` for several entropy thresholds at once: the class counts and entropies at every
     k of the schedule are computed once from the (Q, K) neighbour labels and shared by all thresholds."""
     neighbour_labels = np.asarray(neighbour_labels)
@@ -147,7 +182,7 @@ def adaptive_vote_many(neighbour_labels: np.ndarray, weights: np.ndarray, k_min:
     step = max(1, _VOTE_ROWS_ELEMENTS // max(1, len(ks) * n_classes))
     if n_q > step:  # bound memory: vote row chunks independently
         parts = [adaptive_vote_many(neighbour_labels[i:i + step], weights, k_min, k_max, thresholds, growth,
-                                    entropy_norm) for i in range(0, n_q, step)]
+                                    entropy_norm, stopping) for i in range(0, n_q, step)]
         return [VoteResult(*(np.concatenate([getattr(p[t], f) for p in parts])
                              for f in ("label_ids", "k_used", "entropy", "scores")))
                 for t in range(len(thresholds))]
@@ -161,11 +196,15 @@ def adaptive_vote_many(neighbour_labels: np.ndarray, weights: np.ndarray, k_min:
         counts_at[i] = counts
         h_at[i] = normalised_entropy(counts, int(k), entropy_norm)
     rows = np.arange(n_q)
+    fallback = _fallback_stops(counts_at, weights, ks) if stopping == StoppingRule.LOWEST_ENTROPY else None
     out = []
     for threshold in thresholds:
         below = h_at < threshold
-        below[-1] = True  # stop at the last k of the schedule whatever the entropy
+        reached = below.any(axis=0)
+        below[-1] = True  # paper: stop at the last k of the schedule whatever the entropy
         stop = below.argmax(axis=0)
+        if fallback is not None:
+            stop = np.where(reached, stop, fallback)
         k_used = ks[stop].astype(np.int64)
         scores = counts_at[stop, rows] * weights[None, :]
         out.append(VoteResult(_argmax_with_ties(scores, neighbour_labels, k_used), k_used,
@@ -174,9 +213,11 @@ def adaptive_vote_many(neighbour_labels: np.ndarray, weights: np.ndarray, k_min:
 
 
 def adaptive_vote(neighbour_labels: np.ndarray, weights: np.ndarray, k_min: int, k_max: int,
-                  threshold: float, growth: float = 2.0, entropy_norm: str = "log_k") -> VoteResult:
+                  threshold: float, growth: float = 2.0, entropy_norm: str = "log_k",
+                  stopping: str = "paper") -> VoteResult:
     """Evaluate the whole k schedule on pre-fetched neighbour labels (Q, K), K >= min(k_max, N)."""
-    return adaptive_vote_many(neighbour_labels, weights, k_min, k_max, [threshold], growth, entropy_norm)[0]
+    return adaptive_vote_many(neighbour_labels, weights, k_min, k_max, [threshold], growth, entropy_norm,
+                              stopping)[0]
 
 
 @dataclass
@@ -238,7 +279,7 @@ class EWCClassifier:
         for start in range(0, len(features), QUERY_CHUNK) if len(features) else [0]:
             dist, ids = self.kneighbors(features[start : start + QUERY_CHUNK], p.k_max)
             vote = adaptive_vote(self.label_ids[ids], self.weights, p.k_min, p.k_max,
-                                 p.entropy_threshold, p.growth, p.entropy_norm)
+                                 p.entropy_threshold, p.growth, p.entropy_norm, p.stopping)
             if keep_neighbours is not None:
                 ids, dist = ids[:, :keep_neighbours].copy(), dist[:, :keep_neighbours].copy()
             parts.append((vote, ids, dist))

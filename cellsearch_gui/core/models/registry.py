@@ -135,6 +135,27 @@ for _size, _name, _dim in (("s", "small", 384), ("b", "base", 768), ("l", "large
                         "as in DINOv2's linear evaluation", **_common),
     ]
 
+# Blood-smear foundation models: DINOv2 ViTs further trained on blood cells, as timm ports on the hub, built
+# on timm's DINOv2 code at 224 px (timm's filter resamples the position embedding if the file's differs).
+# DinoBloom (Koch et al. 2024, arXiv 2404.05022): white cells of 13 datasets; RedDino (Zedda et al. 2025,
+# arXiv 2508.08180): 1.25 M red-cell images. CLS token after the final LayerNorm, as for DINOv2.
+for _id, _name, _dim, _hub, _source in (
+    ("dinobloom_s", "small", 384, "1aurent/vit_small_patch14_224.dinobloom", "DinoBloom-S (ViT-S/14 DINOv2 "
+     "fine-tuned on blood smears"),
+    ("dinobloom_b", "base", 768, "1aurent/vit_base_patch14_224.dinobloom", "DinoBloom-B (ViT-B/14 DINOv2 "
+     "fine-tuned on blood smears"),
+    ("reddino_s", "small", 384, "Snarcy/RedDino-small", "RedDino small (ViT-S/14 DINOv2 trained on red blood "
+     "cells"),
+    ("reddino_b", "base", 768, "Snarcy/RedDino-base", "RedDino base (ViT-B/14 DINOv2 trained on red blood "
+     "cells"),
+):
+    _SPECS.append(ModelSpec(
+        id=_id, family="timm", arch=f"vit_{_name}_patch14_dinov2", dim=_dim, input_size=224, mean=IMAGENET_MEAN,
+        std=IMAGENET_STD, licence="Apache-2.0", weights_source=f"{_source}; Hugging Face {_hub})", hub_id=_hub,
+        options={"img_size": 224}, pool="cls",
+        layer=f"CLS token after the final LayerNorm ({_dim}), as for DINOv2",
+    ))
+
 _SPECS += [
     ModelSpec(
         id="convnext_base", family="timm", arch="convnext_base.fb_in22k_ft_in1k", dim=1024, input_size=224,
