@@ -68,3 +68,17 @@ def make_subset(src: Path, dest: Path, classes, per_class: int, offset: int = 0)
 @pytest.fixture
 def rng():
     return np.random.default_rng(1234)
+
+
+@pytest.fixture
+def window(qtbot, tmp_path, monkeypatch):
+    """The main window with an empty, private configuration; shut down (job stopped, project released) after."""
+    monkeypatch.setenv("CELLSEARCH_CONFIG_DIR", str(tmp_path / "config"))
+    from cellsearch_gui.gui.app import create_window
+
+    win = create_window()
+    win.show_dialogs = False
+    qtbot.addWidget(win)
+    win.show()
+    yield win
+    win.controller.shutdown()

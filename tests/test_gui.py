@@ -16,18 +16,6 @@ pytestmark = pytest.mark.filterwarnings("ignore:Function.*QDragEnterEvent:Deprec
 FOV = SHARED / "data" / "bccd_fov" / "JPEGImages"
 
 
-@pytest.fixture
-def window(qtbot, tmp_path, monkeypatch):
-    monkeypatch.setenv("CELLSEARCH_CONFIG_DIR", str(tmp_path / "config"))
-    from cellsearch_gui.gui.app import create_window
-
-    win = create_window()
-    win.show_dialogs = False
-    qtbot.addWidget(win)
-    win.show()
-    yield win
-    win.controller.cancel()
-    win.controller.runner.wait(5000)
 
 
 def drop(widget, paths):

@@ -23,17 +23,6 @@ def log_file(tmp_path, monkeypatch):
     error_log.stop_log_file()
 
 
-@pytest.fixture
-def window(qtbot, tmp_path, monkeypatch):
-    monkeypatch.setenv("CELLSEARCH_CONFIG_DIR", str(tmp_path / "config"))
-    from cellsearch_gui.gui.app import create_window
-
-    win = create_window()
-    win.show_dialogs = False
-    qtbot.addWidget(win)
-    win.show()
-    yield win
-    win.controller.shutdown()
 
 
 def test_the_log_folder_follows_the_environment(tmp_path, monkeypatch):

@@ -21,17 +21,6 @@ from cellsearch_gui.core.project.arrays import save_run_arrays
 from cellsearch_gui.core.types import FeatureSet, Cell
 
 
-@pytest.fixture
-def window(qtbot, tmp_path, monkeypatch):
-    monkeypatch.setenv("CELLSEARCH_CONFIG_DIR", str(tmp_path / "config"))
-    from cellsearch_gui.gui.app import create_window
-
-    win = create_window()
-    win.show_dialogs = False
-    qtbot.addWidget(win)
-    win.show()
-    yield win
-    win.controller.shutdown()
 
 
 def synthetic_result(tmp_path, n_ref: int = 60, n: int = 40) -> AnalysisResult:
