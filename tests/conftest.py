@@ -82,3 +82,30 @@ def window(qtbot, tmp_path, monkeypatch):
     win.show()
     yield win
     win.controller.shutdown()
+
+
+def write_crop(path: Path, value: int = 200) -> Path:
+    """A small uniform RGB crop at ``path`` (folders made)."""
+    from PIL import Image
+
+    path.parent.mkdir(parents=True, exist_ok=True)
+    Image.fromarray(np.full((8, 8, 3), value, np.uint8)).save(path)
+    return path
+
+
+def file_snapshot(folder: Path) -> dict[str, bytes]:
+    """Every file under ``folder`` by relative path, with its bytes: compare two to see what changed."""
+    return {str(p.relative_to(folder)): p.read_bytes() for p in sorted(folder.rglob("*")) if p.is_file()}
+
+
+def colour_class_folders(folder: Path, classes: dict[str, tuple[int, int, int]], per_class: int, seed: int) -> Path:
+    """``folder/<class>/<i>.png``: 48x48 noisy crops around one colour per class, a library any model separates."""
+    from PIL import Image
+
+    rng = np.random.default_rng(seed)
+    for name, colour in classes.items():
+        (folder / name).mkdir(parents=True)
+        for i in range(per_class):
+            image = np.clip(rng.normal(colour, 20, (48, 48, 3)), 0, 255).astype(np.uint8)
+            Image.fromarray(image).save(folder / name / f"{i}.png")
+    return folder

@@ -7,9 +7,8 @@ import subprocess
 import sys
 from pathlib import Path
 
-import numpy as np
 import pytest
-from PIL import Image
+from conftest import colour_class_folders
 
 from cellsearch_gui.cli import build_parser, main
 from cellsearch_gui.core.app.results import (
@@ -81,20 +80,12 @@ def test_result_keys_are_the_documented_ones_in_order():
     assert summary.images_done == 2
 
 
-def _tiny_set(folder: Path, classes: dict[str, tuple[int, int, int]], per_class: int, seed: int) -> Path:
-    rng = np.random.default_rng(seed)
-    for name, colour in classes.items():
-        (folder / name).mkdir(parents=True)
-        for i in range(per_class):
-            image = np.clip(rng.normal(colour, 20, (48, 48, 3)), 0, 255).astype(np.uint8)
-            Image.fromarray(image).save(folder / name / f"{i}.png")
-    return folder
 
 
 def test_evaluate_json_has_the_documented_keys(tmp_path):
     classes = {"red": (200, 40, 40), "blue": (40, 40, 200)}
-    ref = _tiny_set(tmp_path / "ref", classes, 4, seed=0)
-    query = _tiny_set(tmp_path / "query", classes, 2, seed=1)
+    ref = colour_class_folders(tmp_path / "ref", classes, 4, seed=0)
+    query = colour_class_folders(tmp_path / "query", classes, 2, seed=1)
     out = tmp_path / "result.json"
     assert main(["evaluate", "--reference", str(ref), "--query", str(query), "--models", "mobilenetv2",
                  "--random-init", "--no-cache", "--json", str(out), "--quiet"]) == 0

@@ -18,9 +18,7 @@ from cellsearch_gui.core.app.run import AnalysisResult, AnalysisSettings, pca_2d
 from cellsearch_gui.core.app.session import Workspace
 from cellsearch_gui.core.classify.ewc import EWCClassifier, EWCParams
 from cellsearch_gui.core.project.arrays import save_run_arrays
-from cellsearch_gui.core.types import FeatureSet, Cell
-
-
+from cellsearch_gui.core.types import Cell, FeatureSet
 
 
 def synthetic_result(tmp_path, n_ref: int = 60, n: int = 40) -> AnalysisResult:

@@ -2,12 +2,12 @@
 
 import numpy as np
 import pytest
+from synthetic import SyntheticWorld, concat
 
 from cellsearch_gui.core.classify.ewc import EWCClassifier, EWCParams
 from cellsearch_gui.core.errors import FeatureError
 from cellsearch_gui.core.index import knn
 from cellsearch_gui.core.index.knn import KnnIndex, Storage
-from synthetic import SyntheticWorld, concat
 
 
 @pytest.fixture(scope="module")

@@ -7,6 +7,7 @@ from types import SimpleNamespace
 
 import numpy as np
 import pytest
+from conftest import file_snapshot, write_crop
 from PIL import Image
 from test_segmentation import RADIUS, disks_image
 
@@ -19,22 +20,12 @@ from cellsearch_gui.core.segmentation.settings import SegmentSettings
 from cellsearch_gui.core.types import Cell, FeatureSet
 
 
-def _crop(path: Path) -> Path:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    Image.fromarray(np.full((8, 8, 3), 200, np.uint8)).save(path)
-    return path
-
-
-def _files(folder: Path) -> dict[str, bytes]:
-    return {str(p.relative_to(folder)): p.read_bytes() for p in sorted(folder.rglob("*")) if p.is_file()}
-
-
 @pytest.mark.timeout(60)
 def test_export_with_crops_writes_nothing_outside_its_folder(tmp_path):
     """Finding 1: a cell id or label that is a path (absolute, ``..``) must not steer the crop copy."""
     victim = tmp_path / "victim.txt"
     victim.write_text("keep me")
-    crop = _crop(tmp_path / "in" / "a.png")
+    crop = write_crop(tmp_path / "in" / "a.png")
     cells = [Cell(str(tmp_path / "victim"), str(crop), "x"), Cell("../../escaped", str(crop), "x"),
              Cell("ok", str(crop), "x")]
     rows = [(cells[0], "lab", 0.0, 1, None), (cells[1], "lab", 0.0, 1, None), (cells[2], "x", 0.0, 1, "../..")]
@@ -51,16 +42,16 @@ def test_export_with_crops_writes_nothing_outside_its_folder(tmp_path):
 @pytest.mark.timeout(60)
 def test_export_library_labels_cannot_leave_the_library(tmp_path):
     """Finding 1: ``project label`` accepts any text as a label; export-library files it inside DIR."""
-    crop = _crop(tmp_path / "in" / "a.png")
+    crop = write_crop(tmp_path / "in" / "a.png")
     labels = {"c1": "../..", "c2": "/abs/path", "c3": "..", "c4": "fine"}
     cells = [Cell(uid, str(crop), str(crop)) for uid in labels]
     workspace = SimpleNamespace(reference_dirs=[], store=None, cells=cells, user_labels=labels,
                                 settings=SimpleNamespace(reference_pixel_size_um=None))
     out = tmp_path / "lib" / "out"
-    before = _files(tmp_path / "in")
+    before = file_snapshot(tmp_path / "in")
     info = export_library(workspace, out)
     assert sum(info["classes"].values()) == 4
-    assert _files(tmp_path / "in") == before
+    assert file_snapshot(tmp_path / "in") == before
     assert sorted(p.name for p in tmp_path.iterdir()) == ["in", "lib"]
     assert sorted(p.name for p in (tmp_path / "lib").iterdir()) == ["out"]
     files = [p for p in out.rglob("*") if p.is_file() and p.name != "library.json"]
@@ -126,7 +117,7 @@ def test_project_export_and_export_library_from_the_cli_stay_inside(tmp_path):
     sentinel = tmp_path / "sentinel"
     sentinel.mkdir()
     (sentinel / "victim.png").write_bytes(b"keep")
-    crop = _crop(tmp_path / "in" / "a.png")
+    crop = write_crop(tmp_path / "in" / "a.png")
     ids = [str(sentinel / "victim"), "../../sentinel/victim", "../victim", "plain"]
     ws = Workspace()
     ws.save(tmp_path / "p")
@@ -140,7 +131,7 @@ def test_project_export_and_export_library_from_the_cli_stay_inside(tmp_path):
     out = tmp_path / "out"
     assert main(["project", "export", str(tmp_path / "p"), str(out / "cells.csv"), "--with-crops"]) == 0
     assert main(["project", "export-library", str(tmp_path / "p"), str(out / "library")]) == 0
-    assert _files(sentinel) == {"victim.png": b"keep"}
+    assert file_snapshot(sentinel) == {"victim.png": b"keep"}
     assert sorted(p.name for p in tmp_path.iterdir()) == ["in", "labels.csv", "out", "p", "sentinel"]
     written = [p for p in out.rglob("*") if p.is_file()]
     assert len(written) == 1 + 4 + 4 + 1  # cells.csv, 4 crops, 4 library files, library.json

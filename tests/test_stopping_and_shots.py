@@ -6,7 +6,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from PIL import Image
+from conftest import colour_class_folders
 
 from cellsearch_gui.cli import main
 from cellsearch_gui.core.app.shots import score_with_shots, shot_split
@@ -104,20 +104,12 @@ def test_shots_never_score_a_labelled_cell_and_the_labels_join_the_library(rng):
     assert len(ref.paths) == 60  # the library the caller gave is left as it was
 
 
-def _tiny_set(folder, classes, per_class, seed):
-    rng = np.random.default_rng(seed)
-    for name, colour in classes.items():
-        (folder / name).mkdir(parents=True)
-        for i in range(per_class):
-            image = np.clip(rng.normal(colour, 20, (48, 48, 3)), 0, 255).astype(np.uint8)
-            Image.fromarray(image).save(folder / name / f"{i}.png")
-    return folder
 
 
 def test_cli_shots_json_and_a_class_too_small(tmp_path, capsys):
     classes = {"red": (200, 40, 40), "blue": (40, 40, 200)}
-    ref = _tiny_set(tmp_path / "ref", classes, 4, seed=0)
-    query = _tiny_set(tmp_path / "query", classes, 3, seed=1)
+    ref = colour_class_folders(tmp_path / "ref", classes, 4, seed=0)
+    query = colour_class_folders(tmp_path / "query", classes, 3, seed=1)
     out = tmp_path / "result.json"
     assert main(["evaluate", "--reference", str(ref), "--query", str(query), "--models", "mobilenetv2",
                  "--random-init", "--no-cache", "--json", str(out), "--quiet", "--shots", "5", "--shot-seeds", "2",

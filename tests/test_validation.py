@@ -4,11 +4,9 @@ always valid settings. One test per finding, each failing on the code before thi
 
 import json
 import shutil
-from pathlib import Path
 
-import numpy as np
 import pytest
-from PIL import Image
+from conftest import colour_class_folders
 
 from cellsearch_gui.cli import main
 
@@ -17,20 +15,12 @@ CLASSES = {"red": (200, 40, 40), "blue": (40, 40, 200)}
 EMBED = ["--models", "mobilenetv2", "--random-init", "--no-cache", "--quiet"]
 
 
-def tiny_set(folder: Path, per_class: int, seed: int) -> Path:
-    rng = np.random.default_rng(seed)
-    for name, colour in CLASSES.items():
-        (folder / name).mkdir(parents=True)
-        for i in range(per_class):
-            image = np.clip(rng.normal(colour, 20, (48, 48, 3)), 0, 255).astype(np.uint8)
-            Image.fromarray(image).save(folder / name / f"{i}.png")
-    return folder
 
 
 @pytest.fixture(scope="module")
 def sets(tmp_path_factory):
     base = tmp_path_factory.mktemp("sets")
-    return tiny_set(base / "ref", 4, seed=0), tiny_set(base / "query", 2, seed=1)
+    return colour_class_folders(base / "ref", CLASSES, 4, seed=0), colour_class_folders(base / "query", CLASSES, 2, seed=1)
 
 
 def run(argv: list[str]) -> int:

@@ -9,14 +9,21 @@ from types import SimpleNamespace
 
 import numpy as np
 import pytest
+from conftest import file_snapshot, write_crop
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from PIL import Image
 
 from cellsearch_gui.core.app.segment import segment_images
 from cellsearch_gui.core.export import write_cells_csv
-from cellsearch_gui.core.io.safe_paths import (MAX_COMPONENT_BYTES, RESERVED_NAMES, SafeWriter, UnsafePathError,
-                                               inside, safe_component)
+from cellsearch_gui.core.io.safe_paths import (
+    MAX_COMPONENT_BYTES,
+    RESERVED_NAMES,
+    SafeWriter,
+    UnsafePathError,
+    inside,
+    safe_component,
+)
 from cellsearch_gui.core.io.spreadsheet import spreadsheet_safe
 from cellsearch_gui.core.jobs import run_job
 from cellsearch_gui.core.project.library import LIBRARY_FILE, export_library, read_library_info
@@ -39,14 +46,8 @@ def _aimed(text: str, sentinel: Path) -> str:
     return text.replace("{sentinel}", str(sentinel))
 
 
-def _crop(path: Path) -> Path:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    Image.fromarray(np.full((8, 8, 3), 100, np.uint8)).save(path)
-    return path
 
 
-def _snapshot(folder: Path) -> dict[str, bytes]:
-    return {str(p.relative_to(folder)): p.read_bytes() for p in sorted(folder.rglob("*")) if p.is_file()}
 
 
 def _world(base: Path) -> tuple[Path, Path, dict[str, bytes]]:
@@ -55,8 +56,8 @@ def _world(base: Path) -> tuple[Path, Path, dict[str, bytes]]:
     for name in ("passwd", "x.png", "victim.png", "b.png"):
         (sentinel / name).parent.mkdir(parents=True, exist_ok=True)
         (sentinel / name).write_bytes(b"do not touch " + name.encode())
-    crop = _crop(base / "input" / "crop.png")
-    return sentinel, crop, _snapshot(base)
+    crop = write_crop(base / "input" / "crop.png", 100)
+    return sentinel, crop, file_snapshot(base)
 
 
 def _assert_inside(folder: Path, paths) -> None:
@@ -96,7 +97,7 @@ def test_export_with_crops_keeps_hostile_ids_and_labels_inside(tmp_path, text):
     out, written = _export(tmp_path, [(text, "fine"), ("fine", text), (text, text), (text, text)])
     _assert_inside(out / "cells_crops", written)
     assert len(set(written)) == 4  # the repeated (id, label) got a suffix, not an overwrite
-    after = _snapshot(tmp_path)
+    after = file_snapshot(tmp_path)
     assert {k: v for k, v in after.items() if not k.startswith("out")} == before
 
 
@@ -113,7 +114,7 @@ def test_export_library_keeps_hostile_labels_inside(tmp_path, label):
     _assert_inside(out, files)
     assert len(files) == 3 and sum(info["classes"].values()) == 2
     assert read_library_info(out)["classes"] == info["classes"]  # library.json is still the description
-    assert {k: v for k, v in _snapshot(tmp_path).items() if not k.startswith("library")} == before
+    assert {k: v for k, v in file_snapshot(tmp_path).items() if not k.startswith("library")} == before
 
 
 def test_distinct_labels_get_distinct_folders_and_unicode_forms_one(tmp_path):
@@ -128,7 +129,7 @@ def test_a_linked_label_folder_leading_outside_is_refused(tmp_path):
     (tmp_path / "out" / "cells_crops" / "evil").symlink_to(sentinel, target_is_directory=True)
     with pytest.raises(UnsafePathError, match="outside"):
         _export(tmp_path, [("victim", "evil")])
-    assert _snapshot(sentinel) == {k[len("sentinel/"):]: v for k, v in before.items() if k.startswith("sentinel")}
+    assert file_snapshot(sentinel) == {k[len("sentinel/"):]: v for k, v in before.items() if k.startswith("sentinel")}
     assert not (tmp_path / "out" / "cells.csv").exists()  # the export is all or nothing
 
 
@@ -202,7 +203,7 @@ def test_any_generated_ids_and_labels_stay_inside(pairs):
         out, written = _export(base, pairs)
         _assert_inside(out / "cells_crops", written)
         assert len(set(written)) == len(pairs)
-        assert {k: v for k, v in _snapshot(base).items() if not k.startswith("out")} == before
+        assert {k: v for k, v in file_snapshot(base).items() if not k.startswith("out")} == before
 
 
 @settings(max_examples=200, deadline=None)
@@ -238,4 +239,4 @@ def test_segment_replaces_a_planted_link_in_its_crops_folder(tmp_path):
     crop.symlink_to(sentinel / "victim.png")
     run_job(segment_images([tmp_path / "input" / "field.png"], out, settings))
     assert not crop.is_symlink() and crop.is_file()
-    assert _snapshot(sentinel) == {k[len("sentinel/"):]: v for k, v in before.items() if k.startswith("sentinel")}
+    assert file_snapshot(sentinel) == {k[len("sentinel/"):]: v for k, v in before.items() if k.startswith("sentinel")}
