@@ -22,20 +22,18 @@ from cellsearch_gui.core.models.devices import pick_device
 from cellsearch_gui.core.options import (
     VIEWS,
     CellObjects,
-    EntropyNorm,
     FeatureStorage,
-    Preset,
     QueryKind,
     Segmenter,
     Weights,
 )
+from cellsearch_gui.core.app.defaults import DEFAULT_EWC, DEFAULT_MODELS, DEFAULT_PRESET
 from cellsearch_gui.core.project import open_project
 from cellsearch_gui.core.project.arrays import load_run_arrays, save_run_arrays
 from cellsearch_gui.core.project.index_file import load_index, save_index
 from cellsearch_gui.core.segmentation.settings import SegmentSettings
 from cellsearch_gui.core.types import Cell, FeatureSet
 
-DEFAULT_MODELS = ("mobilenetv2", "efficientnet_lite0")
 
 
 SETTINGS_VERSION = 1  # 0: settings saved before they carried a version (same fields)
@@ -47,10 +45,8 @@ class AnalysisSettings:
 
     models: list[str] = field(default_factory=lambda: list(DEFAULT_MODELS))
     weights: str = Weights.PRETRAINED.value  # or random (controls and tests)
-    # the app's default stopping rule is H / log min(k, C): a user's microscope is rarely the library's, and
-    # under device shift the paper's H / log k stops only at a vote over hundreds of cells (README)
-    params: dict = field(default_factory=lambda: EWCParams(entropy_norm=EntropyNorm.LOG_MIN_KC.value).as_dict())
-    preprocessing: str = Preset.CELL_DEVICE_COLOUR.value  # a preset of crops.prepare.PRESETS
+    params: dict = field(default_factory=lambda: DEFAULT_EWC.as_dict())  # the CLI's defaults too (app/defaults)
+    preprocessing: str = DEFAULT_PRESET  # a preset of crops.prepare.PRESETS
     views: int = 1
     segmenter: str = Segmenter.CLASSICAL.value
     objects: str = CellObjects.NUCLEATED.value

@@ -35,7 +35,7 @@ def join_predictions(parts: list[Predictions]) -> Predictions:
                        *(np.concatenate([getattr(p, name) for p in parts]) for name in ("k_used", "entropy", "scores")),
                        list(first.classes),
                        *(np.concatenate([getattr(p, name) for p in parts]) for name in ("neighbour_ids", "distances")),
-                       first.index_kind)
+                       first.index_kind, first.threshold)
 
 
 def sample_per_class(labels: list[str], limit: int, seed: int = 0) -> np.ndarray:
