@@ -14,6 +14,7 @@ from cellsearch_gui.core.classify.device_vote import (
     DeviceAwareClassifier,
     device_learning_curve,
 )
+from cellsearch_gui.core.classify.review import review_order
 from cellsearch_gui.core.classify.ewc import EWCClassifier, EWCParams, vote_ambiguity
 from cellsearch_gui.core.crops.prepare import CropPrep, preset
 from cellsearch_gui.core.jobs import run_job
@@ -137,3 +138,16 @@ def test_search_ranks_stopping_rules():
     grid = Grid(metrics=["l2"], thresholds=[0.05], stoppings=["paper", "lowest_entropy"])
     rows = run_job(search_combinations(fs(ref_x, ref_l), fs(val_x, val_l), ["m"], grid))
     assert {r["stopping"] for r in rows} == {"paper", "lowest_entropy"}
+
+
+def test_the_next_cell_to_label_is_an_ambiguous_typical_one_not_an_outlier():
+    rng = np.random.default_rng(5)
+    crowd = rng.normal(0, 0.2, size=(30, 4))
+    outlier = np.full((1, 4), 9.0)
+    features = np.concatenate([crowd, outlier])
+    ambiguity = np.full(31, 0.5)
+    ambiguity[30] = 0.9  # the most ambiguous vote, on a lone outlier
+    ambiguity[7] = 0.8
+    order = review_order(features, ambiguity, list(range(31)))
+    assert order[0] == 7 and sorted(order) == list(range(31))
+    assert review_order(features, ambiguity, [30, 2]) [0] in (2, 30) and review_order(features, ambiguity, []) == []
