@@ -72,6 +72,12 @@ def test_vote_ambiguity_is_zero_for_one_class_and_one_for_equal_weights():
     assert vote_ambiguity(scores, np.array([5, 3, 8])) == pytest.approx([0.0, 1.0, np.log(2) / np.log(3)])
 
 
+def _fit(params, rule, ref, ref_labels, dev, dev_labels):
+    features = np.concatenate([ref, dev])
+    return DeviceAwareClassifier(params, rule).fit(features, list(ref_labels) + list(dev_labels),
+                                                   range(len(ref_labels), len(features)))
+
+
 def _device_case():
     """Library classes a and b; on the new device each class sits where the library has the other."""
     rng = np.random.default_rng(1)
@@ -85,10 +91,8 @@ def test_device_cells_outvote_a_library_that_is_wrong_on_this_device():
     params = EWCParams(k_min=3, k_max=64, stopping="lowest_entropy")
     labelled = [0, 1, 2, 6, 7, 8]
     scored = [3, 4, 5, 9, 10, 11]
-    library = DeviceAwareClassifier(params, "library").fit(ref, ref_labels, dev[labelled],
-                                                           [dev_labels[i] for i in labelled])
-    mixed = DeviceAwareClassifier(params, "loo_mix").fit(ref, ref_labels, dev[labelled],
-                                                         [dev_labels[i] for i in labelled])
+    library = _fit(params, "library", ref, ref_labels, dev[labelled], [dev_labels[i] for i in labelled])
+    mixed = _fit(params, "loo_mix", ref, ref_labels, dev[labelled], [dev_labels[i] for i in labelled])
     truth = [dev_labels[i] for i in scored]
     assert mixed.fit_record.alpha < 1.0  # the library fails the device's own cells, left out one at a time
     assert mixed.fit_record.loo_accuracy["0.00"] == 1.0
@@ -101,8 +105,8 @@ def test_a_library_that_knows_the_device_keeps_the_whole_vote():
     rng = np.random.default_rng(2)
     dev, dev_labels = _clusters(rng, {"a": (0, 0), "b": (3, 0)}, 3)  # the library's own device
     params = EWCParams(k_min=3, k_max=64)
-    mixed = DeviceAwareClassifier(params, "loo_mix").fit(ref, ref_labels, dev, dev_labels)
-    plain = DeviceAwareClassifier(params, "library").fit(ref, ref_labels, dev, dev_labels)
+    mixed = _fit(params, "loo_mix", ref, ref_labels, dev, dev_labels)
+    plain = _fit(params, "library", ref, ref_labels, dev, dev_labels)
     assert mixed.fit_record.alpha == 1.0  # ties go to the library
     query = rng.normal((1.5, 0), 1.0, size=(20, 2)).astype(np.float32)
     assert mixed.predict(query).labels == plain.predict(query).labels
@@ -110,9 +114,21 @@ def test_a_library_that_knows_the_device_keeps_the_whole_vote():
 
 def test_a_single_labelled_cell_falls_back_to_the_library_with_a_note():
     ref, ref_labels, dev, dev_labels = _device_case()
-    clf = DeviceAwareClassifier(EWCParams(k_min=3, k_max=64), "loo_mix").fit(ref, ref_labels, dev[:1], ["a"])
+    clf = _fit(EWCParams(k_min=3, k_max=64), "loo_mix", ref, ref_labels, dev[:1], ["a"])
     assert clf.fit_record.alpha == 1.0 and "fewer than 2" in clf.fit_record.note
     assert len(clf.predict(dev).labels) == len(dev)
+
+
+def test_cells_labelled_later_join_the_device_vote_as_in_the_window():
+    ref, ref_labels, dev, dev_labels = _device_case()
+    params = EWCParams(k_min=3, k_max=64, stopping="lowest_entropy")
+    grown = _fit(params, "loo_mix", ref, ref_labels, dev[:0], [])
+    assert grown.fit_record.n_labelled == 0 and grown.classes == ["a", "b"]
+    grown.add(dev[[0, 1, 2, 6, 7, 8]], [dev_labels[i] for i in (0, 1, 2, 6, 7, 8)])  # Add labelled cells
+    at_once = _fit(params, "loo_mix", ref, ref_labels, dev[[0, 1, 2, 6, 7, 8]],
+                   [dev_labels[i] for i in (0, 1, 2, 6, 7, 8)])
+    assert grown.fit_record == at_once.fit_record and grown.fit_record.alpha < 1.0
+    assert grown.predict(dev).labels == at_once.predict(dev).labels == dev_labels
 
 
 def test_learning_curve_follows_the_cells_in_the_order_labelled():

@@ -14,4 +14,5 @@ from cellsearch_gui.core.options import DeviceVote, EntropyNorm, Preset, Stoppin
 DEFAULT_MODELS = ("mobilenetv2", "efficientnet_lite0")
 DEFAULT_PRESET = Preset.CELL_DEVICE_COLOUR.value
 DEFAULT_EWC = EWCParams(entropy_norm=EntropyNorm.LOG_K.value, stopping=StoppingRule.LOWEST_ENTROPY.value)
-DEVICE_VOTE_DEFAULT = DeviceVote.LIBRARY.value  # cells labelled on the query device join the library
+# cells labelled on the query device join the library and also vote alone, weighted by leave-one-out
+DEVICE_VOTE_DEFAULT = DeviceVote.LOO_MIX.value

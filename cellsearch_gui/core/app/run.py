@@ -12,7 +12,7 @@ import numpy as np
 from cellsearch_gui.core import validation
 from cellsearch_gui.core.app.experiments import Inputs, embed_both, provenance
 from cellsearch_gui.core.app.inputs import collect_query_cells
-from cellsearch_gui.core.classify.ewc import PARAM_DOMAINS, EWCClassifier, EWCParams, Predictions
+from cellsearch_gui.core.classify.ewc import PARAM_DOMAINS, EWCParams, Predictions
 from cellsearch_gui.core.crops.prepare import preset
 from cellsearch_gui.core.embedding.cache import EmbeddingCache
 from cellsearch_gui.core.embedding.job import EmbedOptions
@@ -27,7 +27,8 @@ from cellsearch_gui.core.options import (
     Segmenter,
     Weights,
 )
-from cellsearch_gui.core.app.defaults import DEFAULT_EWC, DEFAULT_MODELS, DEFAULT_PRESET
+from cellsearch_gui.core.app.defaults import DEFAULT_EWC, DEFAULT_MODELS, DEFAULT_PRESET, DEVICE_VOTE_DEFAULT
+from cellsearch_gui.core.classify.device_vote import DeviceAwareClassifier
 from cellsearch_gui.core.project import open_project
 from cellsearch_gui.core.project.arrays import load_run_arrays, save_run_arrays
 from cellsearch_gui.core.project.index_file import load_index, save_index
@@ -56,6 +57,7 @@ class AnalysisSettings:
     query_pixel_size_um: float | None = None
     batch_size: int | None = None  # None: sized to the device
     feature_storage: str = FeatureStorage.FLOAT32.value  # float16: half the disk for a run's feature arrays
+    device_vote: str = DEVICE_VOTE_DEFAULT  # how cells labelled here vote (classify.device_vote)
     version: int = SETTINGS_VERSION
 
     def __post_init__(self) -> None:
@@ -106,6 +108,7 @@ _FIELD_CHECKS = {
     "query_pixel_size_um": validation.PIXEL_SIZE.problem,
     "batch_size": validation.BATCH_SIZE.problem,
     "feature_storage": validation.FEATURE_STORAGE.problem,
+    "device_vote": validation.DEVICE_VOTE.problem,
     "models": lambda v: None if isinstance(v, list) and v and all(isinstance(m, str) and m for m in v)
     else f"must be a non-empty list of model ids, got {v!r}",
     "params": lambda v: None if isinstance(v, dict) else f"must be a mapping, got {v!r}",
@@ -154,7 +157,7 @@ class AnalysisResult:
     cells: list[Cell]
     reference: FeatureSet
     query: FeatureSet
-    classifier: EWCClassifier
+    classifier: DeviceAwareClassifier  # reads like an EWCClassifier
     predictions: Predictions
     pca_mean: np.ndarray
     pca_axes: np.ndarray  # (2, D)
@@ -238,6 +241,11 @@ def cells_of(features: FeatureSet, cells: list[Cell]) -> list[Cell] | None:
     return [by_key[key] for key in keys]
 
 
+def device_rows(ref: FeatureSet, device_crops: set[str]) -> list[int]:
+    """Rows of the library whose crop is one of the query device's labelled cells."""
+    return [i for i, path in enumerate(ref.paths) if str(path) in device_crops]
+
+
 def restore_result(store, settings: AnalysisSettings, added: dict[str, str] | None = None
                    ) -> AnalysisResult | None:
     """The last classification rebuilt from the project alone (cells, memory-mapped features, the index
@@ -262,9 +270,10 @@ def restore_result(store, settings: AnalysisSettings, added: dict[str, str] | No
         ref.append_rows(query, extra, [added[kept[i].cell_id] for i in extra])
 
     run_dir = store.folder / "features" / f"run-{run['id']}"
-    classifier = EWCClassifier(params)
-    index, note = load_index(run_dir, classifier.index, ref.features)
-    classifier.fit(ref.features, ref.labels, index)
+    classifier = DeviceAwareClassifier(params, settings.device_vote)
+    index, note = load_index(run_dir, classifier.library.index, ref.features)
+    device = {c.crop_path for c in kept if c.cell_id in (added or {})}
+    classifier.fit(ref.features, ref.labels, device_rows(ref, device), index)
     if index is None and not store.readonly:
         try:
             save_index(run_dir, classifier.index, ref.features)
@@ -304,7 +313,8 @@ def _pipeline(plan: RunPlan, token: CancelToken, store) -> Job[AnalysisResult]:
     yield Progress("classifying", 0, 1)
     t0 = time.perf_counter()
     params = s.ewc_params()
-    classifier = EWCClassifier(params).fit(ref.features, ref.labels)
+    device = {str(p) for p, _ in plan.extra_references}  # cells labelled on the query device
+    classifier = DeviceAwareClassifier(params, s.device_vote).fit(ref.features, ref.labels, device_rows(ref, device))
     kept = cells_of(query, cells)
     preds = classifier.predict(query.features, keep_neighbours=KEPT_NEIGHBOURS)
     mean, axes = pca_2d(ref.features)

@@ -181,6 +181,12 @@ class Workspace:
                                      r.query.features[rows], [self.user_labels[self.cells[i].cell_id] for i in rows],
                                      r.classifier.params)
 
+    def device_curve_job(self, token: CancelToken | None = None) -> Job[list[dict]]:
+        yield Progress("leave-one-out on the labelled cells", 0, 1)
+        curve = self.device_curve()
+        yield Progress("leave-one-out on the labelled cells", 1, 1)
+        return curve
+
     def add_to_reference(self, indices) -> int:
         """Add labelled cells to the index (no re-embedding) and re-predict every cell."""
         added = self.add_to_library(indices)

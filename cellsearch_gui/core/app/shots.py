@@ -49,9 +49,10 @@ def library_with(ref: FeatureSet, query: FeatureSet, params: EWCParams, rows: li
     library = dataclasses.replace(ref, paths=list(ref.paths), labels=list(ref.labels),
                                   cell_ids=list(ref.cell_ids), per_model=dict(ref.per_model))
     labels = [query.labels[i] for i in rows]
-    clf = DeviceAwareClassifier(params, device_vote).fit(ref.features, ref.labels, query.features[rows], labels)
     if rows:
         library.append_rows(query, rows, labels)
+    clf = DeviceAwareClassifier(params, device_vote).fit(library.features, library.labels,
+                                                         range(len(ref.labels), len(library.labels)))
     return clf, library
 
 

@@ -66,39 +66,58 @@ class DeviceFit:
 
 
 class DeviceAwareClassifier:
-    """The library (with the device's labelled cells in it) and the device's labelled cells on their own."""
+    """The library, in which the device's labelled cells are rows like any other, and (``loo_mix``) those
+    cells voting on their own. Reads like an EWCClassifier (classes, params, index, kneighbors)."""
 
     def __init__(self, params: EWCParams, rule: str = DeviceVote.LIBRARY.value):
-        self.params, self.rule = params, DeviceVote(rule).value
+        self.params, self.rule = params.validate(), DeviceVote(rule).value
         self.library = EWCClassifier(params)
         self.device: EWCClassifier | None = None
+        self.device_rows: list[int] = []
         self.fit_record = DeviceFit(alpha=1.0)
 
-    def fit(self, ref_features: np.ndarray, ref_labels: list[str], dev_features: np.ndarray,
-            dev_labels: list[str]) -> DeviceAwareClassifier:
-        features = np.concatenate([ref_features, dev_features]) if len(dev_labels) else ref_features
-        self.library.fit(features, list(ref_labels) + list(dev_labels))
-        self.fit_record = DeviceFit(alpha=1.0, n_labelled=len(dev_labels))
-        if self.rule == DeviceVote.LIBRARY or len(dev_labels) < 2:
-            if self.rule != DeviceVote.LIBRARY:
-                self.fit_record.note = "fewer than 2 labelled device cells: the library alone votes"
-            return self
-        self.device = EWCClassifier(self.params).fit(dev_features, list(dev_labels))
-        self.fit_record = self._choose_weight(features, list(ref_labels) + list(dev_labels), len(ref_labels))
-        return self
+    def __getattr__(self, name: str):  # classes, index, label_ids, weights, storage: the library's
+        if name in ("classes", "index", "label_ids", "weights", "storage", "kneighbors"):
+            return getattr(self.library, name)
+        raise AttributeError(name)
 
-    def _choose_weight(self, features: np.ndarray, labels: list[str], n_ref: int) -> DeviceFit:
+    def fit(self, features: np.ndarray, labels: list[str], device_rows=(), index=None) -> DeviceAwareClassifier:
+        """``features``/``labels``: the whole library; ``device_rows``: which of its rows were labelled on the
+        query device. ``index``: one already built over exactly these features."""
+        self.library.fit(features, list(labels), index)
+        self._features, self._labels = features, list(labels)
+        self.device_rows = sorted(int(r) for r in device_rows)
+        return self._refresh()
+
+    def add(self, features: np.ndarray, labels: list[str]) -> None:
+        """Cells labelled on the query device join the library and the device's own vote."""
+        start = len(self._labels)
+        self.library.add(features, labels)
+        self._features = np.concatenate([self._features, features])
+        self._labels += list(labels)
+        self.device_rows += list(range(start, start + len(labels)))
+        self._refresh()
+
+    def _refresh(self) -> DeviceAwareClassifier:
+        rows, n = self.device_rows, len(self.device_rows)
+        self.device, self.fit_record = None, DeviceFit(alpha=1.0, n_labelled=n)
+        if self.rule == DeviceVote.LIBRARY or n == 0:
+            return self
+        if n < 2:
+            self.fit_record.note = "fewer than 2 labelled device cells: the library alone votes"
+            return self
+        truth = [self._labels[i] for i in rows]
+        self.device = EWCClassifier(self.params).fit(self._features[rows], truth)
         classes = list(self.library.classes)
-        dev_rows = list(range(n_ref, len(labels)))
-        truth = [labels[i] for i in dev_rows]
-        joint = leave_one_out_shares(features, labels, dev_rows, classes, self.params)
-        alone = leave_one_out_shares(features[n_ref:], truth, list(range(len(truth))), classes, self.params)
+        joint = leave_one_out_shares(self._features, self._labels, rows, classes, self.params)
+        alone = leave_one_out_shares(self._features[rows], truth, list(range(n)), classes, self.params)
         scores = {}
         for alpha in MIX_WEIGHTS:
             mixed = alpha * joint + (1 - alpha) * alone
             scores[alpha] = evaluate_predictions(truth, [classes[i] for i in mixed.argmax(1)])["balanced_accuracy"]
         best = max(MIX_WEIGHTS, key=lambda a: (round(scores[a], 9), a))  # ties: towards the library
-        return DeviceFit(best, {f"{a:.2f}": s for a, s in scores.items()}, len(truth))
+        self.fit_record = DeviceFit(best, {f"{a:.2f}": s for a, s in scores.items()}, n)
+        return self
 
     def predict(self, features: np.ndarray, keep_neighbours: int | None = None) -> Predictions:
         """The library's predictions (neighbours, k, entropy), with labels and scores from the mixed vote."""
