@@ -38,13 +38,13 @@ CONFIGS = {  # name: (crop preset, EWC parameters, device vote)
     "raw, log_k, lowest_entropy": ("raw", EWCParams(stopping="lowest_entropy"), "library"),
     "raw, log_min_kc, lowest_entropy": ("raw", EWCParams(entropy_norm="log_min_kc", stopping="lowest_entropy"),
                                         "library"),
-    "raw, default vote, loo_mix": ("raw", DEFAULT_EWC, "loo_mix"),
+    "raw, log_k, lowest_entropy, loo_mix": ("raw", DEFAULT_EWC, "loo_mix"),
     "old app: cell_device_colour, log_min_kc, paper": (DEFAULT_PRESET, EWCParams(entropy_norm="log_min_kc"),
                                                        "library"),
     "cell_device_colour, log_min_kc, lowest_entropy": (
         DEFAULT_PRESET, EWCParams(entropy_norm="log_min_kc", stopping="lowest_entropy"), "library"),
-    "DEFAULT: cell_device_colour, log_k, lowest_entropy, library": (DEFAULT_PRESET, DEFAULT_EWC, "library"),
-    "cell_device_colour, log_k, lowest_entropy, loo_mix": (DEFAULT_PRESET, DEFAULT_EWC, "loo_mix"),
+    "cell_device_colour, log_k, lowest_entropy, library": (DEFAULT_PRESET, DEFAULT_EWC, "library"),
+    "DEFAULT: cell_device_colour, log_k, lowest_entropy, loo_mix": (DEFAULT_PRESET, DEFAULT_EWC, "loo_mix"),
 }
 
 
@@ -60,6 +60,12 @@ def zero_shot(ref, query, params: EWCParams) -> dict:
     certainty = accuracy_by_certainty(query.labels, preds.labels, preds.uncertain)
     return {"balanced_accuracy": scores["balanced_accuracy"], "share_uncertain": certainty["share_uncertain"],
             "confident_balanced_accuracy": certainty["confident"]["balanced_accuracy"]}
+
+
+def four_classes(result: dict) -> float:
+    """Macro recall over the classes with more than 3 cells (BCCD has 3 basophils, so a scored basophil is a
+    single cell worth a fifth of the 5-class score), pooled over the seeds."""
+    return float(np.mean([v["recall"] for c, v in result["per_class"].items() if c != "basophil"]))
 
 
 def in_domain_ceiling(query) -> float:
@@ -86,7 +92,7 @@ def main() -> None:
     pbc, bccd = SHARED / "pbc_barcelona", SHARED / "bccd_wbc"
     rows, sets = [], {}
     print(f"{'configuration':<62}{'PBC 80/20':>10}{'BCCD 0':>8}" + "".join(f"{s:>6}" for s in SHOTS)
-          + f"{'uncertain@0':>13}")
+          + f"{'uncertain@0':>13}{'5, 4 cl.':>10}")
     for name, (prep_name, params, vote) in CONFIGS.items():
         if prep_name not in sets:
             sets[prep_name] = (features(pbc, bccd, prep_name), features(pbc, None, prep_name, split=0.2))
@@ -97,11 +103,13 @@ def main() -> None:
         for shots in SHOTS:
             result = score_with_shots(ref, query, dataclasses.replace(params), shots, SEEDS, device_vote=vote)
             row["bccd"][shots] = {"balanced_accuracy": result["balanced_accuracy"],
-                                  "per_seed": [s["balanced_accuracy"] for s in result["per_seed"]]}
+                                  "per_seed": [s["balanced_accuracy"] for s in result["per_seed"]],
+                                  "four_classes_pooled": four_classes(result)}
         rows.append(row)
         print(f"{name:<62}{row['pbc_internal']:>10.3f}{row['bccd'][0]['balanced_accuracy']:>8.3f}"
               + "".join(f"{row['bccd'][s]['balanced_accuracy']:>6.2f}" for s in SHOTS)
-              + f"{row['bccd'][0]['share_uncertain']:>13.2f}", flush=True)
+              + f"{row['bccd'][0]['share_uncertain']:>13.2f}{row['bccd'][5]['four_classes_pooled']:>10.3f}",
+              flush=True)
     ceiling = {p: in_domain_ceiling(q) for p, ((_, q), _) in sets.items()}
     for prep_name, value in ceiling.items():
         print(f"in-domain ceiling, BCCD 5-fold on BCCD alone (4 classes), {prep_name}: {value:.3f}")
