@@ -93,11 +93,13 @@ def write_predictions_csv(path: str | Path, query: FeatureSet, preds: Prediction
 
     with atomic_open(path, newline="") as handle:
         writer = SafeCsvWriter(handle)
-        writer.writerow(["path", "true_label", "predicted_label", "k_used", "entropy",
+        writer.writerow(["path", "true_label", "predicted_label", "k_used", "entropy", "uncertain",
                          *[f"score_{c}" for c in preds.classes], "top_neighbours"])
+        uncertain = preds.uncertain
         for i, p in enumerate(query.paths):
             neighbours = "; ".join(
                 f"{ref.paths[j].name}:{ref.labels[j]}:{d:.4g}"
                 for j, d in zip(preds.neighbour_ids[i, :top], preds.distances[i, :top]))
             writer.writerow((p, query.labels[i] or "", preds.labels[i], int(preds.k_used[i]),
-                             f"{abs(preds.entropy[i]):.4f}", *[f"{s:.4f}" for s in preds.scores[i]], neighbours))
+                             f"{abs(preds.entropy[i]):.4f}", int(uncertain[i]), *[f"{s:.4f}" for s in preds.scores[i]],
+                             neighbours))

@@ -18,6 +18,7 @@ from PySide6.QtWidgets import (
 )
 
 from cellsearch_gui.core.options import Device, values
+from cellsearch_gui.gui.device_curve_dialog import DeviceCurveDialog
 from cellsearch_gui.gui.dialogs import SuggestionDialog, TransferDialog
 from cellsearch_gui.gui.error_log import log_error
 from cellsearch_gui.gui.panels.cell_panel import CellPanel
@@ -80,6 +81,7 @@ class MainWindow(QMainWindow):
         controller.error.connect(self._on_error)
         controller.transfer_ready.connect(self._on_transfer)
         controller.suggestion_ready.connect(self._on_suggestion)
+        controller.device_curve_ready.connect(self._on_device_curve)
         controller.result_changed.connect(lambda: self.tabs.setCurrentWidget(
             self.image_panel if self.image_panel.chooser.count() else self.cells_table))
         self._restore()
@@ -118,6 +120,7 @@ class MainWindow(QMainWindow):
         run_menu.addSeparator()
         self._action(run_menu, "Transfer evaluation (labelled cells of another device)…", self.evaluate_transfer)
         self._action(run_menu, "Suggest a setting from my labelled cells", c.suggest_setting)
+        self._action(run_menu, "How well the library knows this device…", c.device_curve)
         settings_menu = self.menuBar().addMenu("&Settings")
         device_menu = settings_menu.addMenu("Compute device")
         group = QActionGroup(self)
@@ -246,6 +249,11 @@ class MainWindow(QMainWindow):
         self.last_dialog = SuggestionDialog(result, self)
         if self.show_dialogs and self.last_dialog.exec():
             self.controller.apply_suggestion(self.last_dialog.suggestion)
+
+    def _on_device_curve(self, curve: list) -> None:
+        self.last_dialog = DeviceCurveDialog(curve, self)
+        if self.show_dialogs:
+            self.last_dialog.exec()
 
     # --- settings ---------------------------------------------------------------------------------
     def _restore(self) -> None:
