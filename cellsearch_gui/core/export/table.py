@@ -4,7 +4,9 @@ a project's last run, so the CLI and the window export the same thing."""
 
 from __future__ import annotations
 
+import errno
 import json
+import os
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -12,6 +14,7 @@ import numpy as np
 
 from cellsearch_gui.core.classify.differential import CellCall, SampleDifferential, differential
 from cellsearch_gui.core.export.samples import assign_samples, named_samples, sample_order
+from cellsearch_gui.core.io.atomic import disk_problem
 from cellsearch_gui.core.project.arrays import ARRAYS_DIR, load_run_arrays
 from cellsearch_gui.core.project.store import ProjectError
 from cellsearch_gui.core.types import Cell
@@ -125,3 +128,21 @@ def _attach_features(store, table: ExportTable) -> None:
     table.rows = [r for r in table.rows if r.cell.cell_id in row_of]
     table.features = query.features[[row_of[r.cell.cell_id] for r in table.rows]]
     table.model_ids, table.dims = list(query.model_ids), list(query.dims)
+
+
+@dataclass
+class ExportSummary:
+    """What an export wrote: its files, the cells in them and what the user should know."""
+
+    files: list[Path] = field(default_factory=list)
+    cells: int = 0
+    notes: list[str] = field(default_factory=list)
+
+
+def check_writable(folder: str | Path, what: str) -> None:
+    """A read-only or missing-permission output folder as one clear DiskError before anything is written
+    (some writers, e.g. HDF5's, report it without an errno)."""
+    folder = Path(folder)
+    existing = next((p for p in (folder, *folder.parents) if p.exists()), None)
+    if existing is not None and not os.access(existing, os.W_OK | os.X_OK):
+        raise disk_problem(PermissionError(errno.EACCES, "permission denied"), folder, what)
