@@ -10,7 +10,7 @@ from pathlib import Path
 import numpy as np
 
 from cellsearch_gui.core.export.outlines import class_colours
-from cellsearch_gui.core.export.table import ExportTable, check_writable
+from cellsearch_gui.core.export.table import ExportError, ExportTable, check_writable
 from cellsearch_gui.core.io.atomic import disk_errors
 
 
@@ -42,7 +42,7 @@ def write_h5ad(table: ExportTable, path: str | Path) -> int:
     import anndata
 
     if table.features is None:
-        raise ValueError("the features of this run are not available: classify again to export an .h5ad")
+        raise ExportError("the features of this run are not available: classify again to export an .h5ad")
     path = Path(path)
     features = np.asarray(table.features, dtype=np.float32)
     adata = anndata.AnnData(X=features, obs=_obs(table))

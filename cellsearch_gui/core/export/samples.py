@@ -5,8 +5,10 @@ belongs to the folder it is in. A cell found under no dropped item is in ``UNASS
 from __future__ import annotations
 
 import os
+import unicodedata
 from pathlib import Path
 
+from cellsearch_gui.core.errors import CellSearchError
 from cellsearch_gui.core.project.paths import absolute
 from cellsearch_gui.core.types import Cell
 
@@ -15,14 +17,20 @@ UNASSIGNED = "(no sample)"
 MAX_SAMPLE_NAME = 200
 
 
+class SampleNameError(CellSearchError, ValueError):
+    """A sample name that cannot be used."""
+
+
 def clean_sample_name(name: str) -> str:
     """A sample name as typed, trimmed; control characters refused. Path characters are allowed: every file
     named after a sample goes through core.io.safe_paths, so it stays inside the output folder."""
     text = " ".join(str(name).split())
     if not text:
-        raise ValueError("a sample name cannot be empty")
+        raise SampleNameError("a sample name cannot be empty")
+    if any(unicodedata.category(c) in ("Cc", "Cf") for c in text):
+        raise SampleNameError(f"a sample name cannot hold control characters: {text!r}")
     if len(text) > MAX_SAMPLE_NAME:
-        raise ValueError(f"a sample name is at most {MAX_SAMPLE_NAME} characters")
+        raise SampleNameError(f"a sample name is at most {MAX_SAMPLE_NAME} characters")
     return text
 
 

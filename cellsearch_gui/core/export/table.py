@@ -14,12 +14,17 @@ import numpy as np
 
 from cellsearch_gui.core.classify.differential import CellCall, SampleDifferential, differential
 from cellsearch_gui.core.export.samples import assign_samples, named_samples, sample_order
+from cellsearch_gui.core.errors import CellSearchError
 from cellsearch_gui.core.io.atomic import disk_problem
 from cellsearch_gui.core.project.arrays import ARRAYS_DIR, load_run_arrays
 from cellsearch_gui.core.project.store import ProjectError
 from cellsearch_gui.core.types import Cell
 
 DEFAULT_THRESHOLD = 0.3  # EWCParams.entropy_threshold's default, for a run that did not record one
+
+
+class ExportError(CellSearchError, ValueError):
+    """Nothing to export, or an export that cannot be made from what the project holds."""
 
 
 @dataclass
@@ -77,7 +82,7 @@ def table_from_workspace(workspace) -> ExportTable:
     """The window's result, with the labels as they are now (duck-typed: core.app.session.Workspace)."""
     result = workspace.result
     if result is None:
-        raise ValueError("nothing to export yet: run the analysis first")
+        raise ExportError("nothing to export yet: run the analysis first")
     p = result.predictions
     cells = list(result.cells)
     samples = assign_samples(cells, workspace.query_paths, named_samples(workspace.store))
