@@ -36,7 +36,7 @@ def _write_field(target: Path, image: np.ndarray, labels: np.ndarray, table: lis
     root = zarr.open_group(str(target), mode="w")
     write_image(np.moveaxis(image, -1, 0), root, axes="cyx", scale_factors=())
     colors = [{"label-value": t["label-value"], "rgba": t["colour"] + [255]} for t in table]
-    write_labels(labels, root, name=LABEL_NAME, axes="yx", scale_factors=(),
+    write_labels(labels, root, name=LABEL_NAME, axes="yx", scaler=None, scale_factors=(),
                  label_metadata={"colors": colors, "properties": table})
 
 
