@@ -20,8 +20,10 @@ from PySide6.QtWidgets import (
 from cellsearch_gui.core.options import Device, values
 from cellsearch_gui.gui.dialogs import SuggestionDialog, TransferDialog
 from cellsearch_gui.gui.error_log import log_error
+from cellsearch_gui.gui.export_menu import ExportMenu
 from cellsearch_gui.gui.panels.cell_panel import CellPanel
 from cellsearch_gui.gui.panels.cells_table import CellsTable
+from cellsearch_gui.gui.panels.differential_panel import DifferentialPanel
 from cellsearch_gui.gui.panels.image_panel import ImagePanel
 from cellsearch_gui.gui.panels.model_panel import ModelPanel
 from cellsearch_gui.gui.panels.reference_panel import ReferencePanel
@@ -52,6 +54,8 @@ class MainWindow(QMainWindow):
         self.tabs.addTab(self.image_panel, "Image")
         self.tabs.addTab(self.cells_table, "Cells")
         self.tabs.addTab(self.scatter_panel, "PCA")
+        self.differential_panel = DifferentialPanel(controller)
+        self.tabs.addTab(self.differential_panel, "Differential")
         self.setCentralWidget(self.tabs)
         self.reference_panel = ReferencePanel(controller)
         self.model_panel = ModelPanel(controller)
@@ -110,6 +114,8 @@ class MainWindow(QMainWindow):
         self.export_action = self._action(file_menu, "Export cells CSV…", self.export_csv, "Ctrl+E")
         file_menu.addSeparator()
         self._action(file_menu, "Quit", self.close, QKeySequence.StandardKey.Quit)
+        self.export_menu = ExportMenu(self)
+        self.differential_panel.report_button.clicked.connect(lambda: self.export_menu.export("report"))
         run_menu = self.menuBar().addMenu("&Analysis")
         self.run_action = self._action(run_menu, "Run: segment, embed, classify", c.run_analysis, "Ctrl+R")
         self._action(run_menu, "Next uncertain cell", c.next_uncertain, "Ctrl+N")
