@@ -210,3 +210,11 @@ def test_the_csv_and_the_report_count_the_same_cells(project, tmp_path):
     by_table = {(d.sample, c.name): c.count for d in _table(folder).differential() for c in d.classes if c.count}
     assert by_csv == by_table == {("slide_A", "lymphocyte"): 2, ("slide_A", "neutrophil"): 1,
                                   ("slide_B", "lymphocyte"): 1, ("slide_B", "neutrophil"): 1}
+
+
+def test_a_pdf_without_a_browser_is_one_clear_message(project, tmp_path, monkeypatch, capsys):
+    folder, _ = project
+    monkeypatch.setenv("CELLSEARCH_BROWSER", str(tmp_path / "no-such-browser"))
+    assert main(["project", "report", str(folder), "--out", str(tmp_path / "r.pdf")]) == 2
+    err = capsys.readouterr().err
+    assert "none was found" in err and "write the report as .html" in err and not (tmp_path / "r.pdf").exists()

@@ -1,5 +1,5 @@
 """The report as PDF: its HTML printed on A4 by a headless Chromium-family browser (Chromium, Chrome, Edge;
-``CELLSEARCH_BROWSER`` names another), else by WeasyPrint when it is installed. Nothing is installed for it."""
+``CELLSEARCH_BROWSER`` names another). Nothing is installed for it: without a browser, write the HTML."""
 
 from __future__ import annotations
 
@@ -40,16 +40,16 @@ def html_to_pdf(text: str, out: str | Path) -> Path:
         work = Path(work)
         source, printed = work / "report.html", work / "report.pdf"
         source.write_text(text, encoding="utf-8")
-        if browser:
-            try:
-                done = subprocess.run(browser_command(browser, source, printed, work / "profile"),
-                                      capture_output=True, text=True, timeout=PRINT_TIMEOUT_S)
-            except (OSError, subprocess.TimeoutExpired) as exc:
-                raise PdfError(f"{browser} could not print the report ({exc}); write .html and print it") from None
-            if not printed.is_file() or printed.stat().st_size == 0:
-                raise PdfError(f"{browser} printed no PDF (exit {done.returncode}): {done.stderr.strip()[-300:]}")
-        else:
-            _weasyprint(source, printed)
+        if not browser:
+            raise PdfError("a PDF is printed by Chromium, Chrome or Edge, and none was found (CELLSEARCH_BROWSER "
+                           "names another); write the report as .html and print it from any browser")
+        try:
+            done = subprocess.run(browser_command(browser, source, printed, work / "profile"),
+                                  capture_output=True, text=True, timeout=PRINT_TIMEOUT_S)
+        except (OSError, subprocess.TimeoutExpired) as exc:
+            raise PdfError(f"{browser} could not print the report ({exc}); write .html and print it") from None
+        if not printed.is_file() or printed.stat().st_size == 0:
+            raise PdfError(f"{browser} printed no PDF (exit {done.returncode}): {done.stderr.strip()[-300:]}")
         with disk_errors(out, "write the PDF"):
             out.parent.mkdir(parents=True, exist_ok=True)
             tmp = out.with_name(out.name + ".part")
@@ -57,11 +57,3 @@ def html_to_pdf(text: str, out: str | Path) -> Path:
             tmp.replace(out)
     return out
 
-
-def _weasyprint(source: Path, printed: Path) -> None:
-    try:
-        import weasyprint
-    except ImportError:
-        raise PdfError("a PDF needs Chromium, Chrome or Edge (or 'pip install weasyprint'); none was found. "
-                       "Write the report as .html and print it from any browser") from None
-    weasyprint.HTML(filename=str(source)).write_pdf(str(printed))
