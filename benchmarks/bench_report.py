@@ -5,7 +5,8 @@
 
 BCCD fields of view (``../shared/data/bccd_fov``), one sample per folder of ``--fields`` fields (folders of
 links), classified against a PBC library (``--per-class`` crops of each white-cell class) with the offline
-ImageNet CNNs mobilenetv2,efficientnet_lite0 and the default cell preparation. Then
+ImageNet CNNs mobilenetv2,efficientnet_lite0, the default cell preparation and a 160 px cell diameter
+(BCCD white cells at 640x480, as docs/make_screenshots.py). Then
 ``project report`` (HTML and PDF), ``project export`` in every format, and checks: the report's counts per
 sample and class equal the CSV's; the GeoJSON outlines rasterised match the masks (IoU); the .h5ad reopens
 with anndata; the OME-Zarr label images reopened with ome-zarr-py hold each cell of cells.csv.
@@ -139,7 +140,7 @@ def main() -> None:
     shutil.rmtree(out, ignore_errors=True)
     timings = {}
     t0 = time.perf_counter()
-    cli("project", "new", project, "--models", "mobilenetv2,efficientnet_lite0")
+    cli("project", "new", project, "--models", "mobilenetv2,efficientnet_lite0", "--cell-diameter-px", 160)
     cli("project", "add", project, "--reference", library, "--query", *folders)
     cli("project", "classify", project, "--device", "cpu", "--quiet")
     timings["classify_s"] = time.perf_counter() - t0

@@ -66,3 +66,12 @@ def test_exports_before_a_run_are_refused_clearly(window):
     assert window.last_error[0] == "nothing to export yet: run the analysis first"
     assert not window.export_menu.name_sample("x", "y")
     assert "save the project first" in window.last_error[0]
+
+
+def test_exports_and_the_report_colour_classes_as_the_window_does():
+    from PySide6.QtGui import QColor
+
+    from cellsearch_gui.core.export.outlines import PALETTE
+    from cellsearch_gui.gui.pixmaps import PALETTE as WINDOW
+
+    assert [QColor(*rgb).name() for rgb in PALETTE] == WINDOW

@@ -8,9 +8,9 @@ import numpy as np
 from cellsearch_gui.core.segmentation.masks import decode_rle
 from cellsearch_gui.core.types import Cell
 
-# Okabe-Ito and Tableau colours: distinct, readable on white and for colour-blind readers
-PALETTE = [(0, 114, 178), (230, 159, 0), (0, 158, 115), (204, 121, 167), (213, 94, 0), (86, 180, 233),
-           (240, 228, 66), (148, 103, 189), (140, 86, 75), (127, 127, 127), (188, 189, 34), (23, 190, 207)]
+# the window's class colours (gui/pixmaps.py PALETTE: matplotlib's tab10 and two more), by class index
+PALETTE = [(31, 119, 180), (255, 127, 14), (44, 160, 44), (214, 39, 40), (148, 103, 189), (140, 86, 75),
+           (227, 119, 194), (127, 127, 127), (188, 189, 34), (23, 190, 207), (174, 199, 232), (255, 187, 120)]
 UNCLASSIFIED_COLOUR = (160, 160, 160)
 
 
