@@ -52,7 +52,7 @@ def cmd_export(args: argparse.Namespace) -> int:
     try:
         (output_folder if kind in ("geojson", "ome-zarr") else output_file)(str(args.out))
     except argparse.ArgumentTypeError as exc:
-        print(f"error: {exc}", file=sys.stderr)
+        print(f"error: argument out: {exc}", file=sys.stderr)  # as argparse words it
         return 2
     with open_project(args.folder, readonly=True, lock=False) as store:
         if kind == "csv":
