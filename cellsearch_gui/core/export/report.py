@@ -34,6 +34,7 @@ dl.header dt { font-weight: bold; } dl.header dd { margin: 0; overflow-wrap: any
 section.sample { break-before: page; } section.sample:first-of-type { break-before: auto; }
 .summary { margin: 3pt 0; } .note { color: #8a4b00; margin: 2pt 0; }
 .chart { break-inside: avoid; margin: 4pt 0; }
+.class-block { break-inside: avoid; } h2, h3 { break-after: avoid; }
 .gallery { display: flex; flex-wrap: wrap; gap: 3pt; margin-bottom: 4pt; }
 figure { margin: 0; width: 76px; text-align: center; font-size: 6.5pt; break-inside: avoid; }
 figure img, figure .missing { width: 72px; height: 72px; border: 2px solid transparent; display: block; }
@@ -108,7 +109,7 @@ def gallery(rows: list[CellRow], table: ExportTable, per_class: int) -> str:
         members = sorted(by_class[name], key=lambda r: (not table.is_uncertain(r), -(r.entropy or 0)))
         shown = members[:per_class]
         uncertain = sum(map(table.is_uncertain, members))
-        parts.append(f"<h3>{_e(name)}: {len(members)} cell(s)"
+        parts.append(f'<div class="class-block"><h3>{_e(name)}: {len(members)} cell(s)'
                      + (f', <span class="flag">{uncertain} uncertain</span>' if uncertain else "")
                      + (f" (first {len(shown)} shown)" if len(shown) < len(members) else "") + '</h3><div class="gallery">')
         for row in shown:
@@ -120,7 +121,7 @@ def gallery(rows: list[CellRow], table: ExportTable, per_class: int) -> str:
                 caption += " ✓ user"
             parts.append(f'<figure class="{"uncertain" if flag else ""}" title="{_e(row.cell.cell_id)}">{img}'
                          f"<figcaption>{_e(caption)}</figcaption></figure>")
-        parts.append("</div>")
+        parts.append("</div></div>")
     return "".join(parts)
 
 
