@@ -114,8 +114,6 @@ class MainWindow(QMainWindow):
         self.export_action = self._action(file_menu, "Export cells CSV…", self.export_csv, "Ctrl+E")
         file_menu.addSeparator()
         self._action(file_menu, "Quit", self.close, QKeySequence.StandardKey.Quit)
-        self.export_menu = ExportMenu(self)
-        self.differential_panel.report_button.clicked.connect(lambda: self.export_menu.export("report"))
         run_menu = self.menuBar().addMenu("&Analysis")
         self.run_action = self._action(run_menu, "Run: segment, embed, classify", c.run_analysis, "Ctrl+R")
         self._action(run_menu, "Next uncertain cell", c.next_uncertain, "Ctrl+N")
@@ -132,6 +130,8 @@ class MainWindow(QMainWindow):
             action.triggered.connect(lambda _=False, d=device: self.set_device(d))
             group.addAction(action)
             device_menu.addAction(action)
+        self.export_menu = ExportMenu(self)
+        self.differential_panel.report_button.clicked.connect(lambda: self.export_menu.export("report"))
         toolbar = self.addToolBar("main")
         toolbar.setObjectName("main toolbar")
         for action in (self.open_action, self.run_action, self.export_action):

@@ -85,12 +85,13 @@ def table_from_workspace(workspace) -> ExportTable:
         raise ExportError("nothing to export yet: run the analysis first")
     p = result.predictions
     cells = list(result.cells)
-    samples = assign_samples(cells, workspace.query_paths, named_samples(workspace.store))
+    named = named_samples(workspace.store)
+    samples = assign_samples(cells, workspace.query_paths, named)
     rows = [CellRow(c, s, p.labels[i], float(p.entropy[i]), int(p.k_used[i]), workspace.label_of(i))
             for i, (c, s) in enumerate(zip(cells, samples))]
     query = result.query
     return ExportTable(rows, dict(result.provenance), list(p.classes),
-                       sample_order(workspace.query_paths, named_samples(workspace.store)),
+                       sample_order(workspace.query_paths, named),
                        np.asarray(query.features) if len(query.features) == len(rows) else None,
                        list(query.model_ids), list(query.dims), workspace.settings.as_dict(),
                        str(workspace.folder or "the window"))
