@@ -80,7 +80,7 @@ def csv_counts(path: Path) -> dict[str, dict[str, int]]:
 
 
 def geojson_iou(folder: Path, cells_by_id: dict) -> list[float]:
-    from shapely import contains_xy, covers, points
+    from shapely import covers, points
     from shapely.geometry import shape
 
     from cellsearch_gui.core.export.outlines import cell_mask
@@ -93,7 +93,6 @@ def geojson_iou(folder: Path, cells_by_id: dict) -> list[float]:
             yy, xx = np.mgrid[y0:y1, x0:x1]
             centres = points(xx.ravel() + 0.5, yy.ravel() + 0.5)
             drawn = covers(shape(feature["geometry"]), centres).reshape(xx.shape)
-            assert contains_xy is not None
             mask = cell_mask(cell)
             ious.append(float((drawn & mask).sum() / max(1, (drawn | mask).sum())))
     return ious
@@ -104,16 +103,14 @@ def zarr_agreement(folder: Path, csv_rows: list[dict]) -> tuple[int, int]:
     from ome_zarr.io import parse_url
     from ome_zarr.reader import Label, Reader
 
-    by_image: dict[str, dict[str, int]] = {}
+    by_image: dict[str, tuple] = {}
     for store in folder.rglob("*.ome.zarr"):
         for node in Reader(parse_url(str(store / "labels" / "cells")))():
             if node.load(Label):
-                labels = np.asarray(node.data[0])
                 table = node.metadata["properties"]
-                image = json.loads((store / "zarr.json").read_text())
-                by_image[str(store)] = (labels, {v["cell_id"]: k for k, v in table.items()}, image)
+                by_image[str(store)] = (np.asarray(node.data[0]), {v["cell_id"]: k for k, v in table.items()})
     agree = total = 0
-    for labels, ids, _ in by_image.values():
+    for labels, ids in by_image.values():
         for row in csv_rows:
             if row["cell_id"] in ids:
                 total += 1
