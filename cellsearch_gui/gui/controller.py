@@ -259,6 +259,21 @@ class Controller(QObject):
         return self._start("export", partial(jobs.export_job, rows, self.workspace.result.provenance, str(path),
                                              with_crops), done)
 
+    def export_as(self, kind: str, target) -> bool:
+        """geojson, h5ad, ome-zarr or report, written on the worker (gui/export_menu.py asks where)."""
+        try:
+            table = jobs.table_from_workspace(self.workspace)
+        except CellSearchError as exc:
+            self.error.emit(str(exc), "")
+            return False
+
+        def done(count) -> None:
+            self.exported.emit(str(target), count)
+            self.message.emit(f"exported {count} cells to {target}")
+
+        return self._start(f"export {kind}", partial(jobs.export_as_job, table, kind, str(target),
+                                                     list(self.workspace.reference_dirs)), done)
+
     def save_project(self, folder=None) -> Path | None:
         try:
             path = self.workspace.save(folder)

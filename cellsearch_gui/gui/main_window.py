@@ -21,8 +21,10 @@ from cellsearch_gui.core.options import Device, values
 from cellsearch_gui.gui.device_curve_dialog import DeviceCurveDialog
 from cellsearch_gui.gui.dialogs import SuggestionDialog, TransferDialog
 from cellsearch_gui.gui.error_log import log_error
+from cellsearch_gui.gui.export_menu import ExportMenu
 from cellsearch_gui.gui.panels.cell_panel import CellPanel
 from cellsearch_gui.gui.panels.cells_table import CellsTable
+from cellsearch_gui.gui.panels.differential_panel import DifferentialPanel
 from cellsearch_gui.gui.panels.image_panel import ImagePanel
 from cellsearch_gui.gui.panels.model_panel import ModelPanel
 from cellsearch_gui.gui.panels.reference_panel import ReferencePanel
@@ -53,6 +55,8 @@ class MainWindow(QMainWindow):
         self.tabs.addTab(self.image_panel, "Image")
         self.tabs.addTab(self.cells_table, "Cells")
         self.tabs.addTab(self.scatter_panel, "PCA")
+        self.differential_panel = DifferentialPanel(controller)
+        self.tabs.addTab(self.differential_panel, "Differential")
         self.setCentralWidget(self.tabs)
         self.reference_panel = ReferencePanel(controller)
         self.model_panel = ModelPanel(controller)
@@ -129,6 +133,8 @@ class MainWindow(QMainWindow):
             action.triggered.connect(lambda _=False, d=device: self.set_device(d))
             group.addAction(action)
             device_menu.addAction(action)
+        self.export_menu = ExportMenu(self)
+        self.differential_panel.report_button.clicked.connect(lambda: self.export_menu.export("report"))
         toolbar = self.addToolBar("main")
         toolbar.setObjectName("main toolbar")
         for action in (self.open_action, self.run_action, self.export_action):
