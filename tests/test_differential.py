@@ -116,3 +116,10 @@ def test_named_samples_and_an_empty_sample_in_a_project(tmp_path):
         diffs = table_from_project(store).differential()
     assert [d.sample for d in diffs] == ["slide_A", "patient/../7", "slide_C"]
     assert diffs[1].counted == 2 and diffs[2].counted == 0 and diffs[2].notes == ["no cells in this sample"]
+
+
+def test_the_classifiers_own_uncertain_answer_decides_when_it_is_known():
+    calls = [CellCall("s", "a", 0.0, None, flagged=True), CellCall("s", "a", 1.0, None, flagged=False),
+             CellCall("s", "a", 1.0, None), CellCall("s", "a", 1.0, "a", flagged=True)]
+    (result,) = differential(calls, ["a"], 0.3)
+    assert result.uncertain == 2  # the flagged one, and the old run's high entropy; never a labelled cell

@@ -15,6 +15,7 @@ from cellsearch_gui.core.app.run import (
     AnalysisSettings,
     RunPlan,
     restore_result,
+    uncertain_cells,
 )
 from cellsearch_gui.core.classify.ewc import QUERY_CHUNK, Predictions
 from cellsearch_gui.core.embedding.cache import default_cache_dir
@@ -231,8 +232,8 @@ class Workspace:
         if self.store is not None and not self.store.readonly:
             p = predictions
             run = self.store.start_run("add to reference", self.settings.as_dict())
-            self.store.finish_run(run, "finished", {**r.provenance, "added_to_reference": sorted(
-                self.added_to_reference)}, [], [(c.cell_id, p.labels[i], float(p.entropy[i]), int(p.k_used[i]))
+            self.store.finish_run(run, "finished", {**r.provenance, "uncertain_cells": uncertain_cells(r),
+                                                    "added_to_reference": sorted(self.added_to_reference)}, [], [(c.cell_id, p.labels[i], float(p.entropy[i]), int(p.k_used[i]))
                                                 for i, c in enumerate(self.cells)])
 
     def labelled_set(self) -> CropSet:

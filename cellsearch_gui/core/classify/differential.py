@@ -2,8 +2,8 @@
 cells counted, flagged as uncertain, reviewed and corrected by a person. Pure arithmetic over labels.
 
 A cell's class is the user's label when there is one, else the classifier's prediction. A cell is uncertain
-when it has no user label and its vote entropy is at or above the classifier's entropy threshold (the
-classifier could not settle it). A cell with neither prediction nor label is not counted; it is reported.
+when it has no user label and the classifier answered it uncertain (its deciding weighted vote ambiguous:
+Predictions.uncertain; for runs saved before that was kept, its vote entropy at or above the threshold). A cell with neither prediction nor label is not counted; it is reported.
 """
 
 from __future__ import annotations
@@ -60,10 +60,18 @@ class CellCall:
     predicted: str | None
     entropy: float | None
     user_label: str | None
+    flagged: bool | None = None  # the classifier's own uncertain answer (Predictions.uncertain), when known
 
     @property
     def final(self) -> str | None:
         return self.user_label or self.predicted
+
+    def uncertain(self, threshold: float) -> bool:
+        if self.user_label or not self.predicted:
+            return False
+        if self.flagged is not None:
+            return self.flagged
+        return self.entropy is not None and abs(self.entropy) >= threshold
 
 
 @dataclass(frozen=True)
@@ -79,7 +87,7 @@ class ClassCount:
 class SampleDifferential:
     sample: str
     counted: int  # cells with a class (prediction or user label)
-    uncertain: int  # no user label, entropy at or above the threshold
+    uncertain: int  # no user label, answered uncertain by the classifier
     reviewed: int  # cells with a user label
     corrected: int  # user label differs from the prediction
     unclassified: int  # neither prediction nor user label: not counted
@@ -101,8 +109,7 @@ def sample_differential(sample: str, calls: list[CellCall], classes: list[str], 
         low, high = interval(finals[name], counted, method)
         rows.append(ClassCount(name, finals[name], 100 * finals[name] / counted if counted else 0.0,
                                100 * low, 100 * high))
-    uncertain = sum(1 for c in calls if not c.user_label and c.predicted and c.entropy is not None
-                    and abs(c.entropy) >= threshold)
+    uncertain = sum(1 for c in calls if c.uncertain(threshold))
     reviewed = sum(1 for c in calls if c.user_label)
     corrected = sum(1 for c in calls if c.user_label and c.user_label != c.predicted)
     unclassified = sum(1 for c in calls if not c.final)

@@ -60,10 +60,20 @@ class ExportTable:
         return float(value) if isinstance(value, (int, float)) else DEFAULT_THRESHOLD
 
     def is_uncertain(self, row: CellRow) -> bool:
-        return not row.user_label and row.entropy is not None and abs(row.entropy) >= self.threshold
+        """Not labelled by the user, and answered uncertain by the classifier (Predictions.uncertain, kept in
+        the run's provenance); runs saved before that was kept: entropy at or above the threshold."""
+        if row.user_label:
+            return False
+        flagged = self.provenance.get("uncertain_cells")
+        if isinstance(flagged, list):
+            if not hasattr(self, "_uncertain_ids"):
+                self._uncertain_ids = set(map(str, flagged))
+            return row.cell.cell_id in self._uncertain_ids
+        return row.entropy is not None and abs(row.entropy) >= self.threshold
 
     def differential(self, method: str = "wilson") -> list[SampleDifferential]:
-        calls = (CellCall(r.sample, r.predicted, r.entropy, r.user_label) for r in self.rows)
+        calls = (CellCall(r.sample, r.predicted, r.entropy, r.user_label, self.is_uncertain(r) if r.predicted else None)
+                 for r in self.rows)
         return differential(calls, self.classes, self.threshold, self.samples, method)
 
 
@@ -90,7 +100,9 @@ def table_from_workspace(workspace) -> ExportTable:
     rows = [CellRow(c, s, p.labels[i], float(p.entropy[i]), int(p.k_used[i]), workspace.label_of(i))
             for i, (c, s) in enumerate(zip(cells, samples))]
     query = result.query
-    return ExportTable(rows, dict(result.provenance), list(p.classes),
+    flags = p.uncertain
+    provenance = {**result.provenance, "uncertain_cells": [c.cell_id for i, c in enumerate(cells) if flags[i]]}
+    return ExportTable(rows, provenance, list(p.classes),
                        sample_order(workspace.query_paths, named),
                        np.asarray(query.features) if len(query.features) == len(rows) else None,
                        list(query.model_ids), list(query.dims), workspace.settings.as_dict(),
