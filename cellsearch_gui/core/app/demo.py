@@ -4,6 +4,7 @@ for the default models, and a few BCCD blood-smear fields, built once from the s
 
 from __future__ import annotations
 
+import json
 import os
 import shutil
 from pathlib import Path
@@ -13,7 +14,8 @@ from cellsearch_gui.core.app.libraries import embed_library_job
 from cellsearch_gui.core.app.run import DEFAULT_MODELS, AnalysisSettings
 from cellsearch_gui.core.errors import DatasetError
 from cellsearch_gui.core.jobs import CancelToken, Job, Progress
-from cellsearch_gui.core.project.library import LIBRARY_FILE
+from cellsearch_gui.core.io.atomic import write_text_atomic
+from cellsearch_gui.core.project.library import LIBRARY_FILE, read_library_info
 
 SAMPLE_ENV = "CELLSEARCH_SAMPLE_DATA"
 DEMO_CLASSES = ("basophil", "eosinophil", "lymphocyte", "monocyte", "neutrophil")
@@ -21,6 +23,7 @@ DEMO_MODELS = list(DEFAULT_MODELS)
 DEMO_PER_CLASS, DEMO_FIELDS = 60, 6
 DEMO_DIAMETER_PX = 160  # white cells in the 640x480 BCCD fields
 DEMO_LIBRARY, DEMO_IMAGES = "pbc_library", "bccd_fields"
+DEMO_DEVICE = "CellaVision DM96 (PBC, Barcelona)"
 
 
 def find_sample_data() -> Path | None:
@@ -58,7 +61,10 @@ def demo_settings() -> AnalysisSettings:
 
 
 def demo_is_built(target: Path) -> bool:
-    return (Path(target) / DEMO_LIBRARY / LIBRARY_FILE).is_file() and (Path(target) / DEMO_IMAGES).is_dir()
+    """The demo's library holds its features (written last) and its fields are there."""
+    library = Path(target) / DEMO_LIBRARY
+    return (library / LIBRARY_FILE).is_file() and bool(read_library_info(library).get("features")) and \
+        (Path(target) / DEMO_IMAGES).is_dir()
 
 
 def build_demo_job(target: Path, per_class: int = DEMO_PER_CLASS, fields: int = DEMO_FIELDS,
@@ -71,5 +77,7 @@ def build_demo_job(target: Path, per_class: int = DEMO_PER_CLASS, fields: int = 
         return target / DEMO_LIBRARY, target / DEMO_IMAGES
     yield Progress("copying the demo images", 0, 1)
     reference, images = build_demo(target, per_class, fields, data)
+    write_text_atomic(reference / LIBRARY_FILE, json.dumps({"format": 1, "device": DEMO_DEVICE, "pixel_size_um": None,
+                                                            "sources": ["PBC (Acevedo et al. 2020), CC BY 4.0"]}))
     yield from embed_library_job(reference, demo_settings(), device, token=token)
     return reference, images
