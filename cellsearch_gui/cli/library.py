@@ -12,7 +12,7 @@ from cellsearch_gui.core.app.demo import DEMO_FIELDS, DEMO_PER_CLASS, build_demo
 from cellsearch_gui.core.app.libraries import embed_library_job
 from cellsearch_gui.core.app.run import DEFAULT_MODELS, AnalysisSettings
 from cellsearch_gui.core.models.registry import parse_model_list
-from cellsearch_gui.core.options import Preset, values
+from cellsearch_gui.core.options import Preset, Weights, values
 
 SETTINGS_DEFAULTS = AnalysisSettings()
 
@@ -32,6 +32,7 @@ def add_parser(sub) -> None:
                        help="the library's um/px, as the window's reference pixel size (default: none)")
     embed.add_argument("--device", type=device, default=EMBED_DEFAULTS.device,
                        help="auto, cpu, cuda...: features made on a GPU (fp16) match runs on a GPU")
+    embed.add_argument("--random-init", action="store_true", help="random-initialised networks (a control)")
     embed.add_argument("--quiet", action="store_true")
     demo = lsub.add_parser("demo", help="build the demo: a PBC white-cell library with its features, and "
                                         "BCCD fields to classify (from the sample data, once)")
@@ -55,7 +56,8 @@ def cmd_library(args: argparse.Namespace) -> int:
 
 def _embed(args: argparse.Namespace) -> int:
     settings = AnalysisSettings(models=parse_model_list(args.models, role="embed"), preprocessing=args.preprocessing,
-                                reference_pixel_size_um=args.pixel_size)
+                                reference_pixel_size_um=args.pixel_size,
+                                weights=(Weights.RANDOM if args.random_init else Weights.PRETRAINED).value)
     info = run(embed_library_job(args.folder, settings, args.device), args.quiet)
     for entry in info["features"]:
         print(f"{entry['model']}: {entry['cells']} cells -> {args.folder / entry['file']}")
