@@ -142,3 +142,31 @@ def test_the_demo_library_loads_without_embedding(tmp_path, real_weights, count_
     features = run_job(embed_crops(load_reference([library]), settings.models, EmbeddingCache(None), options))
     assert count_loads == [] and len(features.paths) == 10
     assert BCCD_WBC.is_dir()  # the fields came from the sample data beside it
+
+
+def test_the_window_run_takes_the_library_features(library, tmp_path, count_loads, capsys):
+    """The window's Run (pipeline_job over a Workspace) embeds only the query cells when the library carries
+    features made with its settings, and says so when they were made with other ones."""
+    from cellsearch_gui.core.app.run import pipeline_job
+
+    queries = colour_class_folders(tmp_path / "queries", CLASSES, per_class=2, seed=9)
+    settings = AnalysisSettings(models=["mobilenetv2"], weights="random")
+    options = dataclasses.replace(embed_options(settings, "cpu"), prep=dataclasses.replace(
+        embed_options(settings, "cpu").prep, pixel_size_um=settings.reference_pixel_size_um))
+    run_job(embed_library(library, ["mobilenetv2"], options, EmbeddingCache(None)))
+    workspace = Workspace()
+    workspace.settings = settings
+    workspace.reference_dirs = [str(library)]
+    workspace.query_paths = [str(p) for p in sorted(queries.rglob("*.png"))]
+    embedded = []
+    real_collect = ModelRunner.collect
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setattr(ModelRunner, "collect", staticmethod(lambda launched: embedded.append(
+            len(rows := real_collect(launched))) or rows))
+        result = run_job(pipeline_job(workspace.plan("cpu")))
+    assert sum(embedded) == 4 and len(result.reference.paths) == 8 and result.notes == []
+
+    assert main(["classify", "--reference", str(library), "--query", str(queries), "--models", "mobilenetv2",
+                 "--random-init", "--device", "cpu", "--out", str(tmp_path / "p.csv"), "--quiet"]) == 0
+    assert "stored mobilenetv2 features were made with other weights or another crop preparation" in \
+        capsys.readouterr().err  # the CLI's default crop preparation is not the window's
