@@ -40,8 +40,9 @@ step "1/4 virtual environment .venv (Python $VERSION)"
 
 step "2/4 CellSearch and its libraries (torch, PySide6, FAISS...; 2-4 minutes the first time)"
 set +e  # pip's own lines, one per package, as it goes; everything in .venv/pip-install.log
-.venv/bin/python -m pip install -e '.[test]' 2>&1 | tee .venv/pip-install.log \
-    | awk '/^(Collecting|Installing collected|Successfully|ERROR)/ { print substr($0, 1, 110); fflush() }'
+PYTHONUNBUFFERED=1 .venv/bin/python -m pip install -e '.[test]' 2>&1 | tee .venv/pip-install.log \
+    | awk '/^Installing collected/ { n = split($0, names, ","); print "installing " n " packages (a few minutes)"; fflush() }
+           /^(Collecting|Successfully|ERROR)/ { print substr($0, 1, 110); fflush() }'
 status=${PIPESTATUS[0]}
 set -e
 if [ "$status" -ne 0 ]; then
@@ -61,7 +62,7 @@ fi
 .venv/bin/cellsearch models list
 
 step "4/4 the demo: a PBC white-cell library with its features, and BCCD fields (once, about 2 minutes)"
-if .venv/bin/cellsearch library demo demo; then
+if CELLSEARCH_OFFLINE=1 .venv/bin/cellsearch library demo demo; then  # imported weights only, no download
     echo "ready. The main job: .venv/bin/cellsearch gui --reference demo/pbc_library demo/bccd_fields"
 else
     echo "no demo (it needs the sample data and the two default models); CellSearch itself is ready"
