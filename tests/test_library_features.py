@@ -89,6 +89,8 @@ def test_a_cell_added_after_embedding_is_the_only_one_embedded(library, monkeypa
         len(rows := real_collect(launched))) or rows))
     result = embed(library)
     assert sum(embedded) == 1 and len(result.paths) == 10
+    info = run_job(embed_library(library, ["mobilenetv2"], RANDOM, EmbeddingCache(None)))
+    assert len(info["cells"]) == 10 and info["features"][0]["cells"] == 10  # library.json follows the folder
 
 
 def test_a_damaged_feature_file_is_a_note_and_the_cells_are_embedded(library, count_loads):

@@ -81,10 +81,9 @@ def embed_library(folder, models: list[str], options: EmbedOptions, cache: Embed
     features = yield from embed_crops(crops, models, cache, options, token)
     keys = [content_key(path) for path in features.paths]
     info = read_library_info(folder) or {"format": 1, "device": None, "pixel_size_um": None}
-    if "cells" not in info:
-        devices = cell_devices(folder)
-        info["cells"] = [{"file": relative_name(folder, p), "class": label, "device": devices[""]}
-                         for p, label in zip(crops.paths, crops.labels)]
+    devices = cell_devices(folder)  # the cells now in the folder, each keeping a device listed before
+    info["cells"] = [{"file": (name := relative_name(folder, p)), "class": label,
+                      "device": devices.get(name, devices[""])} for p, label in zip(crops.paths, crops.labels)]
     info["classes"] = crops.counts()
     stored = {entry["file"]: entry for entry in info.get("features", []) if isinstance(entry, dict)}
     with disk_errors(folder, "store the library's features"):
