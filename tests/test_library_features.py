@@ -172,3 +172,13 @@ def test_the_window_run_takes_the_library_features(library, tmp_path, count_load
                  "--random-init", "--device", "cpu", "--out", str(tmp_path / "p.csv"), "--quiet"]) == 0
     assert "stored mobilenetv2 features were made with other weights or another crop preparation" in \
         capsys.readouterr().err  # the CLI's default crop preparation is not the window's
+
+
+def test_raw_features_serve_any_part_of_the_library(library, count_loads):
+    """Without device colour the fingerprint does not depend on which crops are embedded, so a held-out
+    split (`evaluate --split`) takes both of its parts from the library's features."""
+    run_job(embed_library(library, ["mobilenetv2"], RANDOM, EmbeddingCache(None)))  # CropPrep(): preset raw
+    count_loads.clear()
+    part = load_reference([library]).subset([0, 3, 5])
+    features = run_job(embed_crops(part, ["mobilenetv2"], EmbeddingCache(None), RANDOM))
+    assert count_loads == [] and len(features.paths) == 3
