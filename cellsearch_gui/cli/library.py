@@ -68,9 +68,9 @@ def _embed(args: argparse.Namespace) -> int:
 
 def _demo(args: argparse.Namespace) -> int:
     data = args.data or find_sample_data()
-    if data is None:
-        print("error: no sample data (pbc_barcelona, bccd_fov) found: pass --data DIR or set "
-              "CELLSEARCH_SAMPLE_DATA", file=sys.stderr)
+    if data is None or not all((Path(data) / name).is_dir() for name in ("pbc_barcelona", "bccd_fov")):
+        print(f"error: no sample data (pbc_barcelona, bccd_fov) {f'in {data}' if data else 'found'}: pass "
+              "--data DIR or set CELLSEARCH_SAMPLE_DATA", file=sys.stderr)
         return 2
     reference, fields = run(build_demo_job(args.out, args.per_class, args.fields, Path(data), args.device),
                             args.quiet)
