@@ -95,6 +95,12 @@ class AnalysisSettings:
         return asdict(self)
 
 
+def embed_options(settings: AnalysisSettings, device: str) -> EmbedOptions:
+    """How the analysis embeds crops (each set's pixel size is set where it is embedded: embed_both)."""
+    return EmbedOptions(weights=settings.weights, device=device, batch_size=settings.batch_size,
+                        prep=preset(settings.preprocessing), views=settings.views)
+
+
 _FIELD_CHECKS = {
     "weights": validation.WEIGHTS.problem,
     "preprocessing": validation.PRESET.problem,
@@ -309,8 +315,7 @@ def _pipeline(plan: RunPlan, token: CancelToken, store) -> Job[AnalysisResult]:
                           cell_ids=[c.cell_id for c in cells])
     inputs = Inputs(reference, query_crops, notes + reference.problems, s.reference_pixel_size_um,
                     s.query_pixel_size_um)
-    options = EmbedOptions(weights=s.weights, device=plan.device, batch_size=s.batch_size,
-                           prep=preset(s.preprocessing), views=s.views)
+    options = embed_options(s, plan.device)
     cache = EmbeddingCache(plan.cache_dir)
     try:
         ref, query = yield from embed_both(inputs, s.models, cache, options, token)
@@ -326,7 +331,7 @@ def _pipeline(plan: RunPlan, token: CancelToken, store) -> Job[AnalysisResult]:
     preds = classifier.predict(query.features, keep_neighbours=KEPT_NEIGHBOURS)
     mean, axes = pca_2d(ref.features)
     yield Progress("classifying", 1, 1)
-    notes = inputs.notes + [f"{p}: {why}" for p, why in ref.skipped + query.skipped]
+    notes = inputs.notes + ref.notes + [f"{p}: {why}" for p, why in ref.skipped + query.skipped]
     timings = {**ref.timings_s, "classify": time.perf_counter() - t0}
 
     record = {**provenance(list(s.models), ref, query, params, options),
