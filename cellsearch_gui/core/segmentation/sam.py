@@ -19,6 +19,7 @@ from cellsearch_gui.core.segmentation.classical import ClassicalSegmenter
 from cellsearch_gui.core.segmentation.masks import CellMask, from_full
 
 SAM_SEGMENTERS = tuple(s for s in Segmenter if s != Segmenter.CLASSICAL)
+SAM_REASON = "SAM's mask below its quality bar (predicted IoU or stability)"
 
 
 # segment_anything.build_sam's encoder settings per size; TinyViT's are MobileSAM's setup_model()
@@ -41,6 +42,7 @@ class SamSegmenter:
         self.spec = get_spec(self.model_id)
         self._predictor = None
         self.name = self.model_id
+        self.dropped: dict[str, int] = {}  # what the last ``segment`` call left out, by reason
 
     @property
     def predictor(self):
@@ -65,6 +67,7 @@ class SamSegmenter:
         from segment_anything.utils.amg import calculate_stability_score
 
         proposals = self.proposals.segment(rgb)
+        self.dropped = dict(self.proposals.dropped)
         if not proposals:
             return []
         predictor = self.predictor
@@ -83,6 +86,7 @@ class SamSegmenter:
                 masks = (logits[:, 0] > threshold).cpu().numpy()
                 for mask, score, stable in zip(masks, iou[:, 0].cpu().numpy(), stability):
                     if score < self.min_predicted_iou or stable < self.min_stability:
+                        self.dropped[SAM_REASON] = self.dropped.get(SAM_REASON, 0) + 1
                         continue
                     cell = from_full(mask, float(score), float(stable))
                     if cell is not None:
