@@ -13,7 +13,8 @@ from cellsearch_gui.core.project.store import ProjectError
 from cellsearch_gui.core.types import FeatureSet
 
 CELL_COLUMNS = ["image", "cell_id", "bbox_x0", "bbox_y0", "bbox_x1", "bbox_y1", "centroid_x", "centroid_y",
-                "area_px", "predicted_label", "entropy", "k_used", "user_label", "true_label", "crop_path"]
+                "area_px", "predicted_label", "entropy", "k_used", "user_label", "true_label", "crop_path",
+                "touches_border"]
 PROVENANCE_COLUMNS = ["models", "weights", "preprocessing", "metric", "k_min", "k_max", "entropy_threshold",
                       "stopping_rule", "app_version"]
 EXPORT_COLUMNS = CELL_COLUMNS + PROVENANCE_COLUMNS
@@ -60,7 +61,8 @@ def write_cells_csv(path: str | Path, rows, provenance: dict, with_crops: bool =
             centroid = cell.centroid or ("", "")
             writer.writerow((
                 cell.source_image, cell.cell_id, *bbox, *centroid, cell.area_px or "", predicted,
-                f"{abs(entropy):.4f}", int(k_used), user or "", cell.true_label or "", crop_path, *extra))
+                f"{abs(entropy):.4f}", int(k_used), user or "", cell.true_label or "", crop_path,
+                "" if cell.touches_border is None else cell.touches_border, *extra))
             count += 1
     return count
 
