@@ -17,6 +17,7 @@ from __future__ import annotations
 import argparse
 import csv
 import json
+import os
 import random
 import sys
 import tempfile
@@ -31,7 +32,7 @@ from bench_segmentation import load_boxes, match  # noqa: E402  (the same boxes 
 
 from cellsearch_gui.cli import main as cellsearch  # noqa: E402
 
-SHARED = REPO.parent / "shared"
+SHARED = Path(os.environ.get("CELLSEARCH_SHARED", REPO.parent / "shared"))
 FOV = SHARED / "data" / "bccd_fov"
 MOBILE_SAM = SHARED / "models" / "mobile_sam_vit_t.pt"
 BOX_COLUMNS = ("bbox_x0", "bbox_y0", "bbox_x1", "bbox_y1")

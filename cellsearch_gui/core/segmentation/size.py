@@ -9,8 +9,9 @@ masks it would find and then refines it on those masks):
    ``objects='nucleated'``: the stained nuclei (``nucleus_map``, independent of any diameter).
 2. ``nucleated`` only: nuclei are grouped into cells and grown by a margin, both scaled by the diameter;
    starting from a size no cell exceeds (half the window, at most 4x the largest nucleus), the diameter is
-   replaced by the measured one until it settles (at most 4 rounds), as ``find_cell`` does for one crop.
-   Lobes of one nucleus then join before the estimate shrinks, so a neutrophil counts whole, not by lobe.
+   replaced by the measured one until it settles (at most 4 rounds), as ``find_cell`` does for one crop,
+   but never to a size at which more cells appear: lobes of one nucleus join at the large start, and a
+   smaller size that splits them again is refused, so a neutrophil or eosinophil counts whole.
 3. The typical size is the area-weighted median of the objects' equivalent diameters (2 sqrt(area / pi)):
    the size of the object a stained pixel belongs to. Specks, platelets and debris hold few pixels, so
    they cannot pull it down, however many there are.
@@ -21,7 +22,7 @@ range of real cells (``PLAUSIBLE_UM``).
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 import numpy as np
 
@@ -66,27 +67,35 @@ def _all_objects(rgb: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     return 2.0 * radius[1:], stats[1:, cv2.CC_STAT_AREA].astype(np.float64)
 
 
-def _nucleated_cells(rgb: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-    """(equivalent diameter, area) of the nucleated cells found at the settled diameter."""
+def _sized(cells: list, diameter: float) -> list:
+    """The cells within the segmenter's default size filter (0.25-4x the typical area) at this diameter."""
+    area = np.pi / 4 * diameter ** 2
+    return [c for c in cells if 0.25 * area <= c.area <= 4 * area]
+
+
+def _nucleated_size(rgb: np.ndarray) -> tuple[float | None, int]:
+    """(settled diameter, cells found at it) of the nucleated cells; (None, 0) without any nucleus."""
     nuclei = nucleus_map(rgb)
     if not nuclei.any():
-        return np.zeros(0), np.zeros(0)
+        return None, 0
     import cv2
 
     largest = cv2.connectedComponentsWithStats(nuclei, connectivity=8)[2][1:, cv2.CC_STAT_AREA].max()
-    diameter = min(0.5 * min(rgb.shape[:2]), 4.0 * float(_equivalent_diameters(np.array([largest]))[0]))
-    finder = ClassicalSegmenter(objects="nucleated", cell_diameter_px=max(diameter, MIN_DIAMETER_PX))
-    areas = np.zeros(0)
+    start = min(0.5 * min(rgb.shape[:2]), 4.0 * float(_equivalent_diameters(np.array([largest]))[0]))
+    finder = ClassicalSegmenter(objects="nucleated", cell_diameter_px=max(start, MIN_DIAMETER_PX))
+    cells = _sized(finder.cells_from_nuclei(nuclei), finder.cell_diameter_px)
     for _ in range(REFINE_ROUNDS):
-        cells = finder.cells_from_nuclei(nuclei)
         if not cells:
-            break
+            return None, 0
         areas = np.array([c.area for c in cells], np.float64)
-        measured = weighted_median(_equivalent_diameters(areas), areas)
+        measured = max(weighted_median(_equivalent_diameters(areas), areas), MIN_DIAMETER_PX)
         if abs(measured - finder.cell_diameter_px) < 0.05 * finder.cell_diameter_px:
             break
-        finder.cell_diameter_px = max(measured, MIN_DIAMETER_PX)
-    return _equivalent_diameters(areas), areas
+        finer = _sized(replace(finder, cell_diameter_px=measured).cells_from_nuclei(nuclei), measured)
+        if len(finer) > len(cells):  # a smaller size splits cells (lobes of one nucleus): keep the larger
+            break
+        finder.cell_diameter_px, cells = measured, finer
+    return finder.cell_diameter_px, len(cells)
 
 
 def central_window(height: int, width: int, side: int) -> tuple[int, int, int, int]:
@@ -98,13 +107,16 @@ def central_window(height: int, width: int, side: int) -> tuple[int, int, int, i
 
 def estimate_diameter(rgb: np.ndarray, objects: str, pixel_size_um: float | None = None) -> DiameterEstimate:
     """The typical diameter (working pixels) of the ``objects`` in ``rgb`` (see the module's rule)."""
-    sizes, areas = _nucleated_cells(rgb) if objects == "nucleated" else _all_objects(rgb)
-    keep = sizes >= MIN_DIAMETER_PX
-    sizes, areas = sizes[keep], areas[keep]
-    if not sizes.size:
+    if objects == "nucleated":
+        diameter, count = _nucleated_size(rgb)
+        counted = plural(count, "nucleated cell")
+    else:
+        sizes, areas = _all_objects(rgb)
+        keep = sizes >= MIN_DIAMETER_PX
+        count, counted = int(keep.sum()), plural(int(keep.sum()), "object")
+        diameter = weighted_median(sizes[keep], areas[keep]) if count else None
+    if diameter is None:
         return DiameterEstimate(None, 0, "no object found to measure the cell size on")
-    diameter = weighted_median(sizes, areas)
-    counted = plural(int(sizes.size), "nucleated cell") if objects == "nucleated" else plural(int(sizes.size), "object")
     how = f"estimated {diameter:.0f} px from {counted} in the image"
     if pixel_size_um:
         low, high = (um / pixel_size_um for um in PLAUSIBLE_UM)
@@ -113,4 +125,4 @@ def estimate_diameter(rgb: np.ndarray, objects: str, pixel_size_um: float | None
         how += f", bounded to {bounded:.0f} px: cells are {PLAUSIBLE_UM[0]:g}-{PLAUSIBLE_UM[1]:g} um)" \
             if bounded != diameter else ")"
         diameter = bounded
-    return DiameterEstimate(round(diameter, 1), int(sizes.size), how)
+    return DiameterEstimate(round(diameter, 1), count, how)
