@@ -10,11 +10,12 @@ from cellsearch_gui.core.io.fields import Field
 from cellsearch_gui.core.io.images import rescale
 from cellsearch_gui.core.jobs import CancelToken, Job, Progress
 from cellsearch_gui.core.segmentation.base import Segmenter
-from cellsearch_gui.core.segmentation.masks import CellMask
+from cellsearch_gui.core.segmentation.masks import OUTLINE_KEPT, CellMask
 from cellsearch_gui.core.segmentation.settings import SegmentSettings
 from cellsearch_gui.core.segmentation.tiling import owned, tiles
 
-NOT_LOST = ("centroid in another tile",)  # kept by the tile that holds its centroid: counted, never lost
+# counted, never lost: kept by the tile that holds its centroid; kept with its classical outline
+NOT_LOST = ("centroid in another tile", OUTLINE_KEPT)
 
 
 def _to_source(mask: CellMask, scale: float, tile_y0: int, tile_x0: int) -> CellMask:
@@ -98,6 +99,8 @@ def field_note(result: ImageResult, name: str | None = None) -> str:
         return f"{name}: skipped ({result.problem})"
     kept = "no cell found" if not result.cells else plural(result.cells, "cell") + " kept"
     parts = [kept] + [part for part in result.notes if part]
+    if result.dropped.get(OUTLINE_KEPT):
+        parts.append(f"{result.dropped[OUTLINE_KEPT]} {OUTLINE_KEPT}")
     lost = lost_cells(result)
     if lost:
         parts.append("left out: " + ", ".join(f"{n} {why}" for why, n in lost.items()))
