@@ -113,7 +113,7 @@ def nucleus_signal(rgb: np.ndarray) -> np.ndarray:
     return cv2.GaussianBlur(np.clip(signal, 0, 255).astype(np.uint8), (5, 5), 0)
 
 
-SPECK_REASON = "stained speck too small for a nucleus (platelet or debris)"
+SPECK_REASON = "too small for a nucleus (platelets, stained debris)"
 
 
 @dataclass
