@@ -118,7 +118,8 @@ def segment_each(fields: list[Path], work_dir: Path, settings: SegmentSettings, 
         notes += summary["problems"]
         for image in summary["per_image"]:
             if image.get("problem") is None:
-                notes.append(field_note(ImageResult(**image)))
+                known = {k: v for k, v in image.items() if k in ImageResult.__dataclass_fields__}
+                notes.append(field_note(ImageResult(**known)))
                 if not image["cells"]:
                     empty.append(image["path"])
         cells += cells_from_csv(out / "cells.csv")
