@@ -74,6 +74,7 @@ class Cell:
     scale: float | None = None  # working scale of the field (output px per source px)
     segmenter: str | None = None
     score: float | None = None
+    touches_border: bool | None = None  # the mask reaches the field's edge: the cell may be cut (kept, flagged)
 
     def as_dict(self) -> dict:
         return asdict(self)
