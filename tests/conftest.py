@@ -1,5 +1,6 @@
 import os
 import shutil
+import sys
 from pathlib import Path
 
 os.environ.setdefault("HF_HUB_OFFLINE", "1")  # an accidental hub call fails at once
@@ -25,6 +26,10 @@ def _isolated_dirs(tmp_path_factory, monkeypatch):
     base = tmp_path_factory.mktemp("cs")
     monkeypatch.setenv("CELLSEARCH_WEIGHTS_DIR", str(base / "weights"))
     monkeypatch.setenv("CELLSEARCH_CACHE_DIR", str(base / "cache"))
+    yield
+    workers = sys.modules.get("cellsearch_gui.gui.workers")
+    if workers is not None:  # a window's device probe imports torch on its own thread: let it finish, or
+        workers.HEAVY_IMPORTS_DONE.wait(120)  # the next test's import of torchvision races it
 
 
 @pytest.fixture(scope="session")
