@@ -22,6 +22,7 @@ from cellsearch_gui.core.app.sharded import PREDICTION_ARRAYS, ShardEngine, Shar
 from cellsearch_gui.core.classify.ewc import EWCParams, Predictions, encode_labels
 from cellsearch_gui.core.crops.prepare import with_device_colour
 from cellsearch_gui.core.crops.records import CSV_COLUMNS
+from cellsearch_gui.core.embedding.cache import default_cache_dir
 from cellsearch_gui.core.embedding.job import EmbedOptions
 from cellsearch_gui.core.errors import DatasetError
 from cellsearch_gui.core.io.atomic import disk_errors
@@ -110,12 +111,16 @@ def merge_predictions(store: ShardStore, parts: list[tuple[ShardTask, slice]], c
 
 
 def sharded_classify_job(inputs: Inputs, models: list[str], params: EWCParams, options: EmbedOptions,
-                         engine: ShardEngine, work_dir: str | Path, shard_size: int = DEFAULT_SHARD_CROPS,
+                         engine: ShardEngine, work_dir: str | Path | None = None,
+                         shard_size: int = DEFAULT_SHARD_CROPS,
                          token: CancelToken | None = None) -> Job[tuple[FeatureSet, FeatureSet, Predictions, dict]]:
     """``classify_job`` through shards: the library is embedded shard by shard, its features and labels go to
-    the workers once, and every query shard is embedded and classified where it runs."""
+    the workers once, and every query shard is embedded and classified where it runs. ``work_dir`` None:
+    a folder named after the job in the cache folder (the same inputs and settings resume there)."""
     token = token or CancelToken()
-    store = ShardStore(Path(work_dir), classify_job_description(inputs, models, params, options, shard_size))
+    description = classify_job_description(inputs, models, params, options, shard_size)
+    work_dir = work_dir or default_cache_dir() / "shards" / job_key(description)
+    store = ShardStore(Path(work_dir), description)
     t0 = time.perf_counter()
     ref_opts = _options_for(inputs.reference, options, inputs.reference_pixel_size)
     query_opts = _options_for(inputs.query, options, inputs.query_pixel_size)
@@ -140,15 +145,15 @@ def sharded_classify_job(inputs: Inputs, models: list[str], params: EWCParams, o
 
 def sharded_segment_job(inputs: list[str | Path], out_dir: str | Path, settings: SegmentSettings,
                         engine: ShardEngine, images_per_shard: int = DEFAULT_SHARD_IMAGES,
-                        token: CancelToken | None = None) -> Job[SegmentSummary]:
+                        token: CancelToken | None = None, work_dir: str | Path | None = None) -> Job[SegmentSummary]:
     """``segment_images`` through shards of images; writes the same cells.csv, crops/ and segment.json
-    (shards stay in ``out_dir/shards`` for a resumed run)."""
+    (shards stay in ``work_dir``, default ``out_dir/shards``, for a resumed run)."""
     token = token or CancelToken()
     out = Path(out_dir)
     images, problems = collect_images(inputs)
     description = {"kind": "segment", "app_version": __version__, "images": [str(p) for p in images],
                    "settings": dataclasses.asdict(settings), "shard_size": images_per_shard}
-    store = ShardStore(out / "shards", description)
+    store = ShardStore(Path(work_dir or out / "shards"), description)
     tasks = [ShardTask(name, "segment", {"images": [str(p) for p in images[part]], "settings": settings,
                                          "cwd": os.getcwd()})
              for name, part in shard_names("images", len(images), images_per_shard)]
