@@ -86,10 +86,15 @@ def main(argv=None) -> dict:
     ap.add_argument("--extra-per-class", type=int, default=20)
     ap.add_argument("--scaling-crops", type=int, default=96)
     ap.add_argument("--json", default=None)
+    ap.add_argument("--scaling-only", action="store_true", help="only the 1- and 2-worker crops/s")
     args = ap.parse_args(argv)
     root = Path(tempfile.mkdtemp(prefix="ray-classify-"))
     try:
         ref, query = make_sets(root, args.per_class, args.extra_per_class)
+        if args.scaling_only:
+            result = {"scaling": scaling(query, ref, args.scaling_crops, root / "scaling")}
+            print(result)
+            return result
         n_query = len(list(query.iterdir()))
         local_s = classify(ref, query, root / "local.csv", [])
         try:

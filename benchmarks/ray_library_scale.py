@@ -57,7 +57,7 @@ def shard_features(store: ShardStore, names: list[str]):
         yield np.concatenate([store.read(name, m) for m in DIMS], axis=1)
 
 
-def build(root: Path, n: int, queries: int) -> dict:
+def build(root: Path, n: int, queries: int, rerank: int = 4) -> dict:
     import faiss
 
     faiss.omp_set_num_threads(1)  # a shared 2-core machine: OpenMP spinning across busy cores costs minutes
@@ -97,17 +97,18 @@ def build(root: Path, n: int, queries: int) -> dict:
         return out
 
     rows = []
-    for label, source in (("IVF-PQ codes only", None), ("IVF-PQ + exact re-rank of 4k candidates from shards", vectors)):
-        index.search(q[:2], K, vectors=source)
+    for label, source in (("IVF-PQ codes only", None), (f"IVF-PQ + exact re-rank of {rerank}k candidates from shards",
+                                                        vectors)):
+        index.search(q[:2], K, vectors=source, rerank=rerank)
         single = []
         for i in range(20):
             with Timer() as t:
-                index.search(q[i:i + 1], K, vectors=source)
+                index.search(q[i:i + 1], K, vectors=source, rerank=rerank)
             single.append(t.s)
         with Timer() as batch:
-            _, ids = index.search(q, K, vectors=source)
+            _, ids = index.search(q, K, vectors=source, rerank=rerank)
         pred = adaptive_vote(labels[ids], weights, 3, K, 0.3).label_ids
-        rows.append({"search": label, "nprobe": index.probes(K * (4 if source else 1)), "nlist": index.lists(),
+        rows.append({"search": label, "nprobe": index.probes(K * (rerank if source else 1)), "nlist": index.lists(),
                      "single_ms": 1e3 * float(np.median(single)),
                      "batch_ms_per_query": 1e3 * batch.s / len(q), "recall_at_1000": recall(exact_ids, ids),
                      "ewc_agreement": float(np.mean(pred == exact_pred)),
@@ -130,9 +131,10 @@ def main(argv=None) -> dict:
     ap.add_argument("--n", type=int, default=1_000_000)
     ap.add_argument("--queries", type=int, default=500)
     ap.add_argument("--dir", type=Path, default=Path("/tmp/cellsearch-lib1m"))
+    ap.add_argument("--rerank", type=int, default=4, help="candidates re-ranked from the shards: this many x k_max")
     ap.add_argument("--json", default=None)
     args = ap.parse_args(argv)
-    result = write(args.dir, args.n) if args.phase == "write" else build(args.dir, args.n, args.queries)
+    result = write(args.dir, args.n) if args.phase == "write" else build(args.dir, args.n, args.queries, args.rerank)
     write_json(args.json, result)
     return result
 

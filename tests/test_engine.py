@@ -194,7 +194,7 @@ def test_ray_with_two_workers_gives_the_local_predictions(crops, real_weights, t
 
 @needs_shared
 @has_ray
-def test_a_worker_without_the_weights_is_a_message_and_keeps_finished_shards(crops, tmp_path, monkeypatch):
+def test_a_worker_without_the_weights_stops_the_job_with_its_message(crops, tmp_path, monkeypatch):
     from cellsearch_gui.engine.ray_engine import RayShards
 
     monkeypatch.setenv("CELLSEARCH_WEIGHTS_DIR", str(tmp_path / "no-weights"))

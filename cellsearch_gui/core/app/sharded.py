@@ -1,5 +1,5 @@
 """Work cut into shards for an engine that runs them elsewhere (``cellsearch_gui.engine``: Ray actors), with
-the core's own functions: a shard of crops is embedded with ``embed_crops`` and classified with
+the core's own functions: a shard of crops is embedded with the job of ``embed_crops`` and classified with
 ``EWCClassifier``; a shard of images is segmented with ``segment_images``. An engine only schedules
 ``ShardTask``s onto ``ShardWorker``s and hands each result to the ``ShardStore`` (the driver writes every
 shard: exactly once, whatever worker died or ran a shard twice). ``LocalShards`` runs them in this process
@@ -19,7 +19,8 @@ import numpy as np
 from cellsearch_gui.core.app.segment import segment_images
 from cellsearch_gui.core.classify.ewc import EWCClassifier, EWCParams
 from cellsearch_gui.core.embedding.cache import EmbeddingCache
-from cellsearch_gui.core.embedding.job import EmbedOptions, embed_crops
+from cellsearch_gui.core.embedding.job import EmbedJob, EmbedOptions
+from cellsearch_gui.core.embedding.runner import ModelRunner
 from cellsearch_gui.core.io.dataset import CropSet
 from cellsearch_gui.core.io.shards import ShardStore
 from cellsearch_gui.core.jobs import CancelToken, Job, Progress, run_job
@@ -38,6 +39,35 @@ class ShardTask:
 ShardResult = tuple[dict[str, np.ndarray], dict, dict[str, bytes]]  # arrays, JSON record, raw files
 
 
+class KeptRunner(ModelRunner):
+    """A model runner whose network stays loaded from one shard to the next (the job's release() is a no-op)."""
+
+    def release(self) -> None:
+        pass
+
+    def free(self) -> None:
+        ModelRunner.release(self)
+
+
+class ShardEmbedJob(EmbedJob):
+    """``embed_crops`` for one shard, with the worker's kept runners (models loaded once per worker)."""
+
+    def __init__(self, crops: CropSet, model_ids: list[str], options: EmbedOptions, kept: dict):
+        super().__init__(crops, model_ids, EmbeddingCache(None), options, CancelToken())
+        self.kept = kept
+
+    def build_runners(self) -> None:
+        o = self.opts
+        self.runners = []
+        for model in self.model_ids:
+            key = (model, o.weights, o.device, o.batch_size, o.seed, repr(o.prep), o.views, o.precision)
+            if key not in self.kept:
+                self.kept[key] = KeptRunner(model, o.weights, o.device, o.batch_size, o.seed, o.prep, o.views,
+                                            o.precision, o.pin_memory)
+            self.kept[key].token = self.token
+            self.runners.append(self.kept[key])
+
+
 class ShardWorker:
     """Runs shard tasks with the core's functions. ``shared`` holds what every shard of a job needs once
     (the library features and labels); the classifier is fitted on first use and kept."""
@@ -45,6 +75,7 @@ class ShardWorker:
     def __init__(self, shared: dict | None = None):
         self.shared = shared or {}
         self._classifier: EWCClassifier | None = None
+        self.kept: dict[tuple, KeptRunner] = {}  # models stay loaded across this worker's shards
 
     def run(self, task: ShardTask) -> ShardResult:
         if cwd := task.payload.get("cwd"):  # relative input paths mean what they meant to the driver
@@ -55,7 +86,7 @@ class ShardWorker:
     def embed(self, payload: dict) -> ShardResult:
         crops = CropSet([Path(p) for p in payload["paths"]], list(payload["labels"]))
         options: EmbedOptions = payload["options"]
-        feats = run_job(embed_crops(crops, payload["models"], EmbeddingCache(None), options))
+        feats = run_job(ShardEmbedJob(crops, payload["models"], options, self.kept).run())
         index = {str(p): i for i, p in enumerate(crops.paths)}
         rows = np.array([index[str(p)] for p in feats.paths], dtype=np.int64)
         arrays = {"rows": rows, **{f"model_{m}": v for m, v in feats.per_model.items()}}
