@@ -31,8 +31,8 @@ def main(argv=None) -> dict:
         (root / "fields").mkdir()
         for f in sorted(FIELDS.glob("*.jpg"))[:args.fields]:
             shutil.copy(f, root / "fields" / f.name)
-        common = [str(root / "fields"), "--segmenter", args.segmenter, "--objects", "nucleated",
-                  "--cell-diameter-px", "160", "--keep-border-cells", "--quiet"]
+        common = [str(root / "fields"), "--segmenter", args.segmenter, "--objects", "all",
+                  "--cell-diameter-px", "80", "--quiet"]
         with Timer() as local:
             assert cli(["segment", *common, "--out", str(root / "local")]) == 0
         try:
