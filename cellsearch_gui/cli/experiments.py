@@ -21,12 +21,14 @@ from cellsearch_gui.cli.common import (
 )
 from cellsearch_gui.cli.engine import add_engine_options, classify_runner
 from cellsearch_gui.core import validation
+from cellsearch_gui.core.app.defaults import DEVICE_VOTE_DEFAULT
 from cellsearch_gui.core.app.experiments import evaluate_job
 from cellsearch_gui.core.app.results import EvaluateResult
 from cellsearch_gui.core.app.sharded_jobs import DEFAULT_SHARD_CROPS
 from cellsearch_gui.core.classify.evaluation import format_confusion
 from cellsearch_gui.core.classify.ewc import EWCParams
 from cellsearch_gui.core.errors import CellSearchError
+from cellsearch_gui.core.options import DeviceVote, values
 from cellsearch_gui.core.export import write_predictions_csv
 
 
@@ -44,6 +46,9 @@ def add_parser(sub) -> None:
                          "(as 'Add labelled cells to reference'); the rest are scored (0: plain evaluation)")
     ev.add_argument("--shot-seeds", type=_count, default=5,
                     help="with --shots: repeat with this many random draws (seeds --seed .. --seed+S-1)")
+    ev.add_argument("--device-vote", default=DEVICE_VOTE_DEFAULT, choices=values(DeviceVote),
+                    help="with --shots: library: the labelled cells join the library (the window's default); "
+                         "loo_mix: they also vote alone, mixed by a weight chosen by leave-one-out on them")
     ev.add_argument("--json", type=output_file, default=None)
     add_engine_options(ev, DEFAULT_SHARD_CROPS, "crops")
 
@@ -80,7 +85,7 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
         raise CellSearchError("--shots runs on the local engine only (leave out --engine ray)")
     with classify_runner(args) as classify:
         result = run(evaluate_job(inputs, models, params, cache, options, args.baselines, shots=args.shots,
-                                  shot_seeds=seeds, classify=classify), args.quiet)
+                                  shot_seeds=seeds, device_vote=args.device_vote, classify=classify), args.quiet)
     report_problems(result.skipped, result.notes)
     _print_scores(result, models, params)
     data = warn_overlap(overlap, result.as_dict())
@@ -105,6 +110,11 @@ def _print_scores(result: EvaluateResult, models: list[str], params: EWCParams) 
     if result.coverage:
         print("accuracy at coverage: " + "   ".join(f"{float(c):.0%}: {100 * v['accuracy']:.1f} %"
                                                     for c, v in result.coverage.items()))
+    if result.certainty:
+        c = result.certainty
+        print(f"uncertain (ambiguity of the deciding weighted vote >= {params.entropy_threshold}): {100 * c['share_uncertain']:.1f} % of "
+              f"cells; macro accuracy of the confident ones {100 * c['confident']['balanced_accuracy']:.1f} %, of the "
+              f"uncertain ones {100 * c['uncertain']['balanced_accuracy']:.1f} %")
     print(format_confusion(result.as_dict()))
     for name, base in (result.baselines or {}).items():
         print(f"baseline {name}: macro accuracy {100 * base['balanced_accuracy']:.1f} %, "
@@ -124,4 +134,6 @@ def cmd_classify(args: argparse.Namespace) -> int:
     counts = {c: preds.labels.count(c) for c in preds.classes}
     print(f"{len(query.paths)} crops classified -> {args.out}")
     print("  " + ", ".join(f"{c}: {n}" for c, n in counts.items()))
+    if (n_uncertain := int(preds.uncertain.sum())):
+        print(f"  {n_uncertain} uncertain (ambiguity of the weighted vote >= {preds.threshold}): check them (column uncertain)")
     return 0

@@ -15,6 +15,7 @@ from cellsearch_gui.core.app.run import (
     AnalysisSettings,
     RunPlan,
     restore_result,
+    uncertain_cells,
 )
 from cellsearch_gui.core.classify.ewc import QUERY_CHUNK, Predictions
 from cellsearch_gui.core.embedding.cache import default_cache_dir
@@ -22,6 +23,8 @@ from cellsearch_gui.core.errors import DatasetError
 from cellsearch_gui.core.io.dataset import CropSet, load_reference
 from cellsearch_gui.core.jobs import CancelToken, Job, Progress, run_job
 from cellsearch_gui.core.project import open_project
+from cellsearch_gui.core.classify.device_vote import device_learning_curve
+from cellsearch_gui.core.classify.review import review_order
 from cellsearch_gui.core.project.paths import absolute
 
 LEGACY_FILE = "project.json"  # the first app version's project file; converted on open
@@ -35,7 +38,7 @@ def join_predictions(parts: list[Predictions]) -> Predictions:
                        *(np.concatenate([getattr(p, name) for p in parts]) for name in ("k_used", "entropy", "scores")),
                        list(first.classes),
                        *(np.concatenate([getattr(p, name) for p in parts]) for name in ("neighbour_ids", "distances")),
-                       first.index_kind)
+                       first.index_kind, first.threshold)
 
 
 def sample_per_class(labels: list[str], limit: int, seed: int = 0) -> np.ndarray:
@@ -158,12 +161,32 @@ class Workspace:
         self.set_label(index, self.result.predictions.labels[index])
 
     def review_queue(self) -> list[int]:
-        """Cells the user has not labelled, most uncertain (highest entropy) first."""
+        """Cells the user has not labelled, the one whose label teaches the most first: an ambiguous vote on a
+        cell typical of the unlabelled ones (classify.review)."""
         if not self.result:
             return []
-        entropy = self.result.predictions.entropy
         todo = [i for i, c in enumerate(self.cells) if c.cell_id not in self.user_labels]
-        return sorted(todo, key=lambda i: (-float(entropy[i]), i))
+        return review_order(self.result.query.features, self.result.predictions.ambiguity, todo)
+
+    def device_curve(self) -> list[dict]:
+        """How well the library knows this device (classify.device_vote.device_learning_curve): the
+        leave-one-out accuracy on the cells the user labelled here, in the order labelled, of the library with
+        them in it and of those cells alone."""
+        r = self.result
+        if r is None:
+            return []
+        row_of = {c.cell_id: i for i, c in enumerate(self.cells)}
+        rows = [row_of[uid] for uid in self.user_labels if uid in row_of]
+        n_library = len(r.reference.labels) - len(self.added_to_reference)  # added cells sit at the end
+        return device_learning_curve(r.reference.features[:n_library], list(r.reference.labels[:n_library]),
+                                     r.query.features[rows], [self.user_labels[self.cells[i].cell_id] for i in rows],
+                                     r.classifier.params)
+
+    def device_curve_job(self, token: CancelToken | None = None) -> Job[list[dict]]:
+        yield Progress("leave-one-out on the labelled cells", 0, 1)
+        curve = self.device_curve()
+        yield Progress("leave-one-out on the labelled cells", 1, 1)
+        return curve
 
     def add_to_reference(self, indices) -> int:
         """Add labelled cells to the index (no re-embedding) and re-predict every cell."""
@@ -209,8 +232,8 @@ class Workspace:
         if self.store is not None and not self.store.readonly:
             p = predictions
             run = self.store.start_run("add to reference", self.settings.as_dict())
-            self.store.finish_run(run, "finished", {**r.provenance, "added_to_reference": sorted(
-                self.added_to_reference)}, [], [(c.cell_id, p.labels[i], float(p.entropy[i]), int(p.k_used[i]))
+            self.store.finish_run(run, "finished", {**r.provenance, "uncertain_cells": uncertain_cells(r),
+                                                    "added_to_reference": sorted(self.added_to_reference)}, [], [(c.cell_id, p.labels[i], float(p.entropy[i]), int(p.k_used[i]))
                                                 for i, c in enumerate(self.cells)])
 
     def labelled_set(self) -> CropSet:
