@@ -24,7 +24,6 @@ from cellsearch_gui.core.app.experiments import classify_job, load_inputs
 from cellsearch_gui.core.app.segment import segment_images
 from cellsearch_gui.core.app.sharded import LocalShards
 from cellsearch_gui.core.app.sharded_jobs import sharded_classify_job, sharded_segment_job
-from cellsearch_gui.core.classify.evaluation import evaluate_predictions
 from cellsearch_gui.core.classify.ewc import EWCParams
 from cellsearch_gui.core.embedding.cache import EmbeddingCache
 from cellsearch_gui.core.embedding.job import EmbedOptions
@@ -180,16 +179,17 @@ def test_ray_with_two_workers_gives_the_local_predictions(crops, real_weights, t
         with RayShards(workers=2) as engine:
             on_ray = run_job(sharded_classify_job(crops, MODELS, PARAMS, OPTIONS, engine, tmp_path / "w", 4))
         _same(local, on_ray)
-        # the CLI's evaluate through the same shards (resumed): the local scores
-        out = tmp_path / "eval.json"
-        assert main(["evaluate", "--reference", str(tmp_path / "ref"), "--query", str(tmp_path / "query"),
-                     "--models", "mobilenetv2", "--device", "cpu", "--batch-size", "4", "--k-max", "8", "--quiet",
-                     "--engine", "ray", "--ray-workers", "2", "--work-dir", str(tmp_path / "w"),
-                     "--shard-size", "4", "--json", str(out)]) == 0
+        # the CLI's evaluate on the Ray engine: the scores of its local engine
+        common = ["evaluate", "--reference", str(tmp_path / "ref"), "--query", str(tmp_path / "query"), "--models",
+                  "mobilenetv2", "--device", "cpu", "--batch-size", "4", "--k-max", "8", "--quiet", "--no-cache"]
+        assert main([*common, "--engine", "ray", "--ray-workers", "2", "--work-dir", str(tmp_path / "w-cli"),
+                     "--shard-size", "4", "--json", str(tmp_path / "ray.json")]) == 0
     finally:
         _ray_stop()
-    scores = evaluate_predictions(local[1].labels, local[2].labels)
-    assert json.loads(out.read_text())["balanced_accuracy"] == scores["balanced_accuracy"]
+    assert main([*common, "--json", str(tmp_path / "local.json")]) == 0
+    ray_scores, local_scores = (json.loads((tmp_path / f"{name}.json").read_text()) for name in ("ray", "local"))
+    for key in ("balanced_accuracy", "macro_precision", "mean_k", "mean_entropy", "confusion"):
+        assert ray_scores[key] == local_scores[key], key
 
 
 @needs_shared
