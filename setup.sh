@@ -40,7 +40,7 @@ step "1/4 virtual environment .venv (Python $VERSION)"
 
 step "2/4 CellSearch and its libraries (torch, PySide6, FAISS...; 2-4 minutes the first time)"
 set +e  # pip's own lines, one per package, as it goes; everything in .venv/pip-install.log
-PYTHONUNBUFFERED=1 .venv/bin/python -m pip install -e '.[test]' 2>&1 | tee .venv/pip-install.log \
+PYTHONUNBUFFERED=1 .venv/bin/python -m pip install -e '.[test,cluster]' 2>&1 | tee .venv/pip-install.log \
     | awk '/^Installing collected/ { n = split($0, names, ","); print "installing " n " packages (a few minutes)"; fflush() }
            /^(Collecting|Successfully|ERROR)/ { print substr($0, 1, 110); fflush() }'
 status=${PIPESTATUS[0]}

@@ -19,10 +19,12 @@ from cellsearch_gui.cli.common import (
     warn_overlap,
     write_json,
 )
+from cellsearch_gui.cli.engine import add_engine_options, classify_runner
 from cellsearch_gui.core import validation
 from cellsearch_gui.core.app.defaults import DEVICE_VOTE_DEFAULT
-from cellsearch_gui.core.app.experiments import classify_job, evaluate_job
+from cellsearch_gui.core.app.experiments import evaluate_job
 from cellsearch_gui.core.app.results import EvaluateResult
+from cellsearch_gui.core.app.sharded_jobs import DEFAULT_SHARD_CROPS
 from cellsearch_gui.core.classify.evaluation import format_confusion
 from cellsearch_gui.core.classify.ewc import EWCParams
 from cellsearch_gui.core.errors import CellSearchError
@@ -48,6 +50,7 @@ def add_parser(sub) -> None:
                     help="with --shots: library: the labelled cells join the library (the window's default); "
                          "loo_mix: they also vote alone, mixed by a weight chosen by leave-one-out on them")
     ev.add_argument("--json", type=output_file, default=None)
+    add_engine_options(ev, DEFAULT_SHARD_CROPS, "crops")
 
     cl = sub.add_parser("classify", help="predict a label for every query crop")
     cl.set_defaults(handler=cmd_classify)
@@ -57,6 +60,7 @@ def add_parser(sub) -> None:
     cl.add_argument("--top", type=arg(validation.TOP), default=5, help="neighbours listed per crop")
     add_embed_options(cl)
     add_ewc_options(cl)
+    add_engine_options(cl, DEFAULT_SHARD_CROPS, "crops")
 
 
 def _count(text: str) -> int:
@@ -77,8 +81,11 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
     if args.shots and args.shot_seeds < 1:
         raise CellSearchError("--shot-seeds must be at least 1 with --shots")
     seeds = [args.seed + i for i in range(args.shot_seeds)]
-    result = run(evaluate_job(inputs, models, params, cache, options, args.baselines, shots=args.shots,
-                              shot_seeds=seeds, device_vote=args.device_vote), args.quiet)
+    if args.shots and args.engine != "local":
+        raise CellSearchError("--shots runs on the local engine only (leave out --engine ray)")
+    with classify_runner(args) as classify:
+        result = run(evaluate_job(inputs, models, params, cache, options, args.baselines, shots=args.shots,
+                                  shot_seeds=seeds, device_vote=args.device_vote, classify=classify), args.quiet)
     report_problems(result.skipped, result.notes)
     _print_scores(result, models, params)
     data = warn_overlap(overlap, result.as_dict())
@@ -118,7 +125,8 @@ def cmd_classify(args: argparse.Namespace) -> int:
     models, cache, options = embed_setup(args)
     args.split = None
     inputs = inputs_from_args(args, args.query, needs_labels=False)
-    ref, query, preds, _ = run(classify_job(inputs, models, ewc_params(args), cache, options), args.quiet)
+    with classify_runner(args) as classify:
+        ref, query, preds, _ = run(classify(inputs, models, ewc_params(args), cache, options), args.quiet)
     report_problems(ref.skipped + query.skipped, inputs.notes + ref.notes)
     if preds is None:
         raise CellSearchError("none of the query images could be read")

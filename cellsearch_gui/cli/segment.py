@@ -15,8 +15,10 @@ from cellsearch_gui.cli.common import (
     pixel_size,
     run,
 )
+from cellsearch_gui.cli.engine import add_engine_options, check_engine_options, ray_engine, segment_work_dir
 from cellsearch_gui.core import validation
 from cellsearch_gui.core.app.segment import segment_images
+from cellsearch_gui.core.app.sharded_jobs import DEFAULT_SHARD_IMAGES, sharded_segment_job
 from cellsearch_gui.core.errors import CellSearchError
 from cellsearch_gui.core.options import CellObjects, Segmenter, values
 from cellsearch_gui.core.segmentation.fields import field_note, plural
@@ -72,6 +74,7 @@ def add_parser(sub) -> None:
     sg.add_argument("--checkpoint", type=Path, default=None, help="SAM checkpoint file to use directly")
     add_offline_option(sg)
     sg.add_argument("--quiet", action="store_true", help="no progress bars or per-image lines")
+    add_engine_options(sg, DEFAULT_SHARD_IMAGES, "images")
 
 
 def add_border_options(parser: argparse.ArgumentParser, drop_by_default: bool | None,
@@ -103,7 +106,13 @@ def cmd_segment(args: argparse.Namespace) -> int:
     settings = settings_from_args(args)
     if settings.segmenter != Segmenter.CLASSICAL:  # the classical segmenter runs on the CPU whatever --device says
         check_device_available(settings.device)
-    summary = run(segment_images(args.inputs, args.out, settings), args.quiet)
+    check_engine_options(args)
+    if args.engine == "local":
+        summary = run(segment_images(args.inputs, args.out, settings), args.quiet)
+    else:
+        with ray_engine(args) as engine:
+            summary = run(sharded_segment_job(args.inputs, args.out, settings, engine, args.shard_size,
+                                              work_dir=segment_work_dir(args)), args.quiet)
     for problem in summary.problems:
         print(f"skipped: {problem}", file=sys.stderr)
     for image in summary.per_image:

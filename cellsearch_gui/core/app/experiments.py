@@ -122,12 +122,13 @@ def provenance(models: list[str], ref: FeatureSet, query: FeatureSet, params: EW
 def evaluate_job(inputs: Inputs, models: list[str], params: EWCParams, cache: EmbeddingCache,
                  options: EmbedOptions, baselines: bool = False, token: CancelToken | None = None,
                  shots: int = 0, shot_seeds: list[int] | None = None,
-                 device_vote: str = DeviceVote.LIBRARY.value) -> Job[EvaluateResult]:
-    """Score the query set; with ``shots`` > 0, the few-shot protocol (app.shots) over ``shot_seeds``."""
+                 device_vote: str = DeviceVote.LIBRARY.value, classify=classify_job) -> Job[EvaluateResult]:
+    """Score the query set; with ``shots`` > 0, the few-shot protocol (app.shots) over ``shot_seeds``.
+    ``classify``: a job with ``classify_job``'s signature (e.g. the same work on a Ray cluster)."""
     if shots:
         return (yield from _evaluate_with_shots(inputs, models, params, cache, options, baselines, token, shots,
                                                 shot_seeds or [0], device_vote))
-    ref, query, preds, timings = yield from classify_job(inputs, models, params, cache, options, token)
+    ref, query, preds, timings = yield from classify(inputs, models, params, cache, options, token)
     if preds is None:
         raise DatasetError("none of the query images could be read")
     return EvaluateResult(

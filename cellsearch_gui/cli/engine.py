@@ -1,0 +1,82 @@
+"""`--engine local|ray` for the batch commands (segment, classify, evaluate): the options, and the engine
+they ask for. The local engine is the commands' own jobs; the Ray engine runs the same core functions shard
+by shard on Ray actors (cellsearch_gui.engine.ray_engine, imported only when asked for)."""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+from collections.abc import Iterator
+from pathlib import Path
+
+from cellsearch_gui.cli.common import output_folder
+from cellsearch_gui.core.app.experiments import classify_job
+from cellsearch_gui.core.app.sharded_jobs import sharded_classify_job
+from cellsearch_gui.core.errors import CellSearchError
+
+ENGINES = ("local", "ray")
+
+
+def _positive(text: str) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a whole number, got '{text}'") from None
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"expected a number >= 1, got {value}")
+    return value
+
+
+def add_engine_options(p: argparse.ArgumentParser, shard_size: int, unit: str) -> None:
+    g = p.add_argument_group("engine (docs/cluster.md)")
+    g.add_argument("--engine", choices=ENGINES, default="local",
+                   help="local: this process; ray: shards on Ray workers (pip install 'cellsearch_gui[cluster]')")
+    g.add_argument("--ray-address", default=None,
+                   help="HOST:PORT of a running Ray cluster ('ray start --head'), ray://HOST:PORT or auto "
+                        "(default: start Ray on this machine)")
+    g.add_argument("--ray-workers", type=_positive, default=None, help="Ray workers (actors), default 2")
+    g.add_argument("--work-dir", type=output_folder, default=None,
+                   help="folder of the shards and their manifest (a re-run resumes there); default: in the "
+                        "cache folder, named after the job" if unit == "crops" else
+                        "folder of the shards and their manifest (default: OUT/shards; a re-run resumes)")
+    g.add_argument("--shard-size", type=_positive, default=shard_size,
+                   help=f"{unit} per shard (default {shard_size})")
+
+
+def check_engine_options(args: argparse.Namespace) -> None:
+    if args.engine == "local":
+        given = [name for name, value in (("--ray-address", args.ray_address), ("--ray-workers", args.ray_workers),
+                                          ("--work-dir", args.work_dir)) if value is not None]
+        if given:
+            raise CellSearchError(f"{', '.join(given)} only apply with --engine ray")
+
+
+@contextlib.contextmanager
+def ray_engine(args: argparse.Namespace) -> Iterator[object]:
+    from cellsearch_gui.engine.ray_engine import RayShards
+
+    engine = RayShards(args.ray_address, args.ray_workers or 2)
+    try:
+        engine.connect()
+        yield engine
+    finally:
+        engine.close()
+
+
+@contextlib.contextmanager
+def classify_runner(args: argparse.Namespace):
+    """A function with ``classify_job``'s signature that runs on the engine the options ask for."""
+    check_engine_options(args)
+    if args.engine == "local":
+        yield classify_job
+        return
+    with ray_engine(args) as engine:
+        def on_ray(inputs, models, params, cache, options, token=None):
+            return sharded_classify_job(inputs, models, params, options, engine, args.work_dir, args.shard_size,
+                                        token)
+
+        yield on_ray
+
+
+def segment_work_dir(args: argparse.Namespace) -> Path:
+    return args.work_dir or Path(args.out) / "shards"

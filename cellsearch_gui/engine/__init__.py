@@ -1,0 +1,1 @@
+"""Engines that run the core's shard tasks elsewhere (above the core: the core never imports Ray)."""
