@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import tempfile
+from collections import Counter
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -16,7 +17,8 @@ from cellsearch_gui.core.app.run import (
     RunPlan,
     restore_result,
 )
-from cellsearch_gui.core.classify.ewc import QUERY_CHUNK, Predictions
+from cellsearch_gui.core.classify.ewc import QUERY_CHUNK, Predictions, adaptive_vote
+from cellsearch_gui.core.classify.vote_checks import weighting_note
 from cellsearch_gui.core.embedding.cache import default_cache_dir
 from cellsearch_gui.core.errors import DatasetError
 from cellsearch_gui.core.io.dataset import CropSet, load_reference
@@ -75,6 +77,7 @@ class CellView:
     neighbours: list[Neighbour]
     label: str | None  # the user's label (query) or the library label (reference)
     true_label: str | None = None
+    weighting: str = ""  # why the class weights called it against the neighbours' majority (vote_checks)
 
 
 class Workspace:
@@ -87,6 +90,7 @@ class Workspace:
         self.added_to_reference: set[str] = set()
         self.result: AnalysisResult | None = None
         self.store = None  # ProjectStore once the project is saved or opened
+        self._folder_counts: tuple[tuple[str, ...], dict[str, int]] | None = None  # scanned once per folder list
 
     # --- inputs -------------------------------------------------------------------------------------
     def add_reference_dir(self, folder: str | Path) -> None:
@@ -180,6 +184,8 @@ class Workspace:
         if not picked:
             return 0
         labels = [self.label_of(i) for i in picked]
+        if self.settings.classes is not None:  # a class the user labelled is one they want
+            self.settings.classes += sorted(set(labels) - set(self.settings.classes))
         r.classifier.add(r.query.features[picked], labels)
         r.reference.append_rows(r.query, picked, labels)
         self.added_to_reference.update(self.cells[i].cell_id for i in picked)
@@ -231,17 +237,35 @@ class Workspace:
         p = r.predictions
         return CellView("query", index, cell.crop_path, p.labels[index], float(p.entropy[index]),
                         int(p.k_used[index]), dict(zip(p.classes, map(float, p.scores[index]))),
-                        self.neighbours(index, count), self.label_of(index), cell.true_label)
+                        self.neighbours(index, count), self.label_of(index), cell.true_label,
+                        self._weighting(p.labels[index], p.scores[index], p.classes, int(p.k_used[index])))
+
+    def _weighting(self, predicted: str, scores: np.ndarray, classes: list[str], k_used: int) -> str:
+        weights = self.result.classifier.weights
+        if len(weights) != len(classes):  # cells just added to the library, votes not yet redone
+            return ""
+        note = weighting_note(predicted, scores, list(classes), weights, k_used)
+        return note.text() if note else ""
 
     def reference_view(self, ref_index: int, count: int = 12) -> CellView:
-        """A library cell seen the same way: its own weighted vote among the other references."""
+        """A library cell seen the same way: its own weighted vote among the other references (the cell
+        itself is neither its neighbour nor a voter)."""
         r = self.result
-        p = r.classifier.predict(r.reference.features[ref_index : ref_index + 1])
+        c, q = r.classifier, r.classifier.params
+        path, label = str(r.reference.paths[ref_index]), r.reference.labels[ref_index]
+        dist, ids = c.kneighbors(r.reference.features[ref_index : ref_index + 1], min(q.k_max + 1, len(c.label_ids)))
+        others = (ids[0] != ref_index) & (ids[0] >= 0)
+        ids, dist = ids[:, others][:, : q.k_max], dist[:, others][:, : q.k_max]
+        if not ids.shape[1]:
+            return CellView("reference", ref_index, path, label, 0.0, 0, {}, [], label)
+        vote = adaptive_vote(c.label_ids[ids], c.weights, q.k_min, q.k_max, q.entropy_threshold, q.growth,
+                             q.entropy_norm, q.stopping)
+        predicted, scores, k_used = c.classes[int(vote.label_ids[0])], vote.scores[0], int(vote.k_used[0])
         neighbours = [Neighbour(int(j), str(r.reference.paths[j]), r.reference.labels[j], float(d))
-                      for j, d in zip(p.neighbour_ids[0, :count], p.distances[0, :count]) if j >= 0]
-        return CellView("reference", ref_index, str(r.reference.paths[ref_index]), p.labels[0],
-                        float(p.entropy[0]), int(p.k_used[0]), dict(zip(p.classes, map(float, p.scores[0]))),
-                        neighbours, r.reference.labels[ref_index])
+                      for j, d in zip(ids[0, :count], dist[0, :count])]
+        return CellView("reference", ref_index, path, predicted, float(vote.entropy[0]), k_used,
+                        dict(zip(c.classes, map(float, scores))), neighbours, label, None,
+                        self._weighting(predicted, scores, c.classes, k_used))
 
     def scatter(self) -> tuple[np.ndarray, list[str], np.ndarray]:
         """2-D PCA of reference cells (with their labels) and of the query cells."""
@@ -249,11 +273,34 @@ class Workspace:
         return r.project(r.reference.features), list(r.reference.labels), r.project(r.query.features)
 
     def reference_counts(self) -> dict[str, int]:
+        """Cells per class of the library folders, every class whether in use or not; the classes of the
+        last run as it saw them (with the cells the user added)."""
+        counts = {}
+        try:
+            counts.update(self.folder_counts())
+        except DatasetError:
+            if not self.result:  # folders gone: the restored run still tells its classes
+                raise
         if self.result:
-            labels = self.result.reference.labels
-            return {c: labels.count(c) for c in sorted(set(labels))}
+            counts.update(Counter(self.result.reference.labels))
+        return dict(sorted(counts.items()))
 
-        return load_reference(self.reference_dirs).counts() if self.reference_dirs else {}
+    def folder_counts(self) -> dict[str, int]:
+        key = tuple(self.reference_dirs)
+        if self._folder_counts is None or self._folder_counts[0] != key:
+            self._folder_counts = key, (load_reference(self.reference_dirs).counts() if key else {})
+        return dict(self._folder_counts[1])
+
+    def classes_in_use(self) -> list[str]:
+        """The library classes the classifier is built on (settings.classes; all when None)."""
+        known = list(self.reference_counts())
+        return known if self.settings.classes is None else [c for c in known if c in self.settings.classes]
+
+    def choose_classes(self, classes: list[str]) -> None:
+        """Build the classifier on these classes only, from the next run on; every class: None (all)."""
+        known = list(self.reference_counts())
+        chosen = [c for c in known if c in set(classes)]
+        self.settings.classes = None if set(chosen) >= set(known) else chosen
 
     # --- project store ----------------------------------------------------------------------------
     def save(self, folder: str | Path | None = None) -> Path:
