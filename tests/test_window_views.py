@@ -18,6 +18,7 @@ from cellsearch_gui.core.app.session import Workspace  # noqa: E402
 from cellsearch_gui.core.classify.ewc import EWCClassifier, EWCParams  # noqa: E402
 from cellsearch_gui.core.classify.vote_checks import (  # noqa: E402
     NEAR_EVEN_RATIO,
+    depth_note,
     near_even_share,
     near_even_warning,
     weighting_note,
@@ -158,3 +159,28 @@ def test_inspector_shows_the_weighting_note(window):
     window.controller.select_cell(0)
     assert "8 of 9 neighbours are platelet" in window.cell_panel.weighting.text()
     assert window.cell_panel.weighting.isVisibleTo(window.cell_panel)
+
+
+def test_depth_note_explains_a_vote_that_went_past_the_nearest_neighbours():
+    classes, weights = ["eosinophil", "platelet"], np.array([1.0, 1.0])
+    nearest = ["platelet"] * 8 + ["eosinophil"] * 4
+    text = depth_note("eosinophil", nearest, np.array([520.0, 480.0]), classes, weights, 1000)
+    assert text.startswith("called eosinophil: 8 of the 12 nearest neighbours are platelet")
+    assert "k = 1000 neighbours: 520 eosinophil vs 480 platelet" in text
+    assert depth_note("platelet", nearest, np.array([4.0, 8.0]), classes, weights, 12) == ""  # all of them voted
+
+
+def test_cli_classify_uses_the_chosen_classes_and_warns_about_near_even_votes(tmp_path, capsys):
+    """The CLI's --classes is the window's class choice; the near-even warning uses the window's rule."""
+    from cellsearch_gui.cli import main
+
+    library = colour_class_folders(tmp_path / "lib", COLOURS, 6, seed=0)
+    grey = colour_class_folders(tmp_path / "query", {"grey": (128, 128, 128)}, 4, seed=2) / "grey"
+    out = tmp_path / "p.csv"
+    assert main(["classify", "--reference", str(library), "--query", str(grey), "--out", str(out),
+                 "--models", "mobilenetv2", "--random-init", "--device", "cpu", "--quiet", "--k-min", "24",
+                 "--classes", "eosinophil,lymphocyte,platelet,eosinophill"]) == 0
+    captured = capsys.readouterr()
+    assert "'eosinophill' was chosen but the reference library has no such class" in captured.err
+    assert "basophil" not in out.read_text()
+    assert "voted near-evenly (the runner-up class got at least 75%" in captured.err  # k = all 18: even

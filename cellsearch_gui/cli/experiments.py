@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import sys
 from pathlib import Path
 
 from cellsearch_gui.cli.common import (
@@ -24,6 +25,7 @@ from cellsearch_gui.core.app.experiments import classify_job, evaluate_job
 from cellsearch_gui.core.app.results import EvaluateResult
 from cellsearch_gui.core.classify.evaluation import format_confusion
 from cellsearch_gui.core.classify.ewc import EWCParams
+from cellsearch_gui.core.classify.vote_checks import near_even_warning
 from cellsearch_gui.core.errors import CellSearchError
 from cellsearch_gui.core.export import write_predictions_csv
 
@@ -116,4 +118,6 @@ def cmd_classify(args: argparse.Namespace) -> int:
     counts = {c: preds.labels.count(c) for c in preds.classes}
     print(f"{len(query.paths)} crops classified -> {args.out}")
     print("  " + ", ".join(f"{c}: {n}" for c, n in counts.items()))
+    if warning := near_even_warning(preds.scores):  # the window's rule and words
+        print(f"warning: {warning.replace('Reference library pane', '--classes')}", file=sys.stderr)
     return 0

@@ -18,7 +18,7 @@ from cellsearch_gui.core.app.run import (
     restore_result,
 )
 from cellsearch_gui.core.classify.ewc import QUERY_CHUNK, Predictions, adaptive_vote
-from cellsearch_gui.core.classify.vote_checks import weighting_note
+from cellsearch_gui.core.classify.vote_checks import depth_note, weighting_note
 from cellsearch_gui.core.embedding.cache import default_cache_dir
 from cellsearch_gui.core.errors import DatasetError
 from cellsearch_gui.core.io.dataset import CropSet, load_reference
@@ -238,14 +238,17 @@ class Workspace:
         return CellView("query", index, cell.crop_path, p.labels[index], float(p.entropy[index]),
                         int(p.k_used[index]), dict(zip(p.classes, map(float, p.scores[index]))),
                         self.neighbours(index, count), self.label_of(index), cell.true_label,
-                        self._weighting(p.labels[index], p.scores[index], p.classes, int(p.k_used[index])))
+                        self._weighting(p.labels[index], p.scores[index], p.classes, int(p.k_used[index]),
+                                        [n.label for n in self.neighbours(index, count)]))
 
-    def _weighting(self, predicted: str, scores: np.ndarray, classes: list[str], k_used: int) -> str:
+    def _weighting(self, predicted: str, scores: np.ndarray, classes: list[str], k_used: int,
+                   nearest: list[str]) -> str:
+        """Why the vote went against the neighbours: the class weights, else the depth of the vote."""
         weights = self.result.classifier.weights
         if len(weights) != len(classes):  # cells just added to the library, votes not yet redone
             return ""
         note = weighting_note(predicted, scores, list(classes), weights, k_used)
-        return note.text() if note else ""
+        return note.text() if note else depth_note(predicted, nearest, scores, list(classes), weights, k_used)
 
     def reference_view(self, ref_index: int, count: int = 12) -> CellView:
         """A library cell seen the same way: its own weighted vote among the other references (the cell
@@ -265,7 +268,7 @@ class Workspace:
                       for j, d in zip(ids[0, :count], dist[0, :count])]
         return CellView("reference", ref_index, path, predicted, float(vote.entropy[0]), k_used,
                         dict(zip(c.classes, map(float, scores))), neighbours, label, None,
-                        self._weighting(predicted, scores, c.classes, k_used))
+                        self._weighting(predicted, scores, c.classes, k_used, [n.label for n in neighbours]))
 
     def scatter(self) -> tuple[np.ndarray, list[str], np.ndarray]:
         """2-D PCA of reference cells (with their labels) and of the query cells."""

@@ -1,5 +1,6 @@
-"""What a weighted vote means for a person: cells that voted near-evenly, and a prediction that the class
-weights turned against the plain majority of the neighbours.
+"""What a weighted vote means for a person: cells that voted near-evenly, and a prediction that goes against
+the neighbours the user sees, because the class weights turned it or because the vote went on to many more
+neighbours than the nearest few.
 
 Near-even rule: a cell voted near-evenly when the runner-up class got at least NEAR_EVEN_RATIO (3/4) of the
 winner's weighted vote w_c n_c at the k the vote stopped at: a few more neighbours of the runner-up would
@@ -78,3 +79,23 @@ def weighting_note(predicted: str, scores: np.ndarray, classes: list[str], weigh
     shares = np.divide(1.0, weights * len(weights), out=np.zeros(len(weights)), where=weights > 0)
     return WeightingNote(predicted, classes[top], int(counts[top]), int(counts[mine]), int(k_used),
                          float(shares[top]), float(weights[top]), float(weights[mine]))
+
+
+def depth_note(predicted: str, nearest: list[str], scores: np.ndarray, classes: list[str], weights: np.ndarray,
+               k_used: int) -> str:
+    """Why the prediction is not the majority of the ``nearest`` neighbours (what the gallery shows) although
+    it is the majority of the k_used neighbours that voted: the entropy stayed above the threshold, so the
+    vote went on to more neighbours. Empty when the nearest agree or every one of them voted."""
+    if not nearest or k_used <= len(nearest) or predicted not in classes:
+        return ""
+    names, counts = np.unique(np.asarray(nearest), return_counts=True)
+    top = names[counts.argmax()]
+    if top == predicted or counts.max() <= nearest.count(predicted):
+        return ""
+    weights = np.asarray(weights, np.float64)
+    at_k = np.rint(np.divide(np.asarray(scores, np.float64), weights, out=np.zeros(len(weights)),
+                             where=weights > 0)).astype(int)
+    top_at_k = int(at_k[classes.index(top)]) if top in classes else 0
+    return (f"called {predicted}: {counts.max()} of the {len(nearest)} nearest neighbours are {top}, but their "
+            f"labels were too mixed to stop there, so the vote went on to k = {k_used} neighbours: "
+            f"{int(at_k[classes.index(predicted)])} {predicted} vs {top_at_k} {top}")
