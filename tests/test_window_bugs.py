@@ -60,6 +60,23 @@ def test_pca_axes_are_class_balanced():
     assert np.allclose(axes @ axes.T, np.eye(2), atol=1e-5)
 
 
+def test_a_class_no_cell_was_called_does_not_take_pc1():
+    """Platelets far from everything, the cells called only white-cell classes: the scatter's axes are fitted
+    on the classes in play, so PC 1 tells those apart instead of platelets from the rest."""
+    from cellsearch_gui.core.app.run import scatter_axes
+    from cellsearch_gui.core.types import FeatureSet
+
+    rng = np.random.default_rng(1)
+    platelets = np.c_[rng.normal(60, 1, 300), rng.normal(0, 1, 300), rng.normal(0, 1, 300)]
+    white = [np.c_[rng.normal(0, 1, 100), rng.normal(y, 1, 100), rng.normal(0, 0.2, 100)] for y in (-6, 0, 6)]
+    x = np.vstack([platelets, *white]).astype(np.float32)
+    labels = ["platelet"] * 300 + ["lymphocyte"] * 100 + ["monocyte"] * 100 + ["neutrophil"] * 100
+    ref = FeatureSet([f"r{i}" for i in range(len(x))], labels, x, ["m"], [3], False, {})
+    assert abs(pca_2d(x, labels=labels)[1][0, 0]) > 0.9  # every class: the platelets' distance is PC 1
+    mean, axes = scatter_axes(ref, ["lymphocyte", "neutrophil", "monocyte", "neutrophil"])
+    assert abs(axes[0, 1]) > 0.99  # PC 1 separates the white cells
+
+
 def test_a_reference_cell_is_not_its_own_neighbour(window, tmp_path):
     result = synthetic_result(tmp_path)
     ws = Workspace()

@@ -81,7 +81,7 @@ def test_reference_pane_ticks_choose_the_classes(window, tmp_path):
     platelet = next(tree.topLevelItem(i) for i in range(4) if tree.topLevelItem(i).text(0) == "platelet")
     platelet.setCheckState(0, Qt.CheckState.Unchecked)
     assert c.workspace.settings.classes == ["basophil", "eosinophil", "lymphocyte"]
-    assert "uses 3 classes" in panel.summary.text()
+    assert panel.summary.text().endswith("the classifier uses the ticked classes: 3 classes, 6 cells")
     for i in range(4):
         if tree.topLevelItem(i).text(0) != "basophil":
             tree.topLevelItem(i).setCheckState(0, Qt.CheckState.Unchecked)
@@ -184,3 +184,11 @@ def test_cli_classify_uses_the_chosen_classes_and_warns_about_near_even_votes(tm
     assert "'eosinophill' was chosen but the reference library has no such class" in captured.err
     assert "basophil" not in out.read_text()
     assert "voted near-evenly (the runner-up class got at least 75%" in captured.err  # k = all 18: even
+
+
+def test_weighting_note_says_when_the_weighted_votes_tie():
+    """Over the whole library every class's weighted vote is the same; the call is the tie-break."""
+    classes, weights = ["neutrophil", "platelet"], np.array([2.0, 2 / 3])  # 25 % and 75 % of the library
+    note = weighting_note("neutrophil", np.array([20.0, 20.0]), classes, weights, 40)
+    assert note.text().endswith("the weighted votes tie (as over the whole library), and a tie goes to the class "
+                                "of the nearest neighbour")

@@ -182,8 +182,8 @@ def _class_balanced(features: np.ndarray, labels: list, seed: int) -> tuple[np.n
     """Mean of the class means, and rows (at most PCA_PLOT_SAMPLE / C per class) centred on it and scaled by
     1 / sqrt(rows of their class): their covariance gives every class the same weight, so a large or far
     class (platelets in a blood library) cannot take PC 1 alone."""
-    rng, values = np.random.default_rng(seed), np.asarray(labels)
-    names = sorted(set(labels))
+    rng, values = np.random.default_rng(seed), np.asarray(labels, dtype=object)
+    names = sorted(set(labels) - {None})
     quota = max(1, PCA_PLOT_SAMPLE // len(names))
     groups = [np.flatnonzero(values == name) for name in names]
     groups = [np.sort(rng.choice(g, quota, replace=False)) if len(g) > quota else g for g in groups]
@@ -194,12 +194,12 @@ def _class_balanced(features: np.ndarray, labels: list, seed: int) -> tuple[np.n
 
 def pca_2d(features: np.ndarray, seed: int = 0, labels: list | None = None) -> tuple[np.ndarray, np.ndarray]:
     """Mean and the two leading principal axes of the reference cells, sign fixed for stable plots; with
-    ``labels``, class-balanced (``_class_balanced``). Fitted on at most PCA_PLOT_SAMPLE rows with a randomized
+    ``labels``, class-balanced (``_class_balanced``; rows labelled None are left out). Fitted on at most PCA_PLOT_SAMPLE rows with a randomized
     SVD, so a 100,000-cell library takes well under a second instead of a minute and ~10 GB (a full SVD)."""
     mean = features.mean(axis=0, dtype=np.float64).astype(np.float32)
     if len(features) < 2:
         return mean, np.eye(2, features.shape[1], dtype=np.float32)
-    if labels is not None and len(set(labels)) > 1:
+    if labels is not None and len(set(labels) - {None}) > 1:
         mean, centred = _class_balanced(features, labels, seed)
     else:
         rows = np.arange(len(features))
@@ -218,6 +218,14 @@ def pca_2d(features: np.ndarray, seed: int = 0, labels: list | None = None) -> t
         axes = np.vstack([axes, np.zeros_like(axes)])
     signs = np.sign(axes[np.arange(2), np.abs(axes).argmax(axis=1)])
     return mean, (axes * signs[:, None]).astype(np.float32)
+
+
+def scatter_axes(reference: FeatureSet, predicted: list[str]) -> tuple[np.ndarray, np.ndarray]:
+    """The scatter's PCA: class-balanced over the library classes the cells were called (every class when
+    they were called fewer than two), so a class none of the cells resembles (platelets beside white cells)
+    does not take PC 1 and squeeze the others into one band."""
+    in_play = set(predicted) if len(set(predicted) & set(reference.labels)) > 1 else set(reference.labels)
+    return pca_2d(reference.features, labels=[label if label in in_play else None for label in reference.labels])
 
 
 def pipeline_job(plan: RunPlan, token: CancelToken | None = None) -> Job[AnalysisResult]:
@@ -279,7 +287,6 @@ def restore_result(store, settings: AnalysisSettings, added: dict[str, str] | No
     if kept is None:
         return None
     params = settings.ewc_params()
-    mean, axes = pca_2d(ref.features, labels=list(ref.labels))
     in_library = {str(p) for p in ref.paths}
     extra = [i for i, c in enumerate(kept) if c.cell_id in (added or {}) and c.crop_path not in in_library]
     if extra:
@@ -295,6 +302,7 @@ def restore_result(store, settings: AnalysisSettings, added: dict[str, str] | No
         except (OSError, RuntimeError) as exc:
             note += f"; index not saved ({exc})"
     preds = classifier.predict(query.features, keep_neighbours=KEPT_NEIGHBOURS)
+    mean, axes = scatter_axes(ref, preds.labels)
     return AnalysisResult(kept, ref, query, classifier, preds, mean, axes, [f"restored from run {run['id']}", note],
                           {}, list(ref.model_ids), run["provenance"])
 
@@ -333,7 +341,7 @@ def _pipeline(plan: RunPlan, token: CancelToken, store) -> Job[AnalysisResult]:
     classifier = EWCClassifier(params).fit(ref.features, ref.labels)
     kept = cells_of(query, cells)
     preds = classifier.predict(query.features, keep_neighbours=KEPT_NEIGHBOURS)
-    mean, axes = pca_2d(ref.features, labels=list(ref.labels))
+    mean, axes = scatter_axes(ref, preds.labels)
     yield Progress("classifying", 1, 1)
     notes = inputs.notes + [f"{p}: {why}" for p, why in ref.skipped + query.skipped]
     timings = {**ref.timings_s, "classify": time.perf_counter() - t0}

@@ -58,10 +58,15 @@ class WeightingNote:
     predicted_weight: float
 
     def text(self) -> str:
-        return (f"called {self.predicted}: {self.majority_count} of {self.k_used} neighbours are {self.majority}, "
+        text = (f"called {self.predicted}: {self.majority_count} of {self.k_used} neighbours are {self.majority}, "
                 f"but {self.majority} is {self.majority_library_share:.0%} of the library, so each weighs "
                 f"{self.majority_weight:.2g} vs {self.predicted_weight:.2g} for {self.predicted} "
                 f"({self.predicted_count} of {self.k_used})")
+        mine, theirs = self.predicted_count * self.predicted_weight, self.majority_count * self.majority_weight
+        if abs(mine - theirs) <= 1e-6 * max(mine, theirs):
+            text += ("; the weighted votes tie (as over the whole library), and a tie goes to the class of the "
+                     "nearest neighbour")
+        return text
 
 
 def weighting_note(predicted: str, scores: np.ndarray, classes: list[str], weights: np.ndarray,

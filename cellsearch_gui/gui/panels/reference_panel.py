@@ -24,7 +24,7 @@ class ReferencePanel(QWidget):
         super().__init__(parent)
         self.controller = controller
         self.tree = QTreeWidget()
-        self.tree.setHeaderLabels(["class (ticked: used)", "cells"])
+        self.tree.setHeaderLabels(["class", "cells"])
         self.tree.setRootIsDecorated(False)
         self.tree.setToolTip("Untick the classes you do not expect in your images (e.g. keep only the white "
                              "cells); the classifier is built on the ticked ones at the next Run.")
@@ -88,6 +88,7 @@ class ReferencePanel(QWidget):
             if name in coloured:
                 item.setForeground(0, class_colour(coloured, name))
             self.tree.addTopLevelItem(item)
+        self.tree.resizeColumnToContents(0)
         self._filling = False
         self._summarise()
 
@@ -100,8 +101,8 @@ class ReferencePanel(QWidget):
         except CellSearchError:
             return
         used = set(self.ticked())
-        text = f"{sum(counts.values())} cells in {len(counts)} classes from {len(ws.reference_dirs)} folder(s)"
+        text = (f"{sum(counts.values())} cells in {len(counts)} classes from {len(ws.reference_dirs)} folder(s); "
+                "the classifier uses the ticked classes")
         if len(used) < len(counts):
-            text += (f"; the classifier uses {len(used)} classes "
-                     f"({sum(n for c, n in counts.items() if c in used)} cells)")
+            text += f": {len(used)} classes, {sum(n for c, n in counts.items() if c in used)} cells"
         self.summary.setText(text)

@@ -12,6 +12,7 @@ from PySide6.QtWidgets import (
     QHBoxLayout,
     QLabel,
     QPushButton,
+    QSizePolicy,
     QVBoxLayout,
     QWidget,
 )
@@ -59,7 +60,10 @@ class ScatterPanel(QWidget):
         self.plot.setLabel("bottom", "PC 1")
         self.plot.setLabel("left", "PC 2")
         self.legend = pg.LegendItem()  # beside the plot, in its own column: it never covers a point
-        self.plot.getPlotItem().layout.addItem(self.legend, 2, 3)
+        self.legend.setSizePolicy(QSizePolicy.Policy.Fixed, QSizePolicy.Policy.Fixed)  # rows stay together
+        layout = self.plot.getPlotItem().layout
+        layout.addItem(self.legend, 2, 3)
+        layout.setAlignment(self.legend, Qt.AlignmentFlag.AlignTop)
         self.references = pg.ScatterPlotItem(size=6, pen=None, hoverable=True, hoverSize=10)
         self.queries = pg.ScatterPlotItem(size=11, symbol="star", hoverable=True, hoverSize=16)
         self.plot.addItem(self.references)
