@@ -3,9 +3,10 @@
 Run under a display (e.g. `xvfb-run -a -s "-screen 0 1600x1000x24" .venv/bin/python docs/make_screenshots.py`).
 Needs ../shared/data and the imported weights (./setup.sh).
 
-`--scene classes` (issue 17): the 8-class PBC library with three times as many platelets, so the shots show
-the class checkboxes, the Cells table sorted with the selected cell highlighted, the PCA legend beside the
-plot, and the inspector explaining a prediction that went against the nearest neighbours.
+`--scene classes` (issue 17): the 8-class PBC library with three times as many neutrophils, only the five
+white-cell classes ticked and k_max below the library size; the shots show the class checkboxes, the
+near-even warning, the Cells table sorted with the selected cell highlighted, the PCA legend beside the plot,
+and the inspector explaining a prediction that went against the nearest neighbours.
 """
 
 from __future__ import annotations
@@ -52,7 +53,7 @@ def main() -> int:
     counts = None
     if args.scene == "classes":
         names = sorted(p.name for p in (DATA / "pbc_barcelona").iterdir() if p.is_dir())
-        counts = {name: args.per_class * (3 if name == "platelet" else 1) for name in names}
+        counts = {name: args.per_class * (3 if name == "neutrophil" else 1) for name in names}
     ref, fields = build_inputs(work, args.per_class, args.fields, counts)
     window = create_window([fields], ref)
     window.show_dialogs = False
@@ -91,6 +92,10 @@ def main() -> int:
         app.exit(0)
 
     if args.scene == "classes":
+        c.choose_classes(CLASSES)  # as unticking the other three in the reference pane
+        window.reference_panel.refresh()
+        c.workspace.settings.params["k_max"] = 4 * args.per_class  # below the library's size
+        window.model_panel.load()
         after_run = partial(classes_scene, app, window, grab)  # noqa: F811 - the other scene
     c.result_changed.connect(lambda: QTimer.singleShot(500, after_run))
     QTimer.singleShot(300, c.run_analysis)

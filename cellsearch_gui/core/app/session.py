@@ -77,7 +77,7 @@ class CellView:
     neighbours: list[Neighbour]
     label: str | None  # the user's label (query) or the library label (reference)
     true_label: str | None = None
-    weighting: str = ""  # why the class weights called it against the neighbours' majority (vote_checks)
+    weighting: str = ""  # why the call goes against the neighbours: class weights or a deep vote (vote_checks)
 
 
 class Workspace:
@@ -234,12 +234,12 @@ class Workspace:
 
     def query_view(self, index: int, count: int = 12) -> CellView:
         r, cell = self.result, self.cells[index]
-        p = r.predictions
+        p, nearest = r.predictions, self.neighbours(index, count)
         return CellView("query", index, cell.crop_path, p.labels[index], float(p.entropy[index]),
                         int(p.k_used[index]), dict(zip(p.classes, map(float, p.scores[index]))),
-                        self.neighbours(index, count), self.label_of(index), cell.true_label,
+                        nearest, self.label_of(index), cell.true_label,
                         self._weighting(p.labels[index], p.scores[index], p.classes, int(p.k_used[index]),
-                                        [n.label for n in self.neighbours(index, count)]))
+                                        [n.label for n in nearest]))
 
     def _weighting(self, predicted: str, scores: np.ndarray, classes: list[str], k_used: int,
                    nearest: list[str]) -> str:
