@@ -35,7 +35,8 @@ LAYERS: list[tuple[tuple[str, ...], str]] = [
     (("index",), "nearest-neighbour search over feature vectors"),
     (("classify",), "EWC votes, combinations and evaluation over the index"),
     (("project",), "the project store on disk: cells, labels, runs, predictions, saved indexes"),
-    (("export",), "results written out for people (CSV)"),
+    (("export",), "results written out for people and other tools: CSV, the differential report, GeoJSON, "
+                  ".h5ad, OME-Zarr"),
     (("app",), "orchestration of the stages, shared by the CLI and the GUI"),
 ]
 RANK = {f"{CORE}.{name}": rank for rank, (names, _) in enumerate(LAYERS) for name in names}
@@ -43,9 +44,10 @@ RANK = {f"{CORE}.{name}": rank for rank, (names, _) in enumerate(LAYERS) for nam
 QT_AND_FRONT_ENDS = ("PySide6", "shiboken6", "pyqtgraph", "superqt", f"{PACKAGE}.gui", f"{PACKAGE}.cli",
                      f"{PACKAGE}.cli_project", f"{PACKAGE}.__main__")
 HEAVY = ("torch", "torchvision", "timm", "transformers", "open_clip", "segment_anything", "mobile_sam", "faiss",
-         "sklearn", "scipy", "cv2", "PIL", "tifffile", "huggingface_hub", "safetensors", "numba")
+         "sklearn", "scipy", "cv2", "PIL", "tifffile", "huggingface_hub", "safetensors", "numba", "anndata", "zarr",
+         "ome_zarr", "shapely")
 NOT_AT_IMPORT_TIME = ("PySide6", "shiboken6", "pyqtgraph", "torch", "faiss", "timm", "transformers", "cv2",
-                      "sklearn")
+                      "sklearn", "anndata", "zarr", "ome_zarr")
 MAX_MODULE_LINES = 400
 MAX_FUNCTION_LINES = 80
 

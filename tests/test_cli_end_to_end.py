@@ -36,7 +36,7 @@ def test_evaluate_writes_the_promised_json(real_weights, small_sets, tmp_path, c
     assert data["n_reference"] == 60 and data["n_query"] == 20
     assert data["models"] == ["mobilenetv2", "efficientnet_lite0"]
     assert data["params"] == {"metric": "l2", "k_min": 3, "k_max": 1000, "entropy_threshold": 0.3,
-                              "growth": 2.0, "index": "auto", "entropy_norm": "log_k"}
+                              "growth": 2.0, "index": "auto", "entropy_norm": "log_k", "stopping": "lowest_entropy"}
     assert np.array(data["confusion"]).sum() == 20
     assert data["balanced_accuracy"] > 0.4  # five classes: chance is 0.2
 

@@ -11,6 +11,7 @@ import pytest
 from conftest import colour_class_folders
 
 from cellsearch_gui.cli import build_parser, main
+from cellsearch_gui.core.app.defaults import DEFAULT_EWC
 from cellsearch_gui.core.app.results import (
     EvaluateResult,
     ModelAnalysis,
@@ -21,7 +22,6 @@ from cellsearch_gui.core.app.results import (
     TransferReport,
 )
 from cellsearch_gui.core.app.run import SETTINGS_VERSION, AnalysisSettings
-from cellsearch_gui.core.classify.ewc import EWCParams
 from cellsearch_gui.core.crops.prepare import CropPrep
 from cellsearch_gui.core.embedding.job import EmbedOptions
 from cellsearch_gui.core.options import (
@@ -44,8 +44,8 @@ EVALUATE_KEYS = ["balanced_accuracy", "macro_precision", "accuracy", "classes", 
                  "app_version", "models", "model_fingerprints", "weights", "per_model_l2", "views", "preprocessing",
                  "params", "n_reference", "n_query", "reference_counts", "mean_k", "mean_entropy", "index_kind",
                  "skipped", "notes", "preprocessing_notes", "timings_s"]
-# added after the keys above (issue 15): always "coverage"; with --shots N the other three
-EVALUATE_NEW_KEYS = ["coverage", "shots", "shot_seeds", "per_seed"]
+# added after the keys above (issue 15): always "coverage" and "certainty"; with --shots N the others
+EVALUATE_NEW_KEYS = ["coverage", "certainty", "shots", "shot_seeds", "per_seed", "device_vote"]
 SEARCH_KEYS = ["ranking", "n_reference", "n_validation", "models", "grid", "preprocessing", "per_model_l2",
                "skipped", "notes", "timings_s"]
 ANALYSIS_KEYS = ["n_cells", "classes", "pca_dims_max", "sigma_frac", "models", "dims", "class_similarity",
@@ -90,9 +90,9 @@ def test_evaluate_json_has_the_documented_keys(tmp_path):
     assert main(["evaluate", "--reference", str(ref), "--query", str(query), "--models", "mobilenetv2",
                  "--random-init", "--no-cache", "--json", str(out), "--quiet"]) == 0
     data = json.loads(out.read_text())
-    assert list(data) == EVALUATE_KEYS + ["coverage"]  # coverage: issue 15
+    assert list(data) == EVALUATE_KEYS + ["coverage", "certainty"]  # issue 15
     assert data["n_reference"] == 8 and data["n_query"] == 4 and data["weights"] == "random"
-    assert data["params"] == EWCParams().as_dict()
+    assert data["params"] == DEFAULT_EWC.as_dict() == AnalysisSettings().params  # one default (issue 15)
 
 
 def _actions(parser, path=()):
@@ -106,7 +106,7 @@ def _actions(parser, path=()):
 
 def test_choices_come_from_the_vocabulary_and_defaults_from_the_core():
     actions = dict(_actions(build_parser()))
-    ewc, prep, embed, seg = EWCParams(), CropPrep(), EmbedOptions(), SegmentSettings()
+    ewc, prep, embed, seg = DEFAULT_EWC, CropPrep(), EmbedOptions(), SegmentSettings()
     vocab = {"metric": Metric, "entropy_norm": EntropyNorm, "index": IndexKind, "precision": Precision,
              "scale": ScaleMode, "colour": ColourMode, "find_cell": CellObjects}
     for command in ("evaluate", "classify"):
@@ -114,11 +114,13 @@ def test_choices_come_from_the_vocabulary_and_defaults_from_the_core():
             assert sorted(actions[command, dest].choices) == sorted(values(options)), dest
         for dest, default in (("metric", ewc.metric), ("k_min", ewc.k_min), ("k_max", ewc.k_max),
                               ("entropy", ewc.entropy_threshold), ("entropy_norm", ewc.entropy_norm),
-                              ("index", ewc.index), ("device", embed.device), ("precision", embed.precision),
-                              ("views", embed.views), ("scale", prep.scale), ("colour", prep.colour),
-                              ("find_cell", prep.objects), ("detail", prep.detail),
+                              ("index", ewc.index), ("stopping", ewc.stopping), ("device", embed.device),
+                              ("precision", embed.precision), ("views", embed.views),
+                              ("prep", AnalysisSettings().preprocessing),
                               ("crop_target_pixel_size", prep.target_pixel_size_um)):
             assert actions[command, dest].default == default, (command, dest)
+        for dest in ("centre", "scale", "mask", "colour", "find_cell", "detail"):  # one step of the preset
+            assert actions[command, dest].default is None, (command, dest)
     assert actions["segment", "objects"].choices == values(CellObjects)
     for dest, default in (("segmenter", seg.segmenter), ("objects", seg.objects), ("crop_size", seg.crop_size),
                           ("tile_size", seg.tile_size), ("overlap", seg.overlap), ("device", seg.device)):

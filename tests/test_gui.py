@@ -174,6 +174,12 @@ def test_transfer_evaluation_and_suggestion_from_the_window(window, qtbot, tmp_p
     qtbot.waitUntil(lambda: not c.runner.busy, timeout=5000)
     ws = c.workspace
     ws.set_labels({cell.cell_id: cell.true_label for cell in ws.cells})
+    with qtbot.waitSignal(c.device_curve_ready, timeout=60_000):  # how well the library knows this device
+        assert c.device_curve()
+    curve = window.last_dialog
+    assert [p["n_labelled"] for p in ws.device_curve()] == [2, 3, 5, 8, 9]
+    assert len(curve.library_line.xData) == 5 and "After 9 labelled cells" in curve.summary.text()
+    qtbot.waitUntil(lambda: not c.runner.busy, timeout=5000)
     assert c.suggest_setting()
     qtbot.waitUntil(lambda: not c.runner.busy, timeout=300_000)
     assert window.last_error is None

@@ -32,7 +32,8 @@ def synthetic_result(tmp_path, n_ref: int = 60, n: int = 40) -> AnalysisResult:
     def features(x, paths, labels):
         return FeatureSet(list(paths), labels, x, ["m"], [8], False, {"m": "m|0"}, per_model={"m": x})
 
-    classifier = EWCClassifier(EWCParams(k_max=20, index="flat")).fit(ref_x, ref_labels)
+    params = {**AnalysisSettings().params, "k_max": 20, "index": "flat"}  # the app's defaults, as saved_project
+    classifier = EWCClassifier(EWCParams(**params)).fit(ref_x, ref_labels)
     mean, axes = pca_2d(ref_x)
     return AnalysisResult(cells, features(ref_x, [tmp_path / f"r{i}.png" for i in range(n_ref)], ref_labels),
                           features(query_x, [c.crop_path for c in cells], [None] * n), classifier,

@@ -5,6 +5,8 @@ import shutil
 
 import numpy as np
 import pytest
+
+from cellsearch_gui.core.classify.review import typicality
 from conftest import PBC, SHARED, WBC5, make_subset, needs_shared
 
 from cellsearch_gui.core.app import run
@@ -44,10 +46,16 @@ def test_fields_are_segmented_and_classified_then_labels_grow_the_index(small_pr
     assert all(c.bbox and c.source_image.endswith(".jpg") for c in ws.cells)
     assert result.predictions.labels[0] in WBC5
     queue = ws.review_queue()
-    assert result.predictions.entropy[queue[0]] == result.predictions.entropy.max()
+    teaching = result.predictions.ambiguity * typicality(result.query.features)  # classify.review
+    assert sorted(queue) == list(range(len(ws.cells))) and teaching[queue[0]] == teaching.max()
 
     n_ref = len(result.reference.labels)
     ws.set_label(queue[0], "monocyte")
+    assert ws.device_curve() == []  # one labelled cell: nothing to leave out
+    ws.set_label(queue[1], "lymphocyte")
+    curve = ws.device_curve()
+    assert [p["n_labelled"] for p in curve] == [2] and 0 <= curve[0]["library"] <= 1
+    ws.set_label(queue[1], "")
     assert ws.add_to_reference([queue[0]]) == 1
     assert len(result.reference.labels) == n_ref + 1
     assert result.classifier.index.size == n_ref + 1

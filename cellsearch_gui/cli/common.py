@@ -9,10 +9,11 @@ import sys
 from pathlib import Path
 
 from cellsearch_gui.core import validation
+from cellsearch_gui.core.app.defaults import DEFAULT_EWC, DEFAULT_PRESET
 from cellsearch_gui.core.app.experiments import Inputs, load_inputs
 from cellsearch_gui.core.app.overlap import overlap_warning, query_reference_overlap
 from cellsearch_gui.core.classify.ewc import EWCParams
-from cellsearch_gui.core.crops.prepare import CropPrep
+from cellsearch_gui.core.crops.prepare import CropPrep, preset
 from cellsearch_gui.core.embedding.cache import EmbeddingCache, default_cache_dir
 from cellsearch_gui.core.embedding.job import EmbedOptions
 from cellsearch_gui.core.io.atomic import write_text_atomic
@@ -28,13 +29,14 @@ from cellsearch_gui.core.options import (
     IndexKind,
     Metric,
     Precision,
+    Preset,
     ScaleMode,
     StoppingRule,
     Weights,
     values,
 )
 
-EWC_DEFAULTS = EWCParams()
+EWC_DEFAULTS = DEFAULT_EWC  # the window's defaults too
 PREP_DEFAULTS = CropPrep()
 EMBED_DEFAULTS = EmbedOptions()
 
@@ -195,21 +197,24 @@ def add_embed_options(p: argparse.ArgumentParser) -> None:
 
 
 def _add_crop_options(g) -> None:
-    g.add_argument("--centre", action="store_true", help="find the cell in each crop and centre on it")
-    g.add_argument("--scale", default=PREP_DEFAULTS.scale, choices=values(ScaleMode),
+    g.add_argument("--prep", default=DEFAULT_PRESET, choices=values(Preset),
+                   help="crop preparation preset, the window's too (raw: the paper's crops as they are); the "
+                        "options below change single steps of it")
+    g.add_argument("--centre", action="store_true", default=None, help="find the cell in each crop and centre on it")
+    g.add_argument("--scale", default=None, choices=values(ScaleMode),
                    help="physical: by pixel sizes; cell_size: the cell's own diameter sets the scale")
-    g.add_argument("--mask", action="store_true", help="blank the background and neighbouring cells")
-    g.add_argument("--colour", default=PREP_DEFAULTS.colour, choices=values(ColourMode))
+    g.add_argument("--mask", action="store_true", default=None, help="blank the background and neighbouring cells")
+    g.add_argument("--colour", default=None, choices=values(ColourMode))
     g.add_argument("--reference-pixel-size", type=pixel_size, default=None, help="um/px of the reference crops")
     g.add_argument("--query-pixel-size", type=pixel_size, default=None, help="um/px of the query crops")
     g.add_argument("--crop-target-pixel-size", type=pixel_size, default=PREP_DEFAULTS.target_pixel_size_um,
                    help="um/px that crops are brought to with --scale physical")
     g.add_argument("--views", type=int, default=EMBED_DEFAULTS.views, choices=list(VIEWS),
                    help="embed each crop in 4 rotations (8: and flips) and average: orientation-invariant")
-    g.add_argument("--detail", type=arg(validation.DETAIL), default=PREP_DEFAULTS.detail,
+    g.add_argument("--detail", type=arg(validation.DETAIL), default=None,
                    help="blur crops to a common level of detail (Gaussian sigma in crop pixels, e.g. 2)")
     # the default first, as the help has always listed them
-    g.add_argument("--find-cell", default=PREP_DEFAULTS.objects,
+    g.add_argument("--find-cell", default=None,
                    choices=[CellObjects.NUCLEATED.value, CellObjects.ALL.value],
                    help="which object is the cell: one with a stained nucleus, or any")
 
@@ -235,13 +240,20 @@ def embed_setup(args: argparse.Namespace) -> tuple[list[str], EmbeddingCache, Em
     models = parse_model_list(args.models, role="embed")
     check_device_available(args.device)  # before any work: a message names the devices found
     cache = EmbeddingCache(None if args.no_cache else (args.cache_dir or default_cache_dir()))
-    prep = CropPrep(centre=args.centre, scale=args.scale, mask=args.mask, colour=args.colour,
-                    target_pixel_size_um=args.crop_target_pixel_size, objects=args.find_cell, detail=args.detail)
+    prep = crop_prep(args)
     weights = Weights.RANDOM if args.random_init else Weights.PRETRAINED
     options = EmbedOptions(weights=weights.value, device=args.device, batch_size=args.batch_size,
                            per_model_l2=args.per_model_l2, seed=args.seed, prep=prep, views=args.views,
                            precision=args.precision, sequential_models=args.sequential_models)
     return models, cache, options
+
+
+def crop_prep(args: argparse.Namespace) -> CropPrep:
+    """The preset named by --prep with the single steps the command line gives on top of it."""
+    steps = {"centre": args.centre, "scale": args.scale, "mask": args.mask, "colour": args.colour,
+             "objects": args.find_cell, "detail": args.detail}
+    return preset(args.prep, target_pixel_size_um=args.crop_target_pixel_size,
+                  **{name: value for name, value in steps.items() if value is not None})
 
 
 def inputs_from_args(args: argparse.Namespace, query_dir: Path | None, needs_labels: bool) -> Inputs:

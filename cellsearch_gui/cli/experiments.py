@@ -21,12 +21,14 @@ from cellsearch_gui.cli.common import (
     write_json,
 )
 from cellsearch_gui.core import validation
+from cellsearch_gui.core.app.defaults import DEVICE_VOTE_DEFAULT
 from cellsearch_gui.core.app.experiments import classify_job, evaluate_job
 from cellsearch_gui.core.app.results import EvaluateResult
 from cellsearch_gui.core.classify.evaluation import format_confusion
 from cellsearch_gui.core.classify.ewc import EWCParams
 from cellsearch_gui.core.classify.vote_checks import near_even_warning
 from cellsearch_gui.core.errors import CellSearchError
+from cellsearch_gui.core.options import DeviceVote, values
 from cellsearch_gui.core.export import write_predictions_csv
 
 
@@ -44,6 +46,9 @@ def add_parser(sub) -> None:
                          "(as 'Add labelled cells to reference'); the rest are scored (0: plain evaluation)")
     ev.add_argument("--shot-seeds", type=_count, default=5,
                     help="with --shots: repeat with this many random draws (seeds --seed .. --seed+S-1)")
+    ev.add_argument("--device-vote", default=DEVICE_VOTE_DEFAULT, choices=values(DeviceVote),
+                    help="with --shots: library: the labelled cells join the library (the window's default); "
+                         "loo_mix: they also vote alone, mixed by a weight chosen by leave-one-out on them")
     ev.add_argument("--json", type=output_file, default=None)
 
     cl = sub.add_parser("classify", help="predict a label for every query crop")
@@ -75,7 +80,7 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
         raise CellSearchError("--shot-seeds must be at least 1 with --shots")
     seeds = [args.seed + i for i in range(args.shot_seeds)]
     result = run(evaluate_job(inputs, models, params, cache, options, args.baselines, shots=args.shots,
-                              shot_seeds=seeds), args.quiet)
+                              shot_seeds=seeds, device_vote=args.device_vote), args.quiet)
     report_problems(result.skipped, result.notes)
     _print_scores(result, models, params)
     data = warn_overlap(overlap, result.as_dict())
@@ -100,6 +105,11 @@ def _print_scores(result: EvaluateResult, models: list[str], params: EWCParams) 
     if result.coverage:
         print("accuracy at coverage: " + "   ".join(f"{float(c):.0%}: {100 * v['accuracy']:.1f} %"
                                                     for c, v in result.coverage.items()))
+    if result.certainty:
+        c = result.certainty
+        print(f"uncertain (ambiguity of the deciding weighted vote >= {params.entropy_threshold}): {100 * c['share_uncertain']:.1f} % of "
+              f"cells; macro accuracy of the confident ones {100 * c['confident']['balanced_accuracy']:.1f} %, of the "
+              f"uncertain ones {100 * c['uncertain']['balanced_accuracy']:.1f} %")
     print(format_confusion(result.as_dict()))
     for name, base in (result.baselines or {}).items():
         print(f"baseline {name}: macro accuracy {100 * base['balanced_accuracy']:.1f} %, "
@@ -118,6 +128,8 @@ def cmd_classify(args: argparse.Namespace) -> int:
     counts = {c: preds.labels.count(c) for c in preds.classes}
     print(f"{len(query.paths)} crops classified -> {args.out}")
     print("  " + ", ".join(f"{c}: {n}" for c, n in counts.items()))
+    if (n_uncertain := int(preds.uncertain.sum())):
+        print(f"  {n_uncertain} uncertain (ambiguity of the weighted vote >= {preds.threshold}): check them (column uncertain)")
     if warning := near_even_warning(preds.scores):  # the window's rule and words
         print(f"warning: {warning.replace('Reference library pane', '--classes')}", file=sys.stderr)
     return 0

@@ -6,19 +6,19 @@ import argparse
 import sys
 from pathlib import Path
 
+from cellsearch_gui.cli import project_report
 from cellsearch_gui.cli.common import (
     EMBED_DEFAULTS,
     arg,
     check_device_available,
     device,
-    output_file,
     output_folder,
     run,
 )
 from cellsearch_gui.core import validation
 from cellsearch_gui.core.app.run import DEFAULT_MODELS, AnalysisSettings, pipeline_job
 from cellsearch_gui.core.app.session import Workspace
-from cellsearch_gui.core.export import export_project_csv
+from cellsearch_gui.core.export.samples import clean_sample_name, set_sample_name
 from cellsearch_gui.core.io.dataset import scan_class_folders
 from cellsearch_gui.core.io.labels_csv import read_labels_csv
 from cellsearch_gui.core.models.registry import parse_model_list
@@ -28,7 +28,7 @@ from cellsearch_gui.core.project.library import export_library, read_library_inf
 
 
 def add_parser(sub) -> None:
-    project = sub.add_parser("project", help="a project folder: new, info, add, classify, label, export")
+    project = sub.add_parser("project", help="a project folder: new, info, add, classify, label, report, export")
     project.set_defaults(handler=cmd_project)
     psub = project.add_subparsers(dest="project_command", required=True)
     new = psub.add_parser("new", help="create a project folder")
@@ -45,6 +45,8 @@ def add_parser(sub) -> None:
     add.add_argument("--reference", type=Path, action="append", default=[],
                      help="class-per-folder library (an exported library's device and pixel size are read)")
     add.add_argument("--query", type=Path, nargs="+", default=[], help="images or folders to classify")
+    add.add_argument("--sample", default=None, help="the sample these --query items form (default: each "
+                                                    "folder is a sample named after it)")
     classify = psub.add_parser("classify", help="segment, embed and classify (resumes an interrupted run)")
     classify.add_argument("folder", type=Path)
     classify.add_argument("--device", type=device, default=EMBED_DEFAULTS.device)
@@ -52,10 +54,7 @@ def add_parser(sub) -> None:
     label = psub.add_parser("label", help="import labels from a CSV with cell_id and label columns")
     label.add_argument("folder", type=Path)
     label.add_argument("csv", type=Path)
-    export = psub.add_parser("export", help="CSV of the last run's predictions with provenance")
-    export.add_argument("folder", type=Path)
-    export.add_argument("out", type=output_file)
-    export.add_argument("--with-crops", action="store_true")
+    project_report.add_parsers(psub)
     library = psub.add_parser("export-library", help="the reference library plus labelled cells, portable")
     library.add_argument("folder", type=Path)
     library.add_argument("out", type=output_folder)
@@ -64,7 +63,9 @@ def add_parser(sub) -> None:
 
 def cmd_project(args: argparse.Namespace) -> int:
     return {"new": _new, "info": _info, "add": _add, "classify": _classify, "label": _label,
-            "export": _export, "export-library": _export_library}[args.project_command](args)
+            "export": project_report.cmd_export, "report": project_report.cmd_report,
+            "differential": project_report.cmd_differential, "sample": project_report.cmd_sample,
+            "export-library": _export_library}[args.project_command](args)
 
 
 def _open(folder: Path, purpose: str) -> Workspace:
@@ -121,6 +122,8 @@ def _add(args: argparse.Namespace) -> int:
             ws.store.add_source("reference", ref, info.get("pixel_size_um"), info.get("device"))
         ws.add_query_paths([str(p) for p in args.query])
         ws.save()
+        for item in args.query if args.sample else []:
+            set_sample_name(ws.store, item, clean_sample_name(args.sample))
         print(f"{len(ws.reference_dirs)} reference folder(s), {len(ws.query_paths)} query item(s)")
     finally:
         ws.close()
@@ -159,14 +162,6 @@ def _label(args: argparse.Namespace) -> int:
         print(f"{len(labels)} label(s) stored from {args.csv}")
     finally:
         ws.close()
-    return 0
-
-
-def _export(args: argparse.Namespace) -> int:
-    with open_project(args.folder, readonly=True, lock=False) as store:
-        _say_note(store)
-        rows = export_project_csv(store, args.out, args.with_crops)
-    print(f"{rows} cells -> {args.out}")
     return 0
 
 

@@ -25,7 +25,7 @@ from cellsearch_gui.core.classify.combinations import Grid
 from cellsearch_gui.core.classify.ewc import EWCParams
 from cellsearch_gui.core.crops.prepare import PRESETS, CropPrep, preset
 from cellsearch_gui.core.errors import CellSearchError
-from cellsearch_gui.core.options import EntropyNorm, Preset, ScaleMode, values
+from cellsearch_gui.core.options import EntropyNorm, Preset, ScaleMode, StoppingRule, values
 
 
 def add_parser(sub) -> None:
@@ -41,6 +41,8 @@ def add_parser(sub) -> None:
     sc.add_argument("--thresholds", type=arg_list(validation.ENTROPY_THRESHOLD), default=grid.thresholds)
     sc.add_argument("--entropy-norms", type=arg_list(validation.ENTROPY_NORM), default=grid.entropy_norms,
                     help=",".join(values(EntropyNorm)))
+    sc.add_argument("--stoppings", type=arg_list(validation.STOPPING), default=grid.stoppings,
+                    help="stopping rules to rank: " + ",".join(values(StoppingRule)))
     sc.add_argument("--preps", type=arg_list(validation.PRESET, also=("all",)), default=None,
                     help="also rank crop preprocessing presets: " + ",".join(values(Preset)) + " or 'all'")
     sc.add_argument("--top", type=arg(validation.TOP), default=15, help="rows of the ranking to print")
@@ -53,15 +55,19 @@ def _preps(args: argparse.Namespace) -> dict[str, CropPrep] | None:
         return None
     names = list(PRESETS) if "all" in args.preps else args.preps
     try:
-        return {n: preset(n, physical=args.scale == ScaleMode.PHYSICAL, objects=args.find_cell,
+        return {n: preset(n, physical=args.scale == ScaleMode.PHYSICAL, **_objects(args),
                           target_pixel_size_um=args.crop_target_pixel_size) for n in names}
     except ValueError as exc:
         raise CellSearchError(str(exc)) from None
 
 
+def _objects(args: argparse.Namespace) -> dict:
+    return {"objects": args.find_cell} if args.find_cell else {}
+
+
 def cmd_search(args: argparse.Namespace) -> int:
     grid = Grid(metrics=args.metrics, k_mins=args.k_min, k_maxs=args.k_max, thresholds=args.thresholds,
-                entropy_norms=args.entropy_norms)  # refuses a grid with no valid setting, before any work
+                entropy_norms=args.entropy_norms, stoppings=args.stoppings)  # refuses a grid with no valid setting, before any work
     models, cache, options = embed_setup(args)
     preps = _preps(args)
     inputs = inputs_from_args(args, args.validation, needs_labels=True)
@@ -87,9 +93,12 @@ def _print_ranking(result: SearchResult, top: int) -> None:
     if result.ranking:
         best = result.ranking[0]
         EWCParams(metric=best["metric"], k_min=best["k_min"], k_max=best["k_max"],  # a valid setting, always
-                  entropy_threshold=best["entropy_threshold"], entropy_norm=best["entropy_norm"])
+                  entropy_threshold=best["entropy_threshold"], entropy_norm=best["entropy_norm"],
+                  stopping=best["stopping"])
         prep = result.preprocessing[best["preprocessing"]]
-        flags = " ".join(f for f, on in (("--centre", prep["centre"]), ("--mask", prep["mask"])) if on)
+        flags = " ".join(f for f, on in (("--centre", prep["centre"]), ("--mask", prep["mask"]),
+                                          (f"--detail {prep.get('detail', 0)}", prep.get("detail"))) if on)
         print(f"suggested: --models {','.join(best['models'])} --metric {best['metric']} --k-min {best['k_min']} "
               f"--k-max {best['k_max']} --entropy {best['entropy_threshold']} --entropy-norm {best['entropy_norm']} "
+              f"--stopping {best['stopping']} --prep raw "  # every step of the crop preparation follows
               f"--scale {prep['scale']} --colour {prep['colour']} {flags}".rstrip())

@@ -123,3 +123,10 @@ class StoppingRule(StrEnum):
 
     PAPER = "paper"  # the paper: the last k of the schedule (up to the whole library)
     LOWEST_ENTROPY = "lowest_entropy"  # the k whose weighted vote is least ambiguous, ties to the smaller k
+
+
+class DeviceVote(StrEnum):
+    """How cells labelled on the query device vote (classify.device_vote)."""
+
+    LIBRARY = "library"  # they join the reference library (the app's Add labelled cells to reference)
+    LOO_MIX = "loo_mix"  # also vote alone; the two votes mixed by a weight chosen by leave-one-out

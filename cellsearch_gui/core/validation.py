@@ -17,6 +17,7 @@ from cellsearch_gui.core.options import (
     CellObjects,
     ColourMode,
     Device,
+    DeviceVote,
     EntropyNorm,
     FeatureStorage,
     IndexKind,
@@ -26,6 +27,7 @@ from cellsearch_gui.core.options import (
     QueryKind,
     ScaleMode,
     Segmenter,
+    StoppingRule,
     Weights,
 )
 
@@ -136,6 +138,8 @@ ENTROPY_THRESHOLD = Range("entropy threshold", float, 0.0, 1.0)
 GROWTH = Range("k growth factor", float, 1.0, 1000.0, low_open=True)
 METRIC = choice("metric", Metric)
 ENTROPY_NORM = choice("entropy normalisation", EntropyNorm)
+STOPPING = choice("stopping rule", StoppingRule)
+DEVICE_VOTE = choice("device vote", DeviceVote)
 INDEX_KIND = choice("index", IndexKind)
 
 # embedding

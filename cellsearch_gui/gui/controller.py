@@ -54,6 +54,7 @@ class Controller(QObject):
     error = Signal(str, str)  # short text, details
     transfer_ready = Signal(object)
     suggestion_ready = Signal(object)
+    device_curve_ready = Signal(object)
     weights_changed = Signal(str)  # after an import or download: what it did
     exported = Signal(str, int)  # path, rows
 
@@ -153,6 +154,13 @@ class Controller(QObject):
         return self._start("setting suggestion", lambda token: suggest_job(
             tuple(ws.reference_dirs), labelled, settings, ws.cache_dir(), self.device, token=token),
             lambda result: self.suggestion_ready.emit(result.as_dict()))
+
+    def device_curve(self) -> bool:
+        """The leave-one-out curve of the cells labelled on this device (Workspace.device_curve)."""
+        if self.workspace.result is None:
+            self.error.emit("run the analysis and label some cells first", "")
+            return False
+        return self._start("device curve", self.workspace.device_curve_job, self.device_curve_ready.emit)
 
     def apply_suggestion(self, suggestion: dict) -> None:
         merged = {**self.workspace.settings.as_dict(), **suggestion}
@@ -272,6 +280,21 @@ class Controller(QObject):
 
         return self._start("export", partial(jobs.export_job, rows, self.workspace.result.provenance, str(path),
                                              with_crops), done)
+
+    def export_as(self, kind: str, target) -> bool:
+        """geojson, h5ad, ome-zarr or report, written on the worker (gui/export_menu.py asks where)."""
+        try:
+            table = jobs.table_from_workspace(self.workspace)
+        except CellSearchError as exc:
+            self.error.emit(str(exc), "")
+            return False
+
+        def done(count) -> None:
+            self.exported.emit(str(target), count)
+            self.message.emit(f"exported {count} cells to {target}")
+
+        return self._start(f"export {kind}", partial(jobs.export_as_job, table, kind, str(target),
+                                                     list(self.workspace.reference_dirs)), done)
 
     def save_project(self, folder=None) -> Path | None:
         try:

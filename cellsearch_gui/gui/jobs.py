@@ -7,6 +7,7 @@ from collections.abc import Iterable, Iterator
 from cellsearch_gui.core.app.run import AnalysisResult
 from cellsearch_gui.core.app.session import Workspace
 from cellsearch_gui.core.export import write_cells_csv
+from cellsearch_gui.core.export.table import ExportTable, table_from_workspace
 from cellsearch_gui.core.jobs import CancelToken, Job, Progress
 from cellsearch_gui.core.models.checkpoints import download_weights
 from cellsearch_gui.core.models.install import import_weights
@@ -29,12 +30,10 @@ def import_file_job(model_id: str, file: str, token: CancelToken) -> Job[object]
     return path
 
 
-def export_rows(workspace: Workspace) -> list[tuple]:
-    """(cell, predicted, entropy, k, user label) per cell, taken on the GUI thread: the labels as they are
+def export_rows(workspace: Workspace) -> list:
+    """One CellRow per cell (sample, prediction, user label), taken on the GUI thread: the labels as they are
     when the user asks for the export."""
-    p = workspace.result.predictions
-    return [(cell, p.labels[i], float(p.entropy[i]), int(p.k_used[i]), workspace.label_of(i))
-            for i, cell in enumerate(workspace.cells)]
+    return table_from_workspace(workspace).rows
 
 
 def _until_cancelled(rows: Iterable[tuple], token: CancelToken) -> Iterator[tuple]:
@@ -47,6 +46,28 @@ def export_job(rows: list[tuple], provenance: dict, path: str, with_crops: bool,
     yield Progress("exporting", 0, len(rows), path)
     count = write_cells_csv(path, _until_cancelled(rows, token), provenance, with_crops)
     yield Progress("exporting", len(rows), len(rows), path)
+    return count
+
+
+def export_as_job(table: ExportTable, kind: str, target: str, library: list[str], token: CancelToken) -> Job[int]:
+    """GeoJSON, .h5ad, OME-Zarr or the report (HTML or PDF, by the name) from a table taken on the GUI thread."""
+    yield Progress(f"exporting {kind}", 0, 1, target)
+    token.raise_if_cancelled()
+    if kind == "report":
+        from cellsearch_gui.core.export.report import write_report
+
+        write_report(table, target, library)
+        count = len(table.rows)
+    elif kind == "h5ad":
+        from cellsearch_gui.core.export.anndata_h5ad import write_h5ad
+
+        count = write_h5ad(table, target)
+    else:
+        from cellsearch_gui.core.export.geojson import write_geojson
+        from cellsearch_gui.core.export.omezarr import write_ome_zarr
+
+        count = (write_geojson if kind == "geojson" else write_ome_zarr)(table, target).cells
+    yield Progress(f"exporting {kind}", 1, 1, target)
     return count
 
 

@@ -18,10 +18,13 @@ from PySide6.QtWidgets import (
 )
 
 from cellsearch_gui.core.options import Device, values
+from cellsearch_gui.gui.device_curve_dialog import DeviceCurveDialog
 from cellsearch_gui.gui.dialogs import SuggestionDialog, TransferDialog
 from cellsearch_gui.gui.error_log import log_error
+from cellsearch_gui.gui.export_menu import ExportMenu
 from cellsearch_gui.gui.panels.cell_panel import CellPanel
 from cellsearch_gui.gui.panels.cells_table import CellsTable
+from cellsearch_gui.gui.panels.differential_panel import DifferentialPanel
 from cellsearch_gui.gui.panels.image_panel import ImagePanel
 from cellsearch_gui.gui.panels.model_panel import ModelPanel
 from cellsearch_gui.gui.panels.reference_panel import ReferencePanel
@@ -52,6 +55,8 @@ class MainWindow(QMainWindow):
         self.tabs.addTab(self.image_panel, "Image")
         self.tabs.addTab(self.cells_table, "Cells")
         self.tabs.addTab(self.scatter_panel, "PCA")
+        self.differential_panel = DifferentialPanel(controller)
+        self.tabs.addTab(self.differential_panel, "Differential")
         self.setCentralWidget(self.tabs)
         self.reference_panel = ReferencePanel(controller)
         self.model_panel = ModelPanel(controller)
@@ -80,6 +85,7 @@ class MainWindow(QMainWindow):
         controller.error.connect(self._on_error)
         controller.transfer_ready.connect(self._on_transfer)
         controller.suggestion_ready.connect(self._on_suggestion)
+        controller.device_curve_ready.connect(self._on_device_curve)
         controller.result_changed.connect(lambda: self.tabs.setCurrentWidget(
             self.image_panel if self.image_panel.chooser.count() else self.cells_table))
         self._restore()
@@ -118,6 +124,7 @@ class MainWindow(QMainWindow):
         run_menu.addSeparator()
         self._action(run_menu, "Transfer evaluation (labelled cells of another device)…", self.evaluate_transfer)
         self._action(run_menu, "Suggest a setting from my labelled cells", c.suggest_setting)
+        self._action(run_menu, "How well the library knows this device…", c.device_curve)
         settings_menu = self.menuBar().addMenu("&Settings")
         device_menu = settings_menu.addMenu("Compute device")
         group = QActionGroup(self)
@@ -126,6 +133,8 @@ class MainWindow(QMainWindow):
             action.triggered.connect(lambda _=False, d=device: self.set_device(d))
             group.addAction(action)
             device_menu.addAction(action)
+        self.export_menu = ExportMenu(self)
+        self.differential_panel.report_button.clicked.connect(lambda: self.export_menu.export("report"))
         toolbar = self.addToolBar("main")
         toolbar.setObjectName("main toolbar")
         for action in (self.open_action, self.run_action, self.export_action):
@@ -253,6 +262,11 @@ class MainWindow(QMainWindow):
         self.last_dialog = SuggestionDialog(result, self)
         if self.show_dialogs and self.last_dialog.exec():
             self.controller.apply_suggestion(self.last_dialog.suggestion)
+
+    def _on_device_curve(self, curve: list) -> None:
+        self.last_dialog = DeviceCurveDialog(curve, self)
+        if self.show_dialogs:
+            self.last_dialog.exec()
 
     # --- settings ---------------------------------------------------------------------------------
     def _restore(self) -> None:

@@ -12,7 +12,7 @@ from cellsearch_gui.core.app.shots import score_with_shots
 from cellsearch_gui.core.classify.analysis import analyse, stratified_sample
 from cellsearch_gui.core.classify.baselines import run_baselines
 from cellsearch_gui.core.classify.combinations import Grid, search_combinations
-from cellsearch_gui.core.classify.coverage import accuracy_by_coverage
+from cellsearch_gui.core.classify.coverage import accuracy_by_certainty, accuracy_by_coverage
 from cellsearch_gui.core.classify.evaluation import evaluate_predictions
 from cellsearch_gui.core.classify.ewc import EWCClassifier, EWCParams, Predictions
 from cellsearch_gui.core.embedding.cache import EmbeddingCache
@@ -27,6 +27,7 @@ from cellsearch_gui.core.io.dataset import (
     stratified_split,
 )
 from cellsearch_gui.core.jobs import CancelToken, Job, Progress
+from cellsearch_gui.core.options import DeviceVote
 from cellsearch_gui.core.types import FeatureSet
 
 ANALYSIS_PCA_DIMS = 100  # PCA dimensions before the cosine similarities
@@ -123,11 +124,12 @@ def provenance(models: list[str], ref: FeatureSet, query: FeatureSet, params: EW
 
 def evaluate_job(inputs: Inputs, models: list[str], params: EWCParams, cache: EmbeddingCache,
                  options: EmbedOptions, baselines: bool = False, token: CancelToken | None = None,
-                 shots: int = 0, shot_seeds: list[int] | None = None) -> Job[EvaluateResult]:
+                 shots: int = 0, shot_seeds: list[int] | None = None,
+                 device_vote: str = DeviceVote.LIBRARY.value) -> Job[EvaluateResult]:
     """Score the query set; with ``shots`` > 0, the few-shot protocol (app.shots) over ``shot_seeds``."""
     if shots:
         return (yield from _evaluate_with_shots(inputs, models, params, cache, options, baselines, token, shots,
-                                                shot_seeds or [0]))
+                                                shot_seeds or [0], device_vote))
     ref, query, preds, timings = yield from classify_job(inputs, models, params, cache, options, token)
     if preds is None:
         raise DatasetError("none of the query images could be read")
@@ -140,6 +142,7 @@ def evaluate_job(inputs: Inputs, models: list[str], params: EWCParams, cache: Em
         index_kind=preds.index_kind,
         baselines=run_baselines(ref.features, ref.labels, query.features, query.labels) if baselines else None,
         coverage=accuracy_by_coverage(query.labels, preds.labels, preds.entropy),
+        certainty=accuracy_by_certainty(query.labels, preds.labels, preds.uncertain),
     )
 
 
@@ -157,13 +160,13 @@ def _run_fields(inputs: Inputs, ref: FeatureSet, query: FeatureSet, timings: dic
 
 def _evaluate_with_shots(inputs: Inputs, models: list[str], params: EWCParams, cache: EmbeddingCache,
                          options: EmbedOptions, baselines: bool, token: CancelToken | None, shots: int,
-                         shot_seeds: list[int]) -> Job[EvaluateResult]:
+                         shot_seeds: list[int], device_vote: str) -> Job[EvaluateResult]:
     ref, query = yield from embed_both(inputs, models, cache, options, token or CancelToken())
     if len(query.paths) == 0:
         raise DatasetError("none of the query images could be read")
     yield Progress("few-shot seeds", 0, 1)
     t0 = time.perf_counter()
-    scores = score_with_shots(ref, query, params, shots, shot_seeds, baselines)
+    scores = score_with_shots(ref, query, params, shots, shot_seeds, baselines, device_vote)
     timings = {**{f"reference_{k}": v for k, v in ref.timings_s.items()},
                **{f"query_{k}": v for k, v in query.timings_s.items()},
                "shots": time.perf_counter() - t0}
@@ -191,7 +194,8 @@ def search_job(inputs: Inputs, models: list[str], grid: Grid, cache: EmbeddingCa
         n_validation=len(val.paths),
         models=models,
         grid={"metrics": grid.metrics, "k_min": grid.k_mins, "k_max": grid.k_maxs,
-              "thresholds": grid.thresholds, "entropy_norms": grid.entropy_norms},
+              "thresholds": grid.thresholds, "entropy_norms": grid.entropy_norms,
+              "stoppings": grid.stoppings},
         preprocessing={name: prep.as_dict() for name, prep in preps.items()},
         per_model_l2=options.per_model_l2,
         skipped=[{"path": p, "problem": why} for p, why in skipped],

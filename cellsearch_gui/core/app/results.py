@@ -62,12 +62,15 @@ class EvaluateResult(JsonRecord):
     baselines: dict[str, dict] | None = None  # with --baselines only
     # accuracy of the most confident 100/80/60/40 % of the scored cells (classify.coverage)
     coverage: dict[str, dict[str, float]] | None = None
+    # cells answered uncertain (an ambiguous deciding vote: Predictions.uncertain) and the scores of each part
+    certainty: dict | None = None
     # with --shots N only (app.shots): the scores above are means over the seeds
     shots: int | None = None
     shot_seeds: list[int] | None = None
     per_seed: list[dict[str, Any]] | None = None
+    device_vote: str | None = None  # how the labelled cells voted (classify.device_vote)
 
-    OPTIONAL = ("baselines", "coverage", "shots", "shot_seeds", "per_seed")
+    OPTIONAL = ("baselines", "coverage", "certainty", "shots", "shot_seeds", "per_seed", "device_vote")
 
 
 @dataclass(frozen=True)

@@ -12,7 +12,7 @@ import numpy as np
 from cellsearch_gui.core import validation
 from cellsearch_gui.core.app.experiments import Inputs, embed_both, provenance
 from cellsearch_gui.core.app.inputs import collect_query_cells
-from cellsearch_gui.core.classify.ewc import PARAM_DOMAINS, EWCClassifier, EWCParams, Predictions
+from cellsearch_gui.core.classify.ewc import PARAM_DOMAINS, EWCParams, Predictions
 from cellsearch_gui.core.crops.prepare import preset
 from cellsearch_gui.core.embedding.cache import EmbeddingCache
 from cellsearch_gui.core.embedding.job import EmbedOptions
@@ -22,20 +22,19 @@ from cellsearch_gui.core.models.devices import pick_device
 from cellsearch_gui.core.options import (
     VIEWS,
     CellObjects,
-    EntropyNorm,
     FeatureStorage,
-    Preset,
     QueryKind,
     Segmenter,
     Weights,
 )
+from cellsearch_gui.core.app.defaults import DEFAULT_EWC, DEFAULT_MODELS, DEFAULT_PRESET, DEVICE_VOTE_DEFAULT
+from cellsearch_gui.core.classify.device_vote import DeviceAwareClassifier
 from cellsearch_gui.core.project import open_project
 from cellsearch_gui.core.project.arrays import load_run_arrays, save_run_arrays
 from cellsearch_gui.core.project.index_file import load_index, save_index
 from cellsearch_gui.core.segmentation.settings import SegmentSettings
 from cellsearch_gui.core.types import Cell, FeatureSet
 
-DEFAULT_MODELS = ("mobilenetv2", "efficientnet_lite0")
 
 
 SETTINGS_VERSION = 1  # 0: settings saved before they carried a version (same fields)
@@ -47,10 +46,8 @@ class AnalysisSettings:
 
     models: list[str] = field(default_factory=lambda: list(DEFAULT_MODELS))
     weights: str = Weights.PRETRAINED.value  # or random (controls and tests)
-    # the app's default stopping rule is H / log min(k, C): a user's microscope is rarely the library's, and
-    # under device shift the paper's H / log k stops only at a vote over hundreds of cells (README)
-    params: dict = field(default_factory=lambda: EWCParams(entropy_norm=EntropyNorm.LOG_MIN_KC.value).as_dict())
-    preprocessing: str = Preset.CELL_DEVICE_COLOUR.value  # a preset of crops.prepare.PRESETS
+    params: dict = field(default_factory=lambda: DEFAULT_EWC.as_dict())  # the CLI's defaults too (app/defaults)
+    preprocessing: str = DEFAULT_PRESET  # a preset of crops.prepare.PRESETS
     views: int = 1
     segmenter: str = Segmenter.CLASSICAL.value
     objects: str = CellObjects.NUCLEATED.value
@@ -60,6 +57,7 @@ class AnalysisSettings:
     query_pixel_size_um: float | None = None
     batch_size: int | None = None  # None: sized to the device
     feature_storage: str = FeatureStorage.FLOAT32.value  # float16: half the disk for a run's feature arrays
+    device_vote: str = DEVICE_VOTE_DEFAULT  # how cells labelled here vote (classify.device_vote)
     classes: list[str] | None = None  # the library classes the classifier is built on; None: all (CLI --classes)
     version: int = SETTINGS_VERSION
 
@@ -111,6 +109,7 @@ _FIELD_CHECKS = {
     "query_pixel_size_um": validation.PIXEL_SIZE.problem,
     "batch_size": validation.BATCH_SIZE.problem,
     "feature_storage": validation.FEATURE_STORAGE.problem,
+    "device_vote": validation.DEVICE_VOTE.problem,
     "models": lambda v: None if isinstance(v, list) and v and all(isinstance(m, str) and m for m in v)
     else f"must be a non-empty list of model ids, got {v!r}",
     "params": lambda v: None if isinstance(v, dict) else f"must be a mapping, got {v!r}",
@@ -161,7 +160,7 @@ class AnalysisResult:
     cells: list[Cell]
     reference: FeatureSet
     query: FeatureSet
-    classifier: EWCClassifier
+    classifier: DeviceAwareClassifier  # reads like an EWCClassifier
     predictions: Predictions
     pca_mean: np.ndarray
     pca_axes: np.ndarray  # (2, D)
@@ -251,11 +250,18 @@ def pipeline_job(plan: RunPlan, token: CancelToken | None = None) -> Job[Analysi
 
         p = result.predictions
         save_run_arrays(plan.project, run_id, result.reference, result.query, plan.settings.feature_storage)
-        store.finish_run(run_id, "finished", result.provenance, result.notes,
+        store.finish_run(run_id, "finished", {**result.provenance, "uncertain_cells": uncertain_cells(result)},
+                         result.notes,
                          [(c.cell_id, p.labels[i], float(p.entropy[i]), int(p.k_used[i]))
                           for i, c in enumerate(result.cells)])
         store.close()
     return result
+
+
+def uncertain_cells(result: AnalysisResult) -> list[str]:
+    """Ids of the cells answered uncertain (Predictions.uncertain), kept with the run for reports."""
+    flags = result.predictions.uncertain
+    return [c.cell_id for i, c in enumerate(result.cells) if flags[i]]
 
 
 def cells_of(features: FeatureSet, cells: list[Cell]) -> list[Cell] | None:
@@ -268,6 +274,11 @@ def cells_of(features: FeatureSet, cells: list[Cell]) -> list[Cell] | None:
     if any(key not in by_key for key in keys):
         return None
     return [by_key[key] for key in keys]
+
+
+def device_rows(ref: FeatureSet, device_crops: set[str]) -> list[int]:
+    """Rows of the library whose crop is one of the query device's labelled cells."""
+    return [i for i, path in enumerate(ref.paths) if str(path) in device_crops]
 
 
 def restore_result(store, settings: AnalysisSettings, added: dict[str, str] | None = None
@@ -293,9 +304,10 @@ def restore_result(store, settings: AnalysisSettings, added: dict[str, str] | No
         ref.append_rows(query, extra, [added[kept[i].cell_id] for i in extra])
 
     run_dir = store.folder / "features" / f"run-{run['id']}"
-    classifier = EWCClassifier(params)
-    index, note = load_index(run_dir, classifier.index, ref.features)
-    classifier.fit(ref.features, ref.labels, index)
+    classifier = DeviceAwareClassifier(params, settings.device_vote)
+    index, note = load_index(run_dir, classifier.library.index, ref.features)
+    device = {c.crop_path for c in kept if c.cell_id in (added or {})}
+    classifier.fit(ref.features, ref.labels, device_rows(ref, device), index)
     if index is None and not store.readonly:
         try:
             save_index(run_dir, classifier.index, ref.features)
@@ -338,7 +350,8 @@ def _pipeline(plan: RunPlan, token: CancelToken, store) -> Job[AnalysisResult]:
     yield Progress("classifying", 0, 1)
     t0 = time.perf_counter()
     params = s.ewc_params()
-    classifier = EWCClassifier(params).fit(ref.features, ref.labels)
+    device = {str(p) for p, _ in plan.extra_references}  # cells labelled on the query device
+    classifier = DeviceAwareClassifier(params, s.device_vote).fit(ref.features, ref.labels, device_rows(ref, device))
     kept = cells_of(query, cells)
     preds = classifier.predict(query.features, keep_neighbours=KEPT_NEIGHBOURS)
     mean, axes = scatter_axes(ref, preds.labels)

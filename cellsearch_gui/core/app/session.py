@@ -5,7 +5,6 @@ from __future__ import annotations
 import json
 import tempfile
 from collections import Counter
-from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
@@ -16,14 +15,17 @@ from cellsearch_gui.core.app.run import (
     AnalysisSettings,
     RunPlan,
     restore_result,
+    uncertain_cells,
 )
-from cellsearch_gui.core.classify.ewc import QUERY_CHUNK, Predictions, adaptive_vote
-from cellsearch_gui.core.classify.vote_checks import depth_note, weighting_note
+from cellsearch_gui.core.app.inspector import CellView, Neighbour, reference_cell_view, vote_explanation
+from cellsearch_gui.core.classify.ewc import QUERY_CHUNK, Predictions
 from cellsearch_gui.core.embedding.cache import default_cache_dir
 from cellsearch_gui.core.errors import DatasetError
 from cellsearch_gui.core.io.dataset import CropSet, load_reference
 from cellsearch_gui.core.jobs import CancelToken, Job, Progress, run_job
 from cellsearch_gui.core.project import open_project
+from cellsearch_gui.core.classify.device_vote import device_learning_curve
+from cellsearch_gui.core.classify.review import review_order
 from cellsearch_gui.core.project.paths import absolute
 
 LEGACY_FILE = "project.json"  # the first app version's project file; converted on open
@@ -37,7 +39,7 @@ def join_predictions(parts: list[Predictions]) -> Predictions:
                        *(np.concatenate([getattr(p, name) for p in parts]) for name in ("k_used", "entropy", "scores")),
                        list(first.classes),
                        *(np.concatenate([getattr(p, name) for p in parts]) for name in ("neighbour_ids", "distances")),
-                       first.index_kind)
+                       first.index_kind, first.threshold)
 
 
 def sample_per_class(labels: list[str], limit: int, seed: int = 0) -> np.ndarray:
@@ -53,31 +55,6 @@ def sample_per_class(labels: list[str], limit: int, seed: int = 0) -> np.ndarray
         quota = min(len(rows), max(limit // 100, int(limit * len(rows) / len(labels))))
         picked.append(rng.choice(rows, quota, replace=False))
     return np.sort(np.concatenate(picked))
-
-
-@dataclass
-class Neighbour:
-    reference_index: int
-    path: str
-    label: str
-    distance: float
-
-
-@dataclass
-class CellView:
-    """What the inspector shows for one cell: a query cell, or a reference cell reached from a gallery."""
-
-    kind: str  # query | reference
-    index: int
-    crop_path: str
-    predicted: str
-    entropy: float
-    k_used: int
-    votes: dict[str, float]
-    neighbours: list[Neighbour]
-    label: str | None  # the user's label (query) or the library label (reference)
-    true_label: str | None = None
-    weighting: str = ""  # why the call goes against the neighbours: class weights or a deep vote (vote_checks)
 
 
 class Workspace:
@@ -162,12 +139,32 @@ class Workspace:
         self.set_label(index, self.result.predictions.labels[index])
 
     def review_queue(self) -> list[int]:
-        """Cells the user has not labelled, most uncertain (highest entropy) first."""
+        """Cells the user has not labelled, the one whose label teaches the most first: an ambiguous vote on a
+        cell typical of the unlabelled ones (classify.review)."""
         if not self.result:
             return []
-        entropy = self.result.predictions.entropy
         todo = [i for i, c in enumerate(self.cells) if c.cell_id not in self.user_labels]
-        return sorted(todo, key=lambda i: (-float(entropy[i]), i))
+        return review_order(self.result.query.features, self.result.predictions.ambiguity, todo)
+
+    def device_curve(self) -> list[dict]:
+        """How well the library knows this device (classify.device_vote.device_learning_curve): the
+        leave-one-out accuracy on the cells the user labelled here, in the order labelled, of the library with
+        them in it and of those cells alone."""
+        r = self.result
+        if r is None:
+            return []
+        row_of = {c.cell_id: i for i, c in enumerate(self.cells)}
+        rows = [row_of[uid] for uid in self.user_labels if uid in row_of]
+        n_library = len(r.reference.labels) - len(self.added_to_reference)  # added cells sit at the end
+        return device_learning_curve(r.reference.features[:n_library], list(r.reference.labels[:n_library]),
+                                     r.query.features[rows], [self.user_labels[self.cells[i].cell_id] for i in rows],
+                                     r.classifier.params)
+
+    def device_curve_job(self, token: CancelToken | None = None) -> Job[list[dict]]:
+        yield Progress("leave-one-out on the labelled cells", 0, 1)
+        curve = self.device_curve()
+        yield Progress("leave-one-out on the labelled cells", 1, 1)
+        return curve
 
     def add_to_reference(self, indices) -> int:
         """Add labelled cells to the index (no re-embedding) and re-predict every cell."""
@@ -215,8 +212,8 @@ class Workspace:
         if self.store is not None and not self.store.readonly:
             p = predictions
             run = self.store.start_run("add to reference", self.settings.as_dict())
-            self.store.finish_run(run, "finished", {**r.provenance, "added_to_reference": sorted(
-                self.added_to_reference)}, [], [(c.cell_id, p.labels[i], float(p.entropy[i]), int(p.k_used[i]))
+            self.store.finish_run(run, "finished", {**r.provenance, "uncertain_cells": uncertain_cells(r),
+                                                    "added_to_reference": sorted(self.added_to_reference)}, [], [(c.cell_id, p.labels[i], float(p.entropy[i]), int(p.k_used[i]))
                                                 for i, c in enumerate(self.cells)])
 
     def labelled_set(self) -> CropSet:
@@ -243,32 +240,12 @@ class Workspace:
 
     def _weighting(self, predicted: str, scores: np.ndarray, classes: list[str], k_used: int,
                    nearest: list[str]) -> str:
-        """Why the vote went against the neighbours: the class weights, else the depth of the vote."""
-        weights = self.result.classifier.weights
-        if len(weights) != len(classes):  # cells just added to the library, votes not yet redone
-            return ""
-        note = weighting_note(predicted, scores, list(classes), weights, k_used)
-        return note.text() if note else depth_note(predicted, nearest, scores, list(classes), weights, k_used)
+        return vote_explanation(self.result.classifier, predicted, scores, classes, k_used, nearest)
 
     def reference_view(self, ref_index: int, count: int = 12) -> CellView:
         """A library cell seen the same way: its own weighted vote among the other references (the cell
         itself is neither its neighbour nor a voter)."""
-        r = self.result
-        c, q = r.classifier, r.classifier.params
-        path, label = str(r.reference.paths[ref_index]), r.reference.labels[ref_index]
-        dist, ids = c.kneighbors(r.reference.features[ref_index : ref_index + 1], min(q.k_max + 1, len(c.label_ids)))
-        others = (ids[0] != ref_index) & (ids[0] >= 0)
-        ids, dist = ids[:, others][:, : q.k_max], dist[:, others][:, : q.k_max]
-        if not ids.shape[1]:
-            return CellView("reference", ref_index, path, label, 0.0, 0, {}, [], label)
-        vote = adaptive_vote(c.label_ids[ids], c.weights, q.k_min, q.k_max, q.entropy_threshold, q.growth,
-                             q.entropy_norm, q.stopping)
-        predicted, scores, k_used = c.classes[int(vote.label_ids[0])], vote.scores[0], int(vote.k_used[0])
-        neighbours = [Neighbour(int(j), str(r.reference.paths[j]), r.reference.labels[j], float(d))
-                      for j, d in zip(ids[0, :count], dist[0, :count])]
-        return CellView("reference", ref_index, path, predicted, float(vote.entropy[0]), k_used,
-                        dict(zip(c.classes, map(float, scores))), neighbours, label, None,
-                        self._weighting(predicted, scores, c.classes, k_used, [n.label for n in neighbours]))
+        return reference_cell_view(self.result, ref_index, count)
 
     def scatter(self) -> tuple[np.ndarray, list[str], np.ndarray]:
         """2-D PCA of reference cells (with their labels) and of the query cells."""

@@ -9,10 +9,17 @@ import dataclasses
 import numpy as np
 
 from cellsearch_gui.core.classify.baselines import run_baselines
-from cellsearch_gui.core.classify.coverage import accuracy_by_coverage, mean_coverage
+from cellsearch_gui.core.classify.coverage import (
+    accuracy_by_certainty,
+    accuracy_by_coverage,
+    mean_certainty,
+    mean_coverage,
+)
 from cellsearch_gui.core.classify.evaluation import evaluate_predictions
-from cellsearch_gui.core.classify.ewc import EWCClassifier, EWCParams, Predictions
+from cellsearch_gui.core.classify.device_vote import DeviceAwareClassifier
+from cellsearch_gui.core.classify.ewc import EWCParams, Predictions
 from cellsearch_gui.core.errors import DatasetError
+from cellsearch_gui.core.options import DeviceVote
 from cellsearch_gui.core.types import FeatureSet
 
 
@@ -35,17 +42,17 @@ def shot_split(labels: list[str], shots: int, seed: int) -> tuple[list[int], lis
     return labelled, [i for i in range(len(labels)) if i not in chosen], notes
 
 
-def library_with(ref: FeatureSet, query: FeatureSet, params: EWCParams, rows: list[int]
-                 ) -> tuple[EWCClassifier, FeatureSet]:
-    """A classifier over ``ref`` with the query cells at ``rows`` added, and the grown library; ``ref`` itself
-    is left as it was."""
+def library_with(ref: FeatureSet, query: FeatureSet, params: EWCParams, rows: list[int],
+                 device_vote: str = DeviceVote.LIBRARY.value) -> tuple[DeviceAwareClassifier, FeatureSet]:
+    """A classifier over ``ref`` with the query cells at ``rows`` as the device's labelled cells, and the grown
+    library; ``ref`` itself is left as it was."""
     library = dataclasses.replace(ref, paths=list(ref.paths), labels=list(ref.labels),
                                   cell_ids=list(ref.cell_ids), per_model=dict(ref.per_model))
-    clf = EWCClassifier(params).fit(ref.features, ref.labels)
+    labels = [query.labels[i] for i in rows]
     if rows:
-        labels = [query.labels[i] for i in rows]
-        clf.add(query.features[rows], labels)
         library.append_rows(query, rows, labels)
+    clf = DeviceAwareClassifier(params, device_vote).fit(library.features, library.labels,
+                                                         range(len(ref.labels), len(library.labels)))
     return clf, library
 
 
@@ -54,11 +61,11 @@ def _cell_key(query: FeatureSet, row: int) -> str:
 
 
 def _one_seed(ref: FeatureSet, query: FeatureSet, params: EWCParams, shots: int, seed: int,
-              baselines: bool) -> tuple[dict, Predictions, list[int], list[str], dict | None]:
+              baselines: bool, device_vote: str) -> tuple[dict, Predictions, list[int], list[str], dict | None]:
     labelled, scored, notes = shot_split(query.labels, shots, seed)
     if not scored:
         raise DatasetError("no query cells left to score after taking the labelled ones")
-    clf, library = library_with(ref, query, params, labelled)
+    clf, library = library_with(ref, query, params, labelled, device_vote)
     preds = clf.predict(query.features[scored])
     truth = [query.labels[i] for i in scored]
     scores = evaluate_predictions(truth, preds.labels)
@@ -66,15 +73,16 @@ def _one_seed(ref: FeatureSet, query: FeatureSet, params: EWCParams, shots: int,
             if baselines else None)
     row = {"seed": seed, "balanced_accuracy": scores["balanced_accuracy"],
            "macro_precision": scores["macro_precision"], "accuracy": scores["accuracy"],
-           "n_labelled": len(labelled), "n_scored": len(scored),
+           "n_labelled": len(labelled), "n_scored": len(scored), "device_vote": clf.fit_record.as_dict(),
            "coverage": accuracy_by_coverage(truth, preds.labels, preds.entropy),
+           "certainty": accuracy_by_certainty(truth, preds.labels, preds.uncertain),
            "labelled_cells": [_cell_key(query, i) for i in labelled],
            "scored_cells": [_cell_key(query, i) for i in scored]}
     return row, preds, scored, notes, base
 
 
 def score_with_shots(ref: FeatureSet, query: FeatureSet, params: EWCParams, shots: int, seeds: list[int],
-                     baselines: bool = False) -> dict:
+                     baselines: bool = False, device_vote: str = DeviceVote.LIBRARY.value) -> dict:
     """Fields of an EvaluateResult for the protocol: the scores are means over seeds (``per_seed`` holds each
     seed's, with the cells it labelled and scored); classes, confusion and per_class pool every seed's
     scored cells; ``n_query`` is the number of cells scored per seed."""
@@ -83,7 +91,7 @@ def score_with_shots(ref: FeatureSet, query: FeatureSet, params: EWCParams, shot
     per_seed, truth, predicted, k_used, entropy, base_runs, notes = [], [], [], [], [], [], []
     preds = None
     for seed in seeds:
-        row, preds, scored, seed_notes, base = _one_seed(ref, query, params, shots, seed, baselines)
+        row, preds, scored, seed_notes, base = _one_seed(ref, query, params, shots, seed, baselines, device_vote)
         per_seed.append(row)
         truth += [query.labels[i] for i in scored]
         predicted += preds.labels
@@ -99,8 +107,9 @@ def score_with_shots(ref: FeatureSet, query: FeatureSet, params: EWCParams, shot
     return {**pooled, **means, "n_query": per_seed[0]["n_scored"], "mean_k": float(np.concatenate(k_used).mean()),
             "mean_entropy": float(np.concatenate(entropy).mean()), "index_kind": preds.index_kind,
             "coverage": mean_coverage([r["coverage"] for r in per_seed]),
+            "certainty": mean_certainty([r["certainty"] for r in per_seed]),
             "baselines": _mean_baselines(base_runs) if baselines else None,
-            "shots": shots, "shot_seeds": list(seeds), "per_seed": per_seed, "shot_notes": notes}
+            "shots": shots, "shot_seeds": list(seeds), "device_vote": device_vote, "per_seed": per_seed, "shot_notes": notes}
 
 
 def _mean_baselines(runs: list[dict]) -> dict:

@@ -30,6 +30,7 @@ from cellsearch_gui.core.index.subsets import (
     subset_neighbours,
 )
 from cellsearch_gui.core.jobs import CancelToken, Job, Progress
+from cellsearch_gui.core.options import StoppingRule
 from cellsearch_gui.core.types import FeatureSet
 
 
@@ -40,6 +41,8 @@ class Grid:
     k_maxs: list[int] = field(default_factory=lambda: [1000])
     thresholds: list[float] = field(default_factory=lambda: [0.1, 0.3, 0.5])
     entropy_norms: list[str] = field(default_factory=lambda: ["log_k"])
+    # the product's rule (app/defaults); the paper's is "paper"
+    stoppings: list[str] = field(default_factory=lambda: [StoppingRule.LOWEST_ENTROPY.value])
     growth: float = 2.0
 
     def __post_init__(self) -> None:
@@ -49,7 +52,8 @@ class Grid:
                                      ("k_mins", self.k_mins, validation.K_MIN),
                                      ("k_maxs", self.k_maxs, validation.K_MAX),
                                      ("thresholds", self.thresholds, validation.ENTROPY_THRESHOLD),
-                                     ("entropy_norms", self.entropy_norms, validation.ENTROPY_NORM)):
+                                     ("entropy_norms", self.entropy_norms, validation.ENTROPY_NORM),
+                                     ("stoppings", self.stoppings, validation.STOPPING)):
             if isinstance(values, str) or not list(values):
                 raise validation.InvalidSetting(f"the search grid needs at least one value in {name}")
             for value in values:
@@ -61,24 +65,25 @@ class Grid:
 
     def size(self) -> int:
         return (len(self.metrics) * len(self.k_mins) * len(self.k_maxs) * len(self.thresholds)
-                * len(self.entropy_norms))
+                * len(self.entropy_norms) * len(self.stoppings))
 
 
 def power_set(items: list[str]) -> list[tuple[str, ...]]:
     return [c for r in range(1, len(items) + 1) for c in itertools.combinations(items, r)]
 
 
-def _grid_points(grid: Grid) -> list[tuple[int, int, float, str]]:
-    return [(k_min, k_max, thr, norm) for k_min, k_max, thr, norm in
-            itertools.product(grid.k_mins, grid.k_maxs, grid.thresholds, grid.entropy_norms) if k_min <= k_max]
+def _grid_points(grid: Grid) -> list[tuple[int, int, float, str, str]]:
+    return [(k_min, k_max, thr, norm, stop) for k_min, k_max, thr, norm, stop in
+            itertools.product(grid.k_mins, grid.k_maxs, grid.thresholds, grid.entropy_norms, grid.stoppings)
+            if k_min <= k_max]
 
 
 def _row(subset, metric, point, truth, predicted, mean_k, seconds) -> dict:
-    k_min, k_max, thr, norm = point
+    k_min, k_max, thr, norm, stop = point
     scores = evaluate_predictions(truth, predicted)
     return {
         "models": list(subset), "metric": metric, "k_min": k_min, "k_max": k_max,
-        "entropy_threshold": thr, "entropy_norm": norm,
+        "entropy_threshold": thr, "entropy_norm": norm, "stopping": stop,
         "balanced_accuracy": scores["balanced_accuracy"],
         "macro_precision": scores["macro_precision"],
         "mean_k": mean_k,
@@ -110,7 +115,7 @@ def search_combinations(ref: FeatureSet, val: FeatureSet, model_ids: list[str], 
     classes, ref_ids, weights = encode_labels(ref.labels)
     subsets = power_set(model_ids)
     points = _grid_points(grid)
-    rules = sorted({(k_min, k_max, norm) for k_min, k_max, _, norm in points})
+    rules = sorted({(k_min, k_max, norm, stop) for k_min, k_max, _, norm, stop in points})
     k_fetch = min(max(grid.k_maxs), len(ref_ids))
     ref_blocks = [ref.select([m]) for m in model_ids]
     val_blocks = [val.select([m]) for m in model_ids]
@@ -132,10 +137,10 @@ def search_combinations(ref: FeatureSet, val: FeatureSet, model_ids: list[str], 
         subset = by_index[hit.subset]
         key = (subset, hit.metric)
         labels = ref_ids[hit.ids]
-        for k_min, k_max, norm in rules:
-            where = [i for i, p in enumerate(points) if (p[0], p[1], p[3]) == (k_min, k_max, norm)]
+        for k_min, k_max, norm, stop in rules:
+            where = [i for i, p in enumerate(points) if (p[0], p[1], p[3], p[4]) == (k_min, k_max, norm, stop)]
             votes = adaptive_vote_many(labels, weights, k_min, k_max, [points[i][2] for i in where], grid.growth,
-                                       norm)
+                                       norm, stop)
             for i, vote in zip(where, votes):
                 predicted[key][i, hit.rows] = vote.label_ids
                 k_sum[key][i] += vote.k_used.sum()
@@ -174,8 +179,8 @@ def search_combinations_faiss(ref: FeatureSet, val: FeatureSet, model_ids: list[
             _, nn = KnnIndex(metric=metric, kind="flat").build(ref_x).search(val_x, k_fetch)
             labels = ref_ids[nn]
             for point in _grid_points(grid):
-                k_min, k_max, thr, norm = point
-                vote = adaptive_vote(labels, weights, k_min, k_max, thr, grid.growth, norm)
+                k_min, k_max, thr, norm, stop = point
+                vote = adaptive_vote(labels, weights, k_min, k_max, thr, grid.growth, norm, stop)
                 rows.append(_row(subset, metric, point, val.labels, [classes[i] for i in vote.label_ids],
                                  float(vote.k_used.mean()), time.perf_counter() - t0))
             step += 1

@@ -32,3 +32,24 @@ def accuracy_by_coverage(truth: list[str], predicted: list[str], entropy: np.nda
 def mean_coverage(tables: list[dict[str, dict[str, float]]]) -> dict[str, dict[str, float]]:
     """Field-wise mean of several ``accuracy_by_coverage`` tables (one per seed)."""
     return {key: {f: float(np.mean([t[key][f] for t in tables])) for f in tables[0][key]} for key in tables[0]}
+
+
+def accuracy_by_certainty(truth: list[str], predicted: list[str], uncertain: np.ndarray) -> dict:
+    """Share of cells answered *uncertain* (``Predictions.uncertain``) and the scores of the
+    confident and the uncertain cells apart, so the confident part can be trusted on its own."""
+    uncertain = np.asarray(uncertain, dtype=bool)
+    out: dict = {"n_cells": len(truth), "n_uncertain": int(uncertain.sum()),
+                 "share_uncertain": float(uncertain.mean()) if len(truth) else 0.0}
+    for name, rows in (("confident", np.flatnonzero(~uncertain)), ("uncertain", np.flatnonzero(uncertain))):
+        scores = evaluate_predictions([truth[i] for i in rows], [predicted[i] for i in rows]) if len(rows) else {}
+        out[name] = {"accuracy": scores.get("accuracy", 0.0),
+                     "balanced_accuracy": scores.get("balanced_accuracy", 0.0)}
+    return out
+
+
+def mean_certainty(tables: list[dict]) -> dict:
+    """``accuracy_by_certainty`` tables averaged over seeds."""
+    first = tables[0]
+    return {key: ({f: float(np.mean([t[key][f] for t in tables])) for f in value} if isinstance(value, dict)
+                  else float(np.mean([t[key] for t in tables])))
+            for key, value in first.items()}

@@ -162,6 +162,18 @@ def weighted_vote_entropy(counts: np.ndarray, weights: np.ndarray, k: int) -> np
     return -terms.sum(-1) / np.log(base)
 
 
+def vote_ambiguity(scores: np.ndarray, k_used: np.ndarray) -> np.ndarray:
+    """Per row, the entropy of the weighted vote ``scores`` (Q, C) / log min(k, C)."""
+    scores = np.asarray(scores, dtype=np.float64)
+    if scores.size == 0:
+        return np.zeros(len(scores))
+    base = np.minimum(np.asarray(k_used), scores.shape[1])
+    p = scores / np.maximum(scores.sum(axis=1, keepdims=True), 1e-300)
+    with np.errstate(divide="ignore", invalid="ignore"):
+        h = -np.where(p > 0, p * np.log(p), 0.0).sum(axis=1)
+        return np.where(base > 1, h / np.log(np.maximum(base, 2)), 0.0)
+
+
 def _fallback_stops(counts_at: np.ndarray, weights: np.ndarray, ks: np.ndarray) -> np.ndarray:
     """Per row, the schedule position of the least ambiguous weighted vote (ties to the smaller k)."""
     hw = np.stack([weighted_vote_entropy(counts_at[i], weights, int(k)) for i, k in enumerate(ks)])
@@ -230,6 +242,20 @@ class Predictions:
     neighbour_ids: np.ndarray  # (Q, K) nearest first
     distances: np.ndarray  # (Q, K)
     index_kind: str = "flat"  # the search that produced the neighbours: flat (exact), ivf or hnsw
+    threshold: float = 1.0  # the entropy threshold of the vote
+
+    @property
+    def ambiguity(self) -> np.ndarray:
+        """Entropy of the weighted vote that decided, / log min(k, C): 0 when one class has every vote,
+        1 when every class weighs the same (e.g. a vote over the whole library)."""
+        return vote_ambiguity(self.scores, self.k_used)
+
+    @property
+    def uncertain(self) -> np.ndarray:
+        """Cells whose deciding weighted vote is at least as ambiguous as the entropy threshold allows: the
+        label is the best guess, and a person should check it. The weights are part of the vote, so the
+        ambiguity is that of the weighted vote, on the same 0..1 scale whatever the entropy normalisation."""
+        return self.ambiguity >= self.threshold
 
 
 class EWCClassifier:
@@ -290,4 +316,5 @@ class EWCClassifier:
                                 for f in ("label_ids", "k_used", "entropy", "scores")))
             ids, dist = np.concatenate([i for _, i, _ in parts]), np.concatenate([d for _, _, d in parts])
         return Predictions([self.classes[i] for i in vote.label_ids], vote.k_used, vote.entropy,
-                           vote.scores, list(self.classes), ids, dist, self.index.resolved_kind)
+                           vote.scores, list(self.classes), ids, dist, self.index.resolved_kind,
+                           p.entropy_threshold)

@@ -1,19 +1,20 @@
-"""Export of classified cells: one CSV row per cell with the provenance of its prediction, optionally with
+"""The cells CSV: one CSV row per cell with the provenance of its prediction, optionally with
 each crop filed by label. Works from a live result (the app) or from a project's last run (the CLI)."""
 
 from __future__ import annotations
 
+import os
 from pathlib import Path
 
 from cellsearch_gui.core.classify.ewc import Predictions
+from cellsearch_gui.core.export.table import CellRow, table_from_project, table_from_workspace
 from cellsearch_gui.core.io.atomic import atomic_open
 from cellsearch_gui.core.io.safe_paths import SafeWriter
 from cellsearch_gui.core.io.spreadsheet import SafeCsvWriter
-from cellsearch_gui.core.project.store import ProjectError
 from cellsearch_gui.core.types import FeatureSet
 
 CELL_COLUMNS = ["image", "cell_id", "bbox_x0", "bbox_y0", "bbox_x1", "bbox_y1", "centroid_x", "centroid_y",
-                "area_px", "predicted_label", "entropy", "k_used", "user_label", "true_label", "crop_path"]
+                "area_px", "predicted_label", "entropy", "k_used", "user_label", "true_label", "crop_path", "sample"]
 PROVENANCE_COLUMNS = ["models", "weights", "preprocessing", "metric", "k_min", "k_max", "entropy_threshold",
                       "stopping_rule", "app_version"]
 EXPORT_COLUMNS = CELL_COLUMNS + PROVENANCE_COLUMNS
@@ -40,10 +41,25 @@ def provenance_columns(provenance: dict) -> list:
             params.get("entropy_norm", ""), provenance.get("app_version", "")]
 
 
+def _as_row(item) -> CellRow:
+    """A CellRow, or a (cell, predicted, entropy, k, user label[, sample]) tuple."""
+    if isinstance(item, CellRow):
+        return item
+    cell, predicted, entropy, k_used, user, *sample = item
+    return CellRow(cell, sample[0] if sample else "", predicted, entropy, k_used, user)
+
+
+def absolute_path(path: str | None) -> str:
+    """The rule for every path in an export: absolute (a relative path is taken from the working directory of
+    the process that found the cell, which is the one exporting), so the file reads the same from anywhere."""
+    return os.path.abspath(path) if path else ""
+
+
 def write_cells_csv(path: str | Path, rows, provenance: dict, with_crops: bool = False) -> int:
-    """``rows``: (cell, predicted, entropy, k, user_label) per cell. Atomic: a failed export leaves no file.
-    Crops are filed as ``<csv stem>_crops/<label>/<cell id><suffix>``, label and id made safe file names
-    that stay inside that folder (a repeated name gets a suffix)."""
+    """``rows``: CellRow items or (cell, predicted, entropy, k, user_label[, sample]) tuples. Atomic: a failed
+    export leaves no file. ``image`` and ``crop_path`` are absolute paths. Crops are filed as
+    ``<csv stem>_crops/<label>/<cell id><suffix>``, label and id made safe file names that stay inside that
+    folder (a repeated name gets a suffix)."""
     path = Path(path)
     crops = SafeWriter(path.with_name(path.stem + "_crops")) if with_crops else None
     extra = provenance_columns(provenance)
@@ -51,41 +67,31 @@ def write_cells_csv(path: str | Path, rows, provenance: dict, with_crops: bool =
     with atomic_open(path, newline="") as handle:
         writer = SafeCsvWriter(handle)
         writer.writerow(EXPORT_COLUMNS)
-        for cell, predicted, entropy, k_used, user in rows:
+        for row in map(_as_row, rows):
+            cell = row.cell
             crop_path = cell.crop_path
             if crops is not None:
-                crop_path = str(crops.copy(cell.crop_path, (user or predicted,), cell.cell_id,
+                crop_path = str(crops.copy(cell.crop_path, (row.final or "unclassified",), cell.cell_id,
                                            Path(cell.crop_path).suffix))
             bbox = cell.bbox or ("", "", "", "")
             centroid = cell.centroid or ("", "")
             writer.writerow((
-                cell.source_image, cell.cell_id, *bbox, *centroid, cell.area_px or "", predicted,
-                f"{abs(entropy):.4f}", int(k_used), user or "", cell.true_label or "", crop_path, *extra))
+                absolute_path(cell.source_image), cell.cell_id, *bbox, *centroid, cell.area_px or "",
+                row.predicted or "", "" if row.entropy is None else f"{abs(row.entropy):.4f}",
+                "" if row.k_used is None else int(row.k_used), row.user_label or "", cell.true_label or "",
+                absolute_path(crop_path), row.sample, *extra))
             count += 1
     return count
 
 
 def export_cells_csv(workspace, path: str | Path, with_crops: bool = False) -> int:
-    result = workspace.result
-    if result is None:
-        raise ValueError("nothing to export yet: run the analysis first")
-    p = result.predictions
-    rows = ((cell, p.labels[i], float(p.entropy[i]), int(p.k_used[i]), workspace.label_of(i))
-            for i, cell in enumerate(result.cells))
-    return write_cells_csv(path, rows, result.provenance, with_crops)
+    return write_cells_csv(path, table_from_workspace(workspace).rows, workspace.result.provenance, with_crops)
 
 
 def export_project_csv(store, path: str | Path, with_crops: bool = False) -> int:
-    """The project's last finished run, with the labels as they are now."""
-
-    run = store.last_finished_run()
-    if run is None:
-        raise ProjectError(f"{store.folder}: no finished classification yet: run 'cellsearch project classify'")
-    predictions = store.predictions(run["id"])
-    labels = store.labels()
-    rows = ((cell, *predictions[cell.cell_id], labels.get(cell.cell_id))
-            for cell in store.cells() if cell.cell_id in predictions)
-    return write_cells_csv(path, rows, run["provenance"], with_crops)
+    """The project's last finished run, with the labels as they are now (cells it did not classify left out)."""
+    table = table_from_project(store)
+    return write_cells_csv(path, [r for r in table.rows if r.predicted], table.provenance, with_crops)
 
 
 def write_predictions_csv(path: str | Path, query: FeatureSet, preds: Predictions, ref: FeatureSet,
@@ -93,11 +99,13 @@ def write_predictions_csv(path: str | Path, query: FeatureSet, preds: Prediction
 
     with atomic_open(path, newline="") as handle:
         writer = SafeCsvWriter(handle)
-        writer.writerow(["path", "true_label", "predicted_label", "k_used", "entropy",
+        writer.writerow(["path", "true_label", "predicted_label", "k_used", "entropy", "uncertain",
                          *[f"score_{c}" for c in preds.classes], "top_neighbours"])
+        uncertain = preds.uncertain
         for i, p in enumerate(query.paths):
             neighbours = "; ".join(
                 f"{ref.paths[j].name}:{ref.labels[j]}:{d:.4g}"
                 for j, d in zip(preds.neighbour_ids[i, :top], preds.distances[i, :top]))
             writer.writerow((p, query.labels[i] or "", preds.labels[i], int(preds.k_used[i]),
-                             f"{abs(preds.entropy[i]):.4f}", *[f"{s:.4f}" for s in preds.scores[i]], neighbours))
+                             f"{abs(preds.entropy[i]):.4f}", int(uncertain[i]), *[f"{s:.4f}" for s in preds.scores[i]],
+                             neighbours))

@@ -1,0 +1,155 @@
+"""Cells labelled on the query device as that device's own evidence.
+
+Today's rule (``library``) adds them to the reference library, where a handful is outvoted by thousands of
+foreign cells. ``loo_mix`` also votes among the device's labelled cells alone and mixes the two class
+distributions, p = a * p_library + (1 - a) * p_device. The weight a is not a tuned constant: it is the one of
+MIX_WEIGHTS whose leave-one-out macro accuracy on the device's own labelled cells is highest (ties go to the
+library), so the device's cells decide how far the library can be trusted on this device."""
+
+from __future__ import annotations
+
+import dataclasses
+from dataclasses import dataclass, field
+
+import numpy as np
+
+from cellsearch_gui.core.classify.evaluation import evaluate_predictions
+from cellsearch_gui.core.classify.ewc import (
+    EWCClassifier,
+    EWCParams,
+    Predictions,
+    adaptive_vote,
+    class_weights,
+)
+from cellsearch_gui.core.options import DeviceVote
+
+MIX_WEIGHTS = (0.0, 0.25, 0.5, 0.75, 1.0)  # the library's share of the vote, searched by leave-one-out
+
+
+def vote_shares(preds: Predictions, classes: list[str]) -> np.ndarray:
+    """(Q, len(classes)) weighted vote shares of ``preds``, columns in the order of ``classes``."""
+    shares = np.zeros((len(preds.labels), len(classes)))
+    for j, name in enumerate(preds.classes):
+        shares[:, classes.index(name)] = preds.scores[:, j]
+    return shares / np.maximum(shares.sum(axis=1, keepdims=True), 1e-300)
+
+
+def leave_one_out_shares(features: np.ndarray, labels: list[str], rows: list[int], classes: list[str],
+                         params: EWCParams) -> np.ndarray:
+    """Vote shares of each cell at ``rows`` of a library (``features``, ``labels``) with that cell left out:
+    its own neighbour is dropped and the class weights are those of the library without it."""
+    clf = EWCClassifier(dataclasses.replace(params, index="flat")).fit(features, labels)
+    out = np.zeros((len(rows), len(classes)))
+    if len(labels) < 2:
+        return out
+    _, ids = clf.kneighbors(features[rows], min(params.k_max + 1, len(labels)))
+    for n, (row, neighbours) in enumerate(zip(rows, ids)):
+        others = neighbours[neighbours != row][None, :]
+        kept = np.delete(clf.label_ids, row)
+        vote = adaptive_vote(clf.label_ids[others], class_weights(kept, len(clf.classes)), params.k_min,
+                             params.k_max, params.entropy_threshold, params.growth, params.entropy_norm,
+                             params.stopping)
+        for j, name in enumerate(clf.classes):
+            out[n, classes.index(name)] = vote.scores[0, j]
+    return out / np.maximum(out.sum(axis=1, keepdims=True), 1e-300)
+
+
+@dataclass
+class DeviceFit:
+    alpha: float  # the library's share of the vote; 1 - alpha: the device's labelled cells alone
+    loo_accuracy: dict[str, float] = field(default_factory=dict)  # leave-one-out macro accuracy per weight
+    n_labelled: int = 0
+    note: str = ""
+
+    def as_dict(self) -> dict:
+        return dataclasses.asdict(self)
+
+
+class DeviceAwareClassifier:
+    """The library, in which the device's labelled cells are rows like any other, and (``loo_mix``) those
+    cells voting on their own. Reads like an EWCClassifier (classes, params, index, kneighbors)."""
+
+    def __init__(self, params: EWCParams, rule: str = DeviceVote.LIBRARY.value):
+        self.params, self.rule = params.validate(), DeviceVote(rule).value
+        self.library = EWCClassifier(params)
+        self.device: EWCClassifier | None = None
+        self.device_rows: list[int] = []
+        self.fit_record = DeviceFit(alpha=1.0)
+
+    def __getattr__(self, name: str):  # classes, index, label_ids, weights, storage: the library's
+        if name in ("classes", "index", "label_ids", "weights", "storage", "kneighbors"):
+            return getattr(self.library, name)
+        raise AttributeError(name)
+
+    def fit(self, features: np.ndarray, labels: list[str], device_rows=(), index=None) -> DeviceAwareClassifier:
+        """``features``/``labels``: the whole library; ``device_rows``: which of its rows were labelled on the
+        query device. ``index``: one already built over exactly these features."""
+        self.library.fit(features, list(labels), index)
+        self._features, self._labels = features, list(labels)
+        self.device_rows = sorted(int(r) for r in device_rows)
+        return self._refresh()
+
+    def add(self, features: np.ndarray, labels: list[str]) -> None:
+        """Cells labelled on the query device join the library and the device's own vote."""
+        start = len(self._labels)
+        self.library.add(features, labels)
+        self._features = np.concatenate([self._features, features])
+        self._labels += list(labels)
+        self.device_rows += list(range(start, start + len(labels)))
+        self._refresh()
+
+    def _refresh(self) -> DeviceAwareClassifier:
+        rows, n = self.device_rows, len(self.device_rows)
+        self.device, self.fit_record = None, DeviceFit(alpha=1.0, n_labelled=n)
+        if self.rule == DeviceVote.LIBRARY or n == 0:
+            return self
+        if n < 2:
+            self.fit_record.note = "fewer than 2 labelled device cells: the library alone votes"
+            return self
+        truth = [self._labels[i] for i in rows]
+        self.device = EWCClassifier(self.params).fit(self._features[rows], truth)
+        classes = list(self.library.classes)
+        joint = leave_one_out_shares(self._features, self._labels, rows, classes, self.params)
+        alone = leave_one_out_shares(self._features[rows], truth, list(range(n)), classes, self.params)
+        scores = {}
+        for alpha in MIX_WEIGHTS:
+            mixed = alpha * joint + (1 - alpha) * alone
+            scores[alpha] = evaluate_predictions(truth, [classes[i] for i in mixed.argmax(1)])["balanced_accuracy"]
+        best = max(MIX_WEIGHTS, key=lambda a: (round(scores[a], 9), a))  # ties: towards the library
+        self.fit_record = DeviceFit(best, {f"{a:.2f}": s for a, s in scores.items()}, n)
+        return self
+
+    def predict(self, features: np.ndarray, keep_neighbours: int | None = None) -> Predictions:
+        """The library's predictions (neighbours, k, entropy), with labels and scores from the mixed vote."""
+        preds = self.library.predict(features, keep_neighbours)
+        alpha = self.fit_record.alpha
+        if self.device is None or alpha >= 1.0:
+            return preds
+        classes = list(preds.classes)
+        mixed = alpha * vote_shares(preds, classes) + (1 - alpha) * vote_shares(self.device.predict(features),
+                                                                               classes)
+        return dataclasses.replace(preds, labels=[classes[i] for i in mixed.argmax(1)], scores=mixed)
+
+
+def device_learning_curve(ref_features: np.ndarray, ref_labels: list[str], dev_features: np.ndarray,
+                          dev_labels: list[str], params: EWCParams) -> list[dict]:
+    """How well the library knows this device, as the user labels: after each of the first n labelled cells
+    (in the order labelled), the leave-one-out macro accuracy on them of the library with them in it, and of
+    the device's labelled cells alone. n runs over 2, 3, 5, 8, 13... and the last."""
+    points, n = [], 2
+    sizes = []
+    while n < len(dev_labels):
+        sizes.append(n)
+        n = n + max(1, sizes[-2] if len(sizes) > 1 else 1)
+    sizes = sorted(set(sizes + ([len(dev_labels)] if len(dev_labels) >= 2 else [])))
+    for n in sizes:
+        labels = list(ref_labels) + list(dev_labels[:n])
+        features = np.concatenate([ref_features, dev_features[:n]])
+        classes = sorted(set(labels))
+        truth = list(dev_labels[:n])
+        joint = leave_one_out_shares(features, labels, list(range(len(ref_labels), len(labels))), classes, params)
+        alone = leave_one_out_shares(dev_features[:n], truth, list(range(n)), classes, params)
+        points.append({"n_labelled": n,
+                       "library": evaluate_predictions(truth, [classes[i] for i in joint.argmax(1)])["accuracy"],
+                       "device_alone": evaluate_predictions(truth, [classes[i] for i in alone.argmax(1)])["accuracy"]})
+    return points
