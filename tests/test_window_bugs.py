@@ -148,3 +148,20 @@ def test_export_dialog_opens_in_the_project_folder(window, tmp_path, monkeypatch
     window.export_csv()
     assert asked and asked[0].startswith(str(project))
     window.controller.workspace.close()
+
+
+def test_every_export_format_opens_in_the_project_folder(window, tmp_path, monkeypatch):
+    """The Export menu's formats too (report, differential...): the project's folder, not the home folder."""
+    from cellsearch_gui.gui.export_menu import FORMATS
+
+    show(window, synthetic_result(tmp_path))
+    project = tmp_path / "my project"
+    monkeypatch.setattr(QFileDialog, "getExistingDirectory", lambda *a, **k: str(project))
+    window.save_project()
+    asked = []
+    monkeypatch.setattr(QFileDialog, "getSaveFileName", lambda parent, title, start, *a: asked.append(start) or ("", ""))
+    monkeypatch.setattr(QFileDialog, "getExistingDirectory", lambda parent, title, start, *a: asked.append(start) or "")
+    for kind in FORMATS:
+        window.export_menu.target(kind)
+    assert len(asked) == len(FORMATS) and all(start.startswith(str(project)) for start in asked)
+    window.controller.workspace.close()
