@@ -121,7 +121,7 @@ def cmd_classify(args: argparse.Namespace) -> int:
     args.split = None
     inputs = inputs_from_args(args, args.query, needs_labels=False)
     ref, query, preds, _ = run(classify_job(inputs, models, ewc_params(args), cache, options), args.quiet)
-    report_problems(ref.skipped + query.skipped, inputs.notes)
+    report_problems(ref.skipped + query.skipped, inputs.notes + ref.notes)
     if preds is None:
         raise CellSearchError("none of the query images could be read")
     write_predictions_csv(args.out, query, preds, ref, args.top)

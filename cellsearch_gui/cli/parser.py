@@ -10,6 +10,7 @@ from cellsearch_gui.cli import (
     analyse,
     experiments,
     gui,
+    library,
     models,
     project,
     search,
@@ -18,8 +19,8 @@ from cellsearch_gui.cli import (
 from cellsearch_gui.cli.common import Parser
 from cellsearch_gui.core.errors import CellSearchError
 
-DESCRIPTION = "The `cellsearch` command line: models, evaluate, classify, search-combinations, segment, analyse-models."
-COMMAND_GROUPS = (gui, project, models, experiments, segment, search, analyse)  # the order `--help` lists
+DESCRIPTION = "The `cellsearch` command line: library, models, evaluate, classify, search-combinations, segment, analyse-models."
+COMMAND_GROUPS = (gui, project, library, models, experiments, segment, search, analyse)  # the order `--help` lists
 
 
 def build_parser() -> argparse.ArgumentParser:

@@ -15,6 +15,7 @@ from cellsearch_gui.cli.common import (
     output_folder,
     run,
 )
+from cellsearch_gui.cli.segment import add_border_options
 from cellsearch_gui.core import validation
 from cellsearch_gui.core.app.run import DEFAULT_MODELS, AnalysisSettings, pipeline_job
 from cellsearch_gui.core.app.session import Workspace
@@ -36,7 +37,9 @@ def add_parser(sub) -> None:
     new.add_argument("--models", default=",".join(DEFAULT_MODELS))
     new.add_argument("--preprocessing", default=None, choices=values(Preset),
                      help="crop preparation preset, e.g. cell_device_colour")
-    new.add_argument("--cell-diameter-px", type=arg(validation.DIAMETER_PX), default=None)
+    new.add_argument("--cell-diameter-px", type=arg(validation.DIAMETER_PX), default=None,
+                     help="typical cell diameter in pixels (default: measured on each field)")
+    add_border_options(new, AnalysisSettings().drop_border_cells)
     new.add_argument("--random-init", action="store_true", help="random-initialised networks (a control)")
     info = psub.add_parser("info", help="what the project holds (opens it read-only)")
     info.add_argument("folder", type=Path)
@@ -50,6 +53,10 @@ def add_parser(sub) -> None:
     classify = psub.add_parser("classify", help="segment, embed and classify (resumes an interrupted run)")
     classify.add_argument("folder", type=Path)
     classify.add_argument("--device", type=device, default=EMBED_DEFAULTS.device)
+    classify.add_argument("--cell-diameter-px", type=arg(validation.DIAMETER_PX), default=None,
+                          help="typical cell diameter in pixels, saved in the project (default: the "
+                               "project's setting; none there: measured on each field)")
+    add_border_options(classify, None, "keep cells touching the image border, flagged (the default)")
     classify.add_argument("--quiet", action="store_true")
     label = psub.add_parser("label", help="import labels from a CSV with cell_id and label columns")
     label.add_argument("folder", type=Path)
@@ -89,6 +96,7 @@ def _new(args: argparse.Namespace) -> int:
     if args.preprocessing:
         ws.settings.preprocessing = args.preprocessing
     ws.settings.cell_diameter_px = args.cell_diameter_px
+    ws.settings.drop_border_cells = args.drop_border_cells
     ws.settings.weights = (Weights.RANDOM if args.random_init else Weights.PRETRAINED).value
     ws.save(args.folder)
     ws.close()
@@ -135,6 +143,12 @@ def _classify(args: argparse.Namespace) -> int:
     ws = _open(args.folder, "'cellsearch project classify'")
     try:
         _print_settings_notes(ws.store.get_meta("settings", {}))
+        if args.cell_diameter_px is not None:
+            ws.settings.cell_diameter_px = args.cell_diameter_px
+        if args.drop_border_cells is not None:
+            ws.settings.drop_border_cells = args.drop_border_cells
+        if args.cell_diameter_px is not None or args.drop_border_cells is not None:
+            ws.save()  # the project's settings now, for the window and later runs
         result = run(pipeline_job(ws.plan(args.device)), args.quiet)
     finally:
         ws.close()

@@ -29,6 +29,7 @@ class FeatureSet:
     # the cell of each row (Cell.cell_id); ``paths`` stay the file-level key of the embedding cache. Empty for
     # feature sets made without ids (a project run saved before ids were kept)
     cell_ids: list[str] = field(default_factory=list)
+    notes: list[str] = field(default_factory=list)  # what embedding decided (a library's features not usable...)
 
     def append_rows(self, other: "FeatureSet", rows: list[int], labels: list[str]) -> None:
         """Take ``other``'s crops at ``rows`` in, with these labels (query cells joining a reference library)."""
@@ -73,6 +74,7 @@ class Cell:
     scale: float | None = None  # working scale of the field (output px per source px)
     segmenter: str | None = None
     score: float | None = None
+    touches_border: bool | None = None  # the mask reaches the field's edge: the cell may be cut (kept, flagged)
 
     def as_dict(self) -> dict:
         return asdict(self)

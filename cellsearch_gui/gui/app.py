@@ -11,6 +11,7 @@ from pathlib import Path
 from PySide6.QtCore import QObject, QSettings, QTimer, Signal
 from PySide6.QtWidgets import QApplication
 
+from cellsearch_gui.core.app.run import AnalysisSettings
 from cellsearch_gui.core.io.user_dirs import user_dir
 from cellsearch_gui.core.models.devices import pick_device
 from cellsearch_gui.gui.controller import Controller
@@ -79,7 +80,8 @@ def describe_device(requested: str) -> str:
     return {"mps": "GPU: Apple MPS", "cpu": "CPU (no GPU found)" if requested == "auto" else "CPU"}.get(device, device)
 
 
-def create_window(argv_paths=(), reference=None, project=None, welcome: bool = False):
+def create_window(argv_paths=(), reference=None, project=None, welcome: bool = False,
+                  cell_diameter_px: float | None = None):
     import pyqtgraph as pg
 
     pg.setConfigOptions(imageAxisOrder="row-major", antialias=True)
@@ -90,6 +92,10 @@ def create_window(argv_paths=(), reference=None, project=None, welcome: bool = F
         controller.open_project(project)
     if reference:
         controller.add_reference(reference)
+    if cell_diameter_px:  # `cellsearch gui --cell-diameter`: the window's setting, shown in its panel
+        settings_now = AnalysisSettings.from_dict(controller.workspace.settings.as_dict())
+        settings_now.cell_diameter_px = float(cell_diameter_px)
+        controller.apply_settings(settings_now)
     if argv_paths:
         controller.add_queries(list(argv_paths))
     probe = DeviceProbe(window)
@@ -105,7 +111,7 @@ def create_window(argv_paths=(), reference=None, project=None, welcome: bool = F
     return window
 
 
-def main(paths=(), reference=None, project=None) -> int:
+def main(paths=(), reference=None, project=None, cell_diameter_px: float | None = None) -> int:
     app = QApplication.instance() or QApplication(sys.argv[:1])
     app.setApplicationName("CellSearch")
 
@@ -117,7 +123,8 @@ def main(paths=(), reference=None, project=None) -> int:
         log_file = start_log_file()
     except OSError as exc:  # a read-only home: the app still runs, errors are still shown
         log_file = f"none ({exc})"
-    window = create_window(paths, reference, project, welcome=not os.environ.get("CELLSEARCH_QUIT_AFTER"))
+    window = create_window(paths, reference, project, welcome=not os.environ.get("CELLSEARCH_QUIT_AFTER"),
+                           cell_diameter_px=cell_diameter_px)
     install_exception_hooks(window.show_error)  # an uncaught exception is logged and shown, the app stays up
     log.info("CellSearch started; log file %s", log_file)
     window.show()

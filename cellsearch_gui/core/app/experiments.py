@@ -152,7 +152,7 @@ def _run_fields(inputs: Inputs, ref: FeatureSet, query: FeatureSet, timings: dic
         n_query=len(query.paths),
         reference_counts={c: ref.labels.count(c) for c in sorted(set(ref.labels))},
         skipped=[{"path": p, "problem": why} for p, why in ref.skipped + query.skipped],
-        notes=inputs.notes + list(notes),
+        notes=inputs.notes + ref.notes + list(notes),
         preprocessing_notes=[{"path": p, "note": n} for p, n in ref.prep_notes + query.prep_notes],
         timings_s=timings,
     )

@@ -15,6 +15,7 @@ from cellsearch_gui.core.io.dataset import scan_class_folders
 from cellsearch_gui.core.io.files import regular_file_problem
 from cellsearch_gui.core.io.images import collect_images, is_image_name
 from cellsearch_gui.core.jobs import CancelToken, Job, Progress
+from cellsearch_gui.core.segmentation.fields import ImageResult, field_note
 from cellsearch_gui.core.segmentation.settings import SegmentSettings
 from cellsearch_gui.core.types import Cell, crop_cell_id
 
@@ -98,11 +99,14 @@ def _segment_key(fields: list[Path], settings: SegmentSettings) -> str:
 
 
 def segment_each(fields: list[Path], work_dir: Path, settings: SegmentSettings, token: CancelToken
-                 ) -> Job[tuple[list[Cell], list[str]]]:
+                 ) -> Job[tuple[list[Cell], list[str], list[str]]]:
     """Segment field by field, each into its own folder: a finished field is never redone, so an
-    interrupted run resumes at the first unfinished field (a folder counts once its segment.json exists)."""
+    interrupted run resumes at the first unfinished field (a folder counts once its segment.json exists).
+    Returns the cells, the notes (one line per field: cells kept, left out and why, the cell size used)
+    and the fields where no cell was found."""
     cells: list[Cell] = []
     notes: list[str] = []
+    empty: list[str] = []
     for number, field_path in enumerate(fields):
         token.raise_if_cancelled()
         yield Progress("segmenting", number, len(fields), field_path.name)
@@ -112,19 +116,26 @@ def segment_each(fields: list[Path], work_dir: Path, settings: SegmentSettings, 
                 token.raise_if_cancelled()
         summary = json.loads((out / "segment.json").read_text())
         notes += summary["problems"]
+        for image in summary["per_image"]:
+            if image.get("problem") is None:
+                known = {k: v for k, v in image.items() if k in ImageResult.__dataclass_fields__}
+                notes.append(field_note(ImageResult(**known)))
+                if not image["cells"]:
+                    empty.append(image["path"])
         cells += cells_from_csv(out / "cells.csv")
     yield Progress("segmenting", len(fields), len(fields))
-    return cells, notes
+    return cells, notes, empty
 
 
 def collect_query_cells(paths: list[str | Path], work_dir: Path, settings: SegmentSettings, kind: str = "auto",
-                        token: CancelToken | None = None) -> Job[tuple[list[Cell], list[str]]]:
-    """Segment the fields (reusing finished ones) and gather every query cell."""
+                        token: CancelToken | None = None) -> Job[tuple[list[Cell], list[str], list[str]]]:
+    """Segment the fields (reusing finished ones) and gather every query cell; also the fields with no cell."""
     token = token or CancelToken()
     fields, cells, notes = sort_inputs(paths, kind)
+    empty: list[str] = []
     if fields:
-        segmented, seg_notes = yield from segment_each(fields, work_dir, settings, token)
+        segmented, seg_notes, empty = yield from segment_each(fields, work_dir, settings, token)
         cells, notes = segmented + cells, notes + seg_notes
     if not cells:
         raise DatasetError("no cells to classify: " + ("; ".join(notes[:3]) or "the dropped items hold no images"))
-    return cells, notes
+    return cells, notes, empty

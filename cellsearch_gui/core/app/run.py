@@ -51,7 +51,8 @@ class AnalysisSettings:
     views: int = 1
     segmenter: str = Segmenter.CLASSICAL.value
     objects: str = CellObjects.NUCLEATED.value
-    cell_diameter_px: float | None = None  # typical cell size in the fields; None: segmentation's default
+    cell_diameter_px: float | None = None  # typical cell size in the fields; None: measured on each field
+    drop_border_cells: bool = SegmentSettings.drop_border_cells  # default: kept, flagged touches_border
     query_kind: str = QueryKind.AUTO.value
     reference_pixel_size_um: float | None = None
     query_pixel_size_um: float | None = None
@@ -96,6 +97,12 @@ class AnalysisSettings:
         return asdict(self)
 
 
+def embed_options(settings: AnalysisSettings, device: str) -> EmbedOptions:
+    """How the analysis embeds crops (each set's pixel size is set where it is embedded: embed_both)."""
+    return EmbedOptions(weights=settings.weights, device=device, batch_size=settings.batch_size,
+                        prep=preset(settings.preprocessing), views=settings.views)
+
+
 _FIELD_CHECKS = {
     "weights": validation.WEIGHTS.problem,
     "preprocessing": validation.PRESET.problem,
@@ -104,6 +111,7 @@ _FIELD_CHECKS = {
     "segmenter": validation.SEGMENTER.problem,
     "objects": validation.CELL_OBJECTS.problem,
     "cell_diameter_px": validation.DIAMETER_PX.problem,
+    "drop_border_cells": lambda v: None if isinstance(v, bool) else f"must be true or false, got {v!r}",
     "query_kind": validation.QUERY_KIND.problem,
     "reference_pixel_size_um": validation.PIXEL_SIZE.problem,
     "query_pixel_size_um": validation.PIXEL_SIZE.problem,
@@ -326,8 +334,10 @@ def _pipeline(plan: RunPlan, token: CancelToken, store) -> Job[AnalysisResult]:
 
         seg_device = pick_device(plan.device)
     seg = SegmentSettings(segmenter=s.segmenter, objects=s.objects, pixel_size_um=s.query_pixel_size_um,
-                          cell_diameter_px=s.cell_diameter_px or None, device=seg_device)
-    cells, notes = yield from collect_query_cells(list(plan.query_paths), plan.work_dir, seg, s.query_kind, token)
+                          cell_diameter_px=s.cell_diameter_px or None, drop_border_cells=s.drop_border_cells,
+                          device=seg_device)
+    cells, notes, empty_fields = yield from collect_query_cells(list(plan.query_paths), plan.work_dir, seg,
+                                                                s.query_kind, token)
     if store is not None:
         store.put_cells(cells)
     reference = load_reference(plan.reference_dirs)
@@ -339,8 +349,7 @@ def _pipeline(plan: RunPlan, token: CancelToken, store) -> Job[AnalysisResult]:
                           cell_ids=[c.cell_id for c in cells])
     inputs = Inputs(reference, query_crops, notes + reference.problems, s.reference_pixel_size_um,
                     s.query_pixel_size_um)
-    options = EmbedOptions(weights=s.weights, device=plan.device, batch_size=s.batch_size,
-                           prep=preset(s.preprocessing), views=s.views)
+    options = embed_options(s, plan.device)
     cache = EmbeddingCache(plan.cache_dir)
     try:
         ref, query = yield from embed_both(inputs, s.models, cache, options, token)
@@ -356,10 +365,11 @@ def _pipeline(plan: RunPlan, token: CancelToken, store) -> Job[AnalysisResult]:
     preds = classifier.predict(query.features, keep_neighbours=KEPT_NEIGHBOURS)
     mean, axes = scatter_axes(ref, preds.labels)
     yield Progress("classifying", 1, 1)
-    notes = inputs.notes + [f"{p}: {why}" for p, why in ref.skipped + query.skipped]
+    notes = inputs.notes + ref.notes + [f"{p}: {why}" for p, why in ref.skipped + query.skipped]
     timings = {**ref.timings_s, "classify": time.perf_counter() - t0}
 
     record = {**provenance(list(s.models), ref, query, params, options),
               "segmentation": {"segmenter": s.segmenter, "objects": s.objects,
-                               "cell_diameter_px": s.cell_diameter_px, "pixel_size_um": s.query_pixel_size_um}}
+                               "cell_diameter_px": s.cell_diameter_px, "pixel_size_um": s.query_pixel_size_um,
+                               "drop_border_cells": s.drop_border_cells, "empty_fields": empty_fields}}
     return AnalysisResult(kept, ref, query, classifier, preds, mean, axes, notes, timings, list(s.models), record)

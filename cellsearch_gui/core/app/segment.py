@@ -14,26 +14,84 @@ from cellsearch_gui.core.errors import BadImageError
 from cellsearch_gui.core.io.atomic import disk_errors
 from cellsearch_gui.core.io.fields import Field
 from cellsearch_gui.core.io.files import DISPLAY_ERRORS
-from cellsearch_gui.core.io.images import collect_images
+from cellsearch_gui.core.io.images import collect_images, rescale
 from cellsearch_gui.core.io.safe_paths import SafeWriter
 from cellsearch_gui.core.io.spreadsheet import SafeCsvWriter
 from cellsearch_gui.core.jobs import CancelToken, Job, Progress
-from cellsearch_gui.core.segmentation.fields import ImageResult, segment_field
-from cellsearch_gui.core.segmentation.settings import SegmentSettings, make_segmenter
+from cellsearch_gui.core.segmentation.fields import ImageResult, plural, segment_field
+from cellsearch_gui.core.segmentation.settings import (
+    DEFAULT_DIAMETER_PX,
+    SegmentSettings,
+    make_segmenter,
+    set_cell_diameter,
+)
+from cellsearch_gui.core.segmentation.size import ESTIMATE_WINDOW, central_window, estimate_diameter
+from cellsearch_gui.core.segmentation.tiling import touches_border
+
+
+def _field_diameter(field_: Field, settings: SegmentSettings, pixel_size: float | None, scale: float
+                    ) -> tuple[float, str]:
+    """The user's cell diameter (working px), or else the one measured on a central window of the field."""
+    diameter, how = settings.diameter_px(pixel_size)
+    if diameter is not None:
+        return diameter, how
+    height, width = field_.shape
+    y0, y1, x0, x1 = central_window(height, width, int(ESTIMATE_WINDOW / scale))
+    window = rescale(field_.read(y0, y1, x0, x1), scale)
+    working_px = settings.normalisation.target_pixel_size_um or pixel_size
+    estimate = estimate_diameter(window, settings.objects, working_px)
+    if estimate.diameter_px is None:
+        return DEFAULT_DIAMETER_PX, f"default {DEFAULT_DIAMETER_PX:.0f} px ({how}; {estimate.how})"
+    return estimate.diameter_px, f"{estimate.how} ({how})"
+
+
+def _segment_one(field_: Field, settings: SegmentSettings, segmenters: dict, crops: SafeWriter,
+                 taken: set[str], token: CancelToken) -> Job[tuple[ImageResult, list[dict]]]:
+    """One field: its cells' crops written and their cells.csv rows."""
+    from PIL import Image
+
+    pixel_size = settings.pixel_size_um or field_.info.pixel_size_um
+    if settings.pixel_size_um:
+        field_.info.pixel_size_um = settings.pixel_size_um
+        field_.info.pixel_size_source = "given by the user"
+    scale = settings.normalisation.scale_for(pixel_size)
+    diameter, how = _field_diameter(field_, settings, pixel_size, scale)
+    if "segmenter" not in segmenters:  # one per run: a SAM model loads once, then is re-sized per field
+        segmenters["segmenter"] = make_segmenter(settings, diameter)
+    segmenter = segmenters["segmenter"]
+    set_cell_diameter(segmenter, diameter)
+    masks, tile_ids, result = yield from segment_field(field_, segmenter, settings, diameter, scale, token)
+    result.notes.append(f"cell diameter {how}; pixel size {pixel_size or 'unknown'} "
+                        f"({field_.info.pixel_size_source}); scale {scale:.4g}")
+    height, width = field_.shape
+    rows = []
+    for number_in_image, (mask, tile) in enumerate(zip(masks, tile_ids)):
+        if number_in_image % 32 == 31:
+            field_.release_pages()  # crops of a huge field must not map it all in
+        cell = make_cell(field_, mask, tile, scale, segmenter.name, taken)
+        cell.touches_border = touches_border(mask, height, width)
+        crop = cut_crop(field_, mask, settings.crop_size, settings.normalisation, scale,
+                        settings.mask_background)  # framed with its own mask: no find_cell
+        written = crops.save(Image.fromarray(crop).save, ("crops",), cell.cell_id, ".png")
+        cell.crop_path = f"crops/{written.name}"
+        rows.append(csv_row(cell))
+    on_border = sum(1 for row in rows if row["touches_border"])
+    if on_border:
+        result.notes.append(f"{plural(on_border, 'cell')} touching the image border (kept, flagged)")
+    result.cells = len(rows)
+    return result, rows
 
 
 def segment_images(inputs: list[str | Path], out_dir: str | Path, settings: SegmentSettings,
                    token: CancelToken | None = None) -> Job[SegmentSummary]:
     """Segment every image; one bad file is reported and skipped, finished images stay written."""
-    from PIL import Image
-
     token = token or CancelToken()
     out = Path(out_dir)
     with disk_errors(out, "write the segmentation results"):
         (out / "crops").mkdir(parents=True, exist_ok=True)
         images, problems = collect_images(inputs)
         csv_path = out / "cells.csv"
-        segmenters = {}
+        segmenters: dict = {}
         results: list[ImageResult] = []
         taken: set[str] = set()  # cell ids (and so crop names) of this run: never one twice
         crops = SafeWriter(out)
@@ -46,33 +104,9 @@ def segment_images(inputs: list[str | Path], out_dir: str | Path, settings: Segm
                 t0 = time.perf_counter()
                 try:
                     with Field(path) as field_:
-                        pixel_size = settings.pixel_size_um or field_.info.pixel_size_um
-                        if settings.pixel_size_um:
-                            field_.info.pixel_size_um = settings.pixel_size_um
-                            field_.info.pixel_size_source = "given by the user"
-                        scale = settings.normalisation.scale_for(pixel_size)
-                        diameter, how = settings.diameter_px(pixel_size)
-                        key = round(diameter, 3)
-                        if key not in segmenters:
-                            segmenters[key] = make_segmenter(settings, diameter)
-                        masks, tile_ids, result = yield from segment_field(
-                            field_, segmenters[key], settings, diameter, scale, token)
-                        result.notes.append(f"cell diameter {how}; pixel size "
-                                            f"{pixel_size or 'unknown'} ({field_.info.pixel_size_source}); "
-                                            f"scale {scale:.4g}")
-                        rows = []
-                        for number_in_image, (mask, tile) in enumerate(zip(masks, tile_ids)):
-                            if number_in_image % 32 == 31:
-                                field_.release_pages()  # crops of a huge field must not map it all in
-                            cell = make_cell(field_, mask, tile, scale, segmenters[key].name, taken)
-                            crop = cut_crop(field_, mask, settings.crop_size, settings.normalisation, scale,
-                                            settings.mask_background)  # framed with its own mask: no find_cell
-                            written = crops.save(Image.fromarray(crop).save, ("crops",), cell.cell_id, ".png")
-                            cell.crop_path = f"crops/{written.name}"
-                            rows.append(csv_row(cell))
+                        result, rows = yield from _segment_one(field_, settings, segmenters, crops, taken, token)
                         writer.writerows(rows)
                         handle.flush()
-                        result.cells = len(rows)
                 except BadImageError as exc:
                     result = ImageResult(str(path), problem=exc.problem)
                     problems.append(str(exc))

@@ -18,7 +18,7 @@ from cellsearch_gui.core.types import Cell
 
 CSV_COLUMNS = ["cell_id", "crop_path", "source_image", "tile", "bbox_x0", "bbox_y0", "bbox_x1", "bbox_y1",
                "centroid_x", "centroid_y", "area_px", "area_um2", "pixel_size_um", "pixel_size_source", "scale",
-               "segmenter", "score", "mask_rle"]
+               "segmenter", "score", "mask_rle", "touches_border"]
 BBOX_COLUMNS = ("bbox_x0", "bbox_y0", "bbox_x1", "bbox_y1")
 
 
@@ -30,7 +30,7 @@ def csv_row(cell: Cell) -> dict:
             "tile": cell.tile, "bbox_x0": x0, "bbox_y0": y0, "bbox_x1": x1, "bbox_y1": y1, "centroid_x": cx,
             "centroid_y": cy, "area_px": cell.area_px, "area_um2": cell.area_um2, "pixel_size_um": cell.pixel_size_um,
             "pixel_size_source": cell.pixel_size_source, "scale": cell.scale, "segmenter": cell.segmenter,
-            "score": cell.score, "mask_rle": cell.mask_rle}
+            "score": cell.score, "mask_rle": cell.mask_rle, "touches_border": cell.touches_border}
 
 
 def _number(text: str | None, kind=float):
@@ -44,7 +44,15 @@ def cell_from_row(row: dict, crop: Path) -> Cell:
         (float(row["centroid_x"]), float(row["centroid_y"])), int(row["area_px"]), row["mask_rle"],
         row.get("label") or None, tile=_number(row.get("tile"), int), area_um2=_number(row.get("area_um2")),
         pixel_size_um=_number(row.get("pixel_size_um")), pixel_size_source=row.get("pixel_size_source") or None,
-        scale=_number(row.get("scale")), segmenter=row.get("segmenter") or None, score=_number(row.get("score")))
+        scale=_number(row.get("scale")), segmenter=row.get("segmenter") or None, score=_number(row.get("score")),
+        touches_border=_flag(row.get("touches_border")))
+
+
+def _flag(text: str | None) -> bool | None:
+    """A cells.csv yes/no column (True/False as written; 1/0 and yes/no read too); None when absent."""
+    if text in (None, ""):
+        return None
+    return text.strip().lower() in ("true", "1", "yes")
 
 
 def source_key(image_path: str | Path) -> str:

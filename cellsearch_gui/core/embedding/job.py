@@ -16,6 +16,7 @@ import numpy as np
 from cellsearch_gui.core import validation
 from cellsearch_gui.core.crops.prepare import CropPrep, with_device_colour
 from cellsearch_gui.core.embedding.cache import EmbeddingCache
+from cellsearch_gui.core.embedding.library_features import LibraryFeatures
 from cellsearch_gui.core.embedding.reading import Batch, CropReader
 from cellsearch_gui.core.embedding.runner import ModelRunner
 from cellsearch_gui.core.errors import Cancelled
@@ -93,6 +94,7 @@ class EmbedJob:
         self.prep_records: dict[str, str] = {}  # content key: prep record (JSON) not yet stored
         self.reader: CropReader | None = None  # set while the crops are being computed
         self.timings: dict[str, float] = {}
+        self.notes: list[str] = []  # what the job decided for the user (library features not used...)
 
     def run(self) -> Job[FeatureSet]:
         yield from self.measure_device_colour()
@@ -132,8 +134,13 @@ class EmbedJob:
         self.timings["hash"] = time.perf_counter() - t0
 
     def look_up_cache(self) -> None:
+        """The cache first, then the features stored with the crops' library (library_features)."""
         wanted = sorted({k for k in self.keys if k is not None})
         self.vectors = {r.spec.id: self.cache.get_many(r.fingerprint, wanted) for r in self.runners}
+        stored = LibraryFeatures(self.crops.paths)
+        for runner in self.runners if stored.libraries else []:
+            stored.fill(runner.fingerprint, wanted, self.vectors[runner.spec.id])
+        self.notes += stored.notes
         for path, key in zip(self.crops.paths, self.keys):
             if key is not None and str(path) not in self.skipped:
                 self.first_path.setdefault(key, path)  # identical files are read and embedded once
@@ -270,6 +277,7 @@ class EmbedJob:
             skipped=sorted(self.skipped.items()),
             timings_s=self.timings,
             per_model=per_model,
+            notes=list(self.notes),
         )
 
 

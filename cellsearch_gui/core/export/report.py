@@ -127,8 +127,7 @@ def gallery(rows: list[CellRow], table: ExportTable, per_class: int) -> str:
 
 def sample_section(d: SampleDifferential, rows: list[CellRow], table: ExportTable, colours: dict,
                    per_class: int) -> str:
-    summary = (f"{d.counted} cells counted · {d.uncertain} uncertain (not yet reviewed, entropy ≥ "
-               f"{table.threshold:g}) · {d.reviewed} reviewed by a person · {d.corrected} corrected"
+    summary = (f"{d.counted} cells counted · {d.uncertain} uncertain ({table.uncertain_rule()}) · {d.reviewed} reviewed by a person · {d.corrected} corrected"
                + (f" · {d.unclassified} without a prediction" if d.unclassified else ""))
     notes = "".join(f'<p class="note">{_e(n)}</p>' for n in d.notes)
     body = (differential_table(d) + bar_chart(d, colours) + "<h3>Cells by class</h3>" + gallery(rows, table, per_class)

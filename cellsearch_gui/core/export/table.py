@@ -59,6 +59,12 @@ class ExportTable:
         value = self.provenance.get("params", {}).get("entropy_threshold", DEFAULT_THRESHOLD)
         return float(value) if isinstance(value, (int, float)) else DEFAULT_THRESHOLD
 
+    def uncertain_rule(self) -> str:
+        """What *uncertain* means for this table, in words."""
+        if isinstance(self.provenance.get("uncertain_cells"), list):
+            return f"not labelled, and the deciding weighted vote ambiguous (≥ {self.threshold:g})"
+        return f"not labelled, and entropy ≥ {self.threshold:g}"
+
     def is_uncertain(self, row: CellRow) -> bool:
         """Not labelled by the user, and answered uncertain by the classifier (Predictions.uncertain, kept in
         the run's provenance); runs saved before that was kept: entropy at or above the threshold."""

@@ -8,7 +8,7 @@ into cells, the cell being the nucleus hull grown by a margin; this finds white 
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import numpy as np
 
@@ -113,6 +113,9 @@ def nucleus_signal(rgb: np.ndarray) -> np.ndarray:
     return cv2.GaussianBlur(np.clip(signal, 0, 255).astype(np.uint8), (5, 5), 0)
 
 
+SPECK_REASON = "too small for a nucleus (platelets, stained debris)"
+
+
 @dataclass
 class ClassicalSegmenter:
     objects: str = "all"  # all | nucleated
@@ -120,12 +123,14 @@ class ClassicalSegmenter:
     nucleus_threshold: int = 35
     name: str = "classical"
     model: ForegroundModel | None = None
+    dropped: dict[str, int] = field(default_factory=dict)  # what the last ``segment`` call left out, by reason
 
     def prepare(self, overview: np.ndarray) -> None:
         """Fix the thresholds on an overview of the whole field, so every tile is cut the same way."""
         self.model = ForegroundModel.fit(overview)
 
     def segment(self, rgb: np.ndarray) -> list[CellMask]:
+        self.dropped = {}
         if self.objects == "nucleated":
             return self._nucleated(rgb)
         model = self.model or ForegroundModel.fit(rgb)
@@ -159,6 +164,7 @@ class ClassicalSegmenter:
             core = cell.mask & nuclei[cell.y0 : cell.y0 + cell.mask.shape[0],
                                       cell.x0 : cell.x0 + cell.mask.shape[1]].astype(bool)
             if core.sum() < min_nucleus:
+                self.dropped[SPECK_REASON] = self.dropped.get(SPECK_REASON, 0) + 1
                 continue
             # the grown cell lies within the core's box plus the margin: work in that window only
             y0, x0 = max(0, cell.y0 - margin), max(0, cell.x0 - margin)

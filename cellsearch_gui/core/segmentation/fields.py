@@ -10,9 +10,12 @@ from cellsearch_gui.core.io.fields import Field
 from cellsearch_gui.core.io.images import rescale
 from cellsearch_gui.core.jobs import CancelToken, Job, Progress
 from cellsearch_gui.core.segmentation.base import Segmenter
-from cellsearch_gui.core.segmentation.masks import CellMask
+from cellsearch_gui.core.segmentation.masks import OUTLINE_KEPT, CellMask
 from cellsearch_gui.core.segmentation.settings import SegmentSettings
 from cellsearch_gui.core.segmentation.tiling import owned, tiles
+
+# counted, never lost: kept by the tile that holds its centroid; kept with its classical outline
+NOT_LOST = ("centroid in another tile", OUTLINE_KEPT)
 
 
 def _to_source(mask: CellMask, scale: float, tile_y0: int, tile_x0: int) -> CellMask:
@@ -61,7 +64,10 @@ def segment_field(field_: Field, segmenter: Segmenter, settings: SegmentSettings
         yield Progress("segmenting", tile.index, len(tile_list), field_.path.name)
         region = rescale(field_.read(tile.y0, tile.y1, tile.x0, tile.x1), scale)
         field_.release_pages()
-        for mask in segmenter.segment(region):
+        masks = segmenter.segment(region)
+        for reason, count in getattr(segmenter, "dropped", {}).items():
+            result.dropped[reason] = result.dropped.get(reason, 0) + count
+        for mask in masks:
             if not lo <= mask.area <= hi:
                 reason = "smaller than the size filter" if mask.area < lo else "larger than the size filter"
             else:
@@ -74,3 +80,28 @@ def segment_field(field_: Field, segmenter: Segmenter, settings: SegmentSettings
             result.dropped[reason] = result.dropped.get(reason, 0) + 1
     result.tiles = len(tile_list)
     return kept, tile_ids, result
+
+
+def plural(count: int, noun: str, many: str | None = None) -> str:
+    """'1 cell', '2 cells' (``many`` for irregular plurals)."""
+    return f"{count} {noun if count == 1 else (many or noun + 's')}"
+
+
+def lost_cells(result: ImageResult) -> dict[str, int]:
+    """What this field's filters left out, by reason (tile bookkeeping that loses nothing is left out)."""
+    return {why: n for why, n in result.dropped.items() if n and why not in NOT_LOST}
+
+
+def field_note(result: ImageResult, name: str | None = None) -> str:
+    """One line for the run's notes: the cells kept, what was left out and why, the cell size used."""
+    name = name or result.path
+    if result.problem:
+        return f"{name}: skipped ({result.problem})"
+    kept = "no cell found" if not result.cells else plural(result.cells, "cell") + " kept"
+    parts = [kept] + [part for part in result.notes if part]
+    if result.dropped.get(OUTLINE_KEPT):
+        parts.append(f"{result.dropped[OUTLINE_KEPT]} {OUTLINE_KEPT}")
+    lost = lost_cells(result)
+    if lost:
+        parts.append("left out: " + ", ".join(f"{n} {why}" for why, n in lost.items()))
+    return f"{name}: " + "; ".join(parts)

@@ -6,6 +6,9 @@ from dataclasses import dataclass
 
 import numpy as np
 
+# a SAM mask below its quality bar: the cell keeps its classical outline (counted, not lost)
+OUTLINE_KEPT = "SAM's mask below its quality bar (the classical outline kept)"
+
 
 @dataclass
 class CellMask:

@@ -8,7 +8,7 @@ One encoder pass per tile, one decoder call per proposal batch.
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 
 import numpy as np
 
@@ -16,9 +16,10 @@ from cellsearch_gui.core.models.registry import get_spec
 from cellsearch_gui.core.models.sam_net import build_sam
 from cellsearch_gui.core.options import Segmenter
 from cellsearch_gui.core.segmentation.classical import ClassicalSegmenter
-from cellsearch_gui.core.segmentation.masks import CellMask, from_full
+from cellsearch_gui.core.segmentation.masks import OUTLINE_KEPT, CellMask, from_full
 
 SAM_SEGMENTERS = tuple(s for s in Segmenter if s != Segmenter.CLASSICAL)
+SAM_REASON = OUTLINE_KEPT
 
 
 # segment_anything.build_sam's encoder settings per size; TinyViT's are MobileSAM's setup_model()
@@ -36,11 +37,15 @@ class SamSegmenter:
     min_stability: float = 0.6  # IoU of the mask at logit thresholds -1 and +1 (faint cytoplasm edges score 0.7)
     box_margin: float = 0.1
     checkpoint: str | None = None
+    # a mask below the bar (SAM's predicted IoU or stability) keeps the proposal's classical outline, its
+    # score and stability SAM's (so it can be filtered): no cell is lost to a poor SAM mask
+    keep_proposal_outline: bool = True
 
     def __post_init__(self):
         self.spec = get_spec(self.model_id)
         self._predictor = None
         self.name = self.model_id
+        self.dropped: dict[str, int] = {}  # what the last ``segment`` call left out, by reason
 
     @property
     def predictor(self):
@@ -65,6 +70,7 @@ class SamSegmenter:
         from segment_anything.utils.amg import calculate_stability_score
 
         proposals = self.proposals.segment(rgb)
+        self.dropped = dict(self.proposals.dropped)
         if not proposals:
             return []
         predictor = self.predictor
@@ -81,8 +87,11 @@ class SamSegmenter:
                 threshold = predictor.model.mask_threshold
                 stability = calculate_stability_score(logits[:, 0], threshold, 1.0).cpu().numpy()
                 masks = (logits[:, 0] > threshold).cpu().numpy()
-                for mask, score, stable in zip(masks, iou[:, 0].cpu().numpy(), stability):
+                for proposal, mask, score, stable in zip(chunk, masks, iou[:, 0].cpu().numpy(), stability):
                     if score < self.min_predicted_iou or stable < self.min_stability:
+                        self.dropped[SAM_REASON] = self.dropped.get(SAM_REASON, 0) + 1
+                        if self.keep_proposal_outline:  # the cell is not lost: its classical outline stands
+                            out.append(replace(proposal, score=float(score), stability=float(stable)))
                         continue
                     cell = from_full(mask, float(score), float(stable))
                     if cell is not None:

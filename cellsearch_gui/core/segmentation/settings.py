@@ -39,7 +39,7 @@ class Normalisation:
 SEGMENTERS = tuple(SegmenterName)
 
 
-DEFAULT_DIAMETER_PX = 60.0
+DEFAULT_DIAMETER_PX = 60.0  # only when no size is given and none can be measured (a field with no object)
 
 
 @dataclass
@@ -49,9 +49,10 @@ class SegmentSettings:
     pixel_size_um: float | None = None  # overrides the file's metadata
     cell_diameter_um: float | None = None
     cell_diameter_px: float | None = None  # at the working scale; used when no pixel size is known
+    # neither diameter given: measured on each field (segmentation.size.estimate_diameter)
     min_area_fraction: float = 0.25  # of the typical cell area
     max_area_fraction: float = 4.0
-    drop_border_cells: bool = True
+    drop_border_cells: bool = False  # default: border cells are kept, flagged ``touches_border``
     tile_size: int = 1024
     overlap: int | None = None  # default: 1.5 cell diameters
     crop_size: int = 224
@@ -77,13 +78,24 @@ class SegmentSettings:
         validation.CROP_SIZE.check(self.crop_size)
         validation.check_device(self.device)
 
-    def diameter_px(self, pixel_size_um: float | None) -> tuple[float, str]:
+    def diameter_px(self, pixel_size_um: float | None) -> tuple[float | None, str]:
+        """The diameter the user gave, in working pixels, and how it was given; (None, ...) when none was
+        given (or given in um with no pixel size known): the caller measures it on the field."""
         working_px = self.normalisation.target_pixel_size_um or pixel_size_um
         if self.cell_diameter_um and working_px:
-            return self.cell_diameter_um / working_px, f"{self.cell_diameter_um} um"
+            return self.cell_diameter_um / working_px, f"{self.cell_diameter_um} um (given)"
         if self.cell_diameter_px:
-            return self.cell_diameter_px, f"{self.cell_diameter_px} px"
-        return DEFAULT_DIAMETER_PX, f"default {DEFAULT_DIAMETER_PX:.0f} px (no cell size given)"
+            return self.cell_diameter_px, f"{self.cell_diameter_px} px (given)"
+        if self.cell_diameter_um:
+            return None, f"{self.cell_diameter_um} um given but the pixel size is unknown"
+        return None, "no cell size given"
+
+
+def set_cell_diameter(segmenter: Segmenter, diameter_px: float) -> None:
+    """Re-size a segmenter for the next field (its SAM model, if any, stays loaded)."""
+    classical = getattr(segmenter, "proposals", segmenter)
+    if isinstance(classical, ClassicalSegmenter):
+        classical.cell_diameter_px = diameter_px
 
 
 def make_segmenter(settings: SegmentSettings, diameter_px: float) -> Segmenter:

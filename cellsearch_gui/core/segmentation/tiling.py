@@ -52,6 +52,15 @@ def owned(mask: CellMask, tile: Tile, height: int, width: int, drop_image_border
                    or (x0 <= tile.x0 and tile.x0 > 0) or (x1 >= tile.x1 and tile.x1 < width))
     if inner_edges:
         return "cut by the tile edge (overlap smaller than the cell)"
-    if drop_image_border and (y0 <= 0 or x0 <= 0 or y1 >= height or x1 >= width):
-        return "touches the image border"
+    if drop_image_border and touches_border(mask, height, width):
+        return BORDER_REASON
     return None
+
+
+BORDER_REASON = "touches the image border"
+
+
+def touches_border(mask: CellMask, height: int, width: int) -> bool:
+    """Whether the mask (image coordinates) reaches the image's edge: the cell may be cut by it."""
+    x0, y0, x1, y1 = mask.bbox
+    return y0 <= 0 or x0 <= 0 or y1 >= height or x1 >= width

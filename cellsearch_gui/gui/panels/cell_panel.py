@@ -21,6 +21,7 @@ from PySide6.QtWidgets import (
 from cellsearch_gui.gui.pixmaps import class_colour, thumbnail
 
 REF_INDEX = Qt.ItemDataRole.UserRole
+BORDER_NOTE = "<br><i>touches the image border: the cell may be cut off</i>"
 
 
 class CellPanel(QWidget):
@@ -115,6 +116,7 @@ class CellPanel(QWidget):
         if view.kind == "query":
             label = f"<br>your label: <b>{view.label}</b>" if view.label else ""
             truth = f"<br>folder label: {view.true_label}" if view.true_label else ""
+            truth += BORDER_NOTE if ws.cells[view.index].touches_border else ""
             self.title.setText(f"<b>{name}</b><br>predicted <b>{view.predicted}</b>, entropy {abs(view.entropy):.3f}, "
                                f"k = {view.k_used}{label}{truth}")
         else:

@@ -125,6 +125,6 @@ class DifferentialPanel(QWidget):
             self.charts.append(chart)
         more = len(self.differentials) - len(shown)
         self.status.setText(f"{len(self.differentials)} sample(s), {sum(d.counted for d in self.differentials)} "
-                            f"cells counted; uncertain: entropy ≥ {table.threshold:g} and not labelled"
+                            f"cells counted; uncertain: {table.uncertain_rule()}"
                             + (f"; the first {len(shown)} shown (the report holds all {more + len(shown)})"
                                if more else ""))

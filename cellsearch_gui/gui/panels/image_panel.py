@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from collections import defaultdict
+from pathlib import Path
 
 import numpy as np
 import pyqtgraph as pg
@@ -15,6 +16,14 @@ from cellsearch_gui.gui.pixmaps import class_colour, readable_background
 OVERVIEW_SIDE = 4096  # huge stitched images are shown downsampled to this many pixels
 OUTLINE_TILES = 4  # outlines are grouped per class and per square of a 4 x 4 grid: a click repaints few
 NAMED_CELLS = 200  # fields with more cells name only the selected one (colours still tell the class)
+NO_CELL = "no cell found"
+
+
+def empty_fields(result) -> list[str]:
+    """The fields of the last run where segmentation found no cell (recorded in its provenance)."""
+    if result is None:
+        return []
+    return list((result.provenance or {}).get("segmentation", {}).get("empty_fields") or [])
 
 
 def outline(cell) -> np.ndarray | None:
@@ -70,15 +79,24 @@ class ImagePanel(QWidget):
         for i, cell in enumerate(ws.cells):
             if cell.bbox:
                 self._by_image[cell.source_image].append(i)
+        empty = [p for p in empty_fields(ws.result) if p not in self._by_image]
         self.chooser.blockSignals(True)
         self.chooser.clear()
-        self.chooser.addItems(sorted(self._by_image))
+        for path in sorted(self._by_image):
+            self.chooser.addItem(path, path)
+        for path in sorted(empty):  # fields where no cell was found stay visible, marked
+            self._by_image[path] = []
+            self.chooser.addItem(f"{path}  ({NO_CELL})", path)
         self.chooser.blockSignals(False)
         self._shown_path = None
         self.hint.setVisible(not self._by_image)
         if ws.result is not None and not self._by_image:
             self.hint.setText("These cells came as ready-made crops: see the Cells table and the PCA view.")
         self._show_current()
+
+    def current_path(self) -> str:
+        """The field shown (the chooser's text may carry a 'no cell found' mark)."""
+        return self.chooser.currentData() or ""
 
     def _show_current(self, *_):
         """Outlines in one curve per class colour, style and grid square (NaN-separated polygons), so a
@@ -87,12 +105,15 @@ class ImagePanel(QWidget):
         for item in self._overlays:
             self.plot.removeItem(item)
         self._overlays = []
-        path = self.chooser.currentText()
+        path = self.current_path()
         if not path:
             self.image_item.clear()
             self._shown_path = None
             self._draw_selection()
             return
+        self.hint.setVisible(not self._by_image[path])
+        if not self._by_image[path]:
+            self.hint.setText(f"{Path(path).name}: {NO_CELL} (Analysis > Notes says what was left out and why).")
         new_image = path != self._shown_path
         if new_image:
 
@@ -149,7 +170,7 @@ class ImagePanel(QWidget):
             self.plot.removeItem(item)
         self._selection = []
         index, ws = self.controller.selected, self.controller.workspace
-        if index is None or ws.result is None or index not in self._by_image.get(self.chooser.currentText(), ()):
+        if index is None or ws.result is None or index not in self._by_image.get(self.current_path(), ()):
             return
         poly = self._outline(index)
         if poly is None:
@@ -161,11 +182,11 @@ class ImagePanel(QWidget):
                                  pen=pg.mkPen(class_colour(ws.classes(), name), width=4, style=style))
         self.plot.addItem(curve, ignoreBounds=True)
         self._selection = [curve]
-        if len(self._by_image[self.chooser.currentText()]) > NAMED_CELLS:
+        if len(self._by_image[self.current_path()]) > NAMED_CELLS:
             self._selection.append(self._name(index))
 
     def _clicked(self, event) -> None:
-        path = self.chooser.currentText()
+        path = self.current_path()
         if not path:
             return
         point = self.plot.getPlotItem().vb.mapSceneToView(event.scenePos())
@@ -179,11 +200,11 @@ class ImagePanel(QWidget):
 
     def select_image_of(self, index: int) -> None:
         cell = self.controller.workspace.cells[index]
-        if cell.bbox and self.chooser.currentText() != cell.source_image:
-            self.chooser.setCurrentText(cell.source_image)
+        if cell.bbox and self.current_path() != cell.source_image:
+            self.chooser.setCurrentIndex(self.chooser.findData(cell.source_image))
 
     def _follow_selection(self, index: int) -> None:
-        shown = self.chooser.currentText()
+        shown = self.current_path()
         self.select_image_of(index)  # another field: the chooser redraws everything
-        if self.chooser.currentText() == shown:
+        if self.current_path() == shown:
             self._draw_selection()

@@ -70,16 +70,20 @@ class ModelPanel(QWidget):
         self.segmenter.addItems(values(Segmenter))
         self.diameter = QSpinBox()
         self.diameter.setRange(0, int(validation.DIAMETER_PX.spin_range(2000)[1]))  # 0: the default
-        self.diameter.setSpecialValueText("default (60 px)")
+        self.diameter.setSpecialValueText("measured on each field")
         self.diameter.setSuffix(" px")
-        self.diameter.setToolTip("typical diameter of the cells to find in the fields, in pixels")
+        self.diameter.setToolTip("typical diameter of the cells to find in the fields, in pixels; 0: measured "
+                                 "on each field (Analysis > Notes says what was found)")
+        self.drop_border = QCheckBox("drop cells touching the image border")
+        self.drop_border.setToolTip("off: such cells are kept and flagged (they may be cut off); on: left out, "
+                                    "and counted per field in Analysis > Notes")
         self.random_weights = QCheckBox("random weights (control)")
         form = QFormLayout()
         for text, widget in (("metric", self.metric), ("k min", self.k_min), ("k max", self.k_max),
                              ("entropy threshold", self.threshold), ("stopping rule", self.entropy_norm),
                              ("crop preparation", self.preprocessing), ("views", self.views),
                              ("segmenter", self.segmenter), ("cell diameter", self.diameter),
-                             ("", self.random_weights)):
+                             ("", self.drop_border), ("", self.random_weights)):
             form.addRow(text, widget)
             signal = getattr(widget, "currentIndexChanged", None) or getattr(widget, "valueChanged", None) \
                 or widget.toggled
@@ -118,6 +122,7 @@ class ModelPanel(QWidget):
         self.views.setCurrentText(str(s.views))
         self.segmenter.setCurrentText(s.segmenter)
         self.diameter.setValue(int(s.cell_diameter_px or 0))
+        self.drop_border.setChecked(s.drop_border_cells)
         self.random_weights.setChecked(s.weights == "random")
         self._loading = False
 
@@ -132,6 +137,7 @@ class ModelPanel(QWidget):
         s.views = int(self.views.currentText())
         s.segmenter = self.segmenter.currentText()
         s.cell_diameter_px = float(self.diameter.value()) or None
+        s.drop_border_cells = self.drop_border.isChecked()
         s.weights = "random" if self.random_weights.isChecked() else "pretrained"
         return s
 
