@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import sys
 from pathlib import Path
 
 from cellsearch_gui.cli.common import (
@@ -27,6 +28,7 @@ from cellsearch_gui.core.app.results import EvaluateResult
 from cellsearch_gui.core.app.sharded_jobs import DEFAULT_SHARD_CROPS
 from cellsearch_gui.core.classify.evaluation import format_confusion
 from cellsearch_gui.core.classify.ewc import EWCParams
+from cellsearch_gui.core.classify.vote_checks import near_even_warning
 from cellsearch_gui.core.errors import CellSearchError
 from cellsearch_gui.core.options import DeviceVote, values
 from cellsearch_gui.core.export import write_predictions_csv
@@ -136,4 +138,6 @@ def cmd_classify(args: argparse.Namespace) -> int:
     print("  " + ", ".join(f"{c}: {n}" for c, n in counts.items()))
     if (n_uncertain := int(preds.uncertain.sum())):
         print(f"  {n_uncertain} uncertain (ambiguity of the weighted vote >= {preds.threshold}): check them (column uncertain)")
+    if warning := near_even_warning(preds.scores):  # the window's rule and words
+        print(f"warning: {warning.replace('Reference library pane', '--classes')}", file=sys.stderr)
     return 0

@@ -13,6 +13,7 @@ from PySide6.QtCore import QObject, Signal
 from cellsearch_gui.core.app.run import AnalysisSettings, pipeline_job
 from cellsearch_gui.core.app.session import Workspace
 from cellsearch_gui.core.app.transfer import suggest_job, transfer_job
+from cellsearch_gui.core.classify.vote_checks import near_even_warning
 from cellsearch_gui.core.errors import CellSearchError
 from cellsearch_gui.core.models import install
 from cellsearch_gui.gui import jobs
@@ -30,6 +31,15 @@ def whole_library_warning(result) -> str:
         return ""
     return (f"{share:.0%} of the cells needed the whole library to vote (all classes equal there): add "
             "reference cells or try Analysis > Suggest a setting")
+
+
+def vote_warning(result) -> str:
+    """What the user should know about the votes of a result: the whole-library warning, else the near-even
+    one (which fires whatever k_max is); empty when neither applies."""
+    if result is None:
+        return ""
+    p = result.predictions
+    return whole_library_warning(result) or near_even_warning(p.scores)
 
 
 class Controller(QObject):
@@ -81,6 +91,18 @@ class Controller(QObject):
         if not quiet:
             self.settings_changed.emit()
 
+    def classes_in_use(self) -> list[str]:
+        return self.workspace.classes_in_use()
+
+    def choose_classes(self, classes: list[str]) -> None:
+        """The classifier is built on these library classes only (saved with the project's settings)."""
+        ws = self.workspace
+        ws.choose_classes(classes)
+        used, known = ws.classes_in_use(), ws.reference_counts()
+        shown = "every class" if len(used) == len(known) else f"{len(used)} of {len(known)} classes"
+        self.message.emit(f"classifier built on {shown}" + ("; press Run to classify with them"
+                                                           if ws.result is not None else ""))
+
     def set_device(self, device: str) -> None:
         self.device = device
 
@@ -111,7 +133,7 @@ class Controller(QObject):
         self.selected = None
         self.result_changed.emit()
         text = f"{len(value.cells)} cells classified with {'+'.join(value.models)}"
-        warning = whole_library_warning(value)
+        warning = vote_warning(value)
         self.message.emit(text + (f". {warning}" if warning else "")
                           + (f"; {len(value.notes)} note(s) (Analysis > Notes of the last run)" if value.notes else ""))
 

@@ -36,9 +36,9 @@ class ExportMenu:
 
     def target(self, kind: str) -> str:
         _, title, default, pattern = FORMATS[kind]
-        start = str(Path(self.window._last_dir()) / default)
+        start = str(Path(self.window._export_dir()) / default)  # the project's folder, else the last one used
         if pattern is None:
-            return QFileDialog.getExistingDirectory(self.window, title, self.window._last_dir())
+            return QFileDialog.getExistingDirectory(self.window, title, self.window._export_dir())
         return QFileDialog.getSaveFileName(self.window, title, start, pattern)[0]
 
     def export(self, kind: str, target: str | None = None) -> bool:

@@ -149,6 +149,10 @@ class MainWindow(QMainWindow):
     def _last_dir(self) -> str:
         return str(self.settings.value("last_folder", str(Path.home())))
 
+    def _export_dir(self) -> str:
+        """Exports go to the open project's folder, else the last folder used (home only at first)."""
+        return str(self.controller.workspace.folder or self._last_dir())
+
     def _remember_dir(self, path) -> None:
         self.settings.setValue("last_folder", str(Path(path).parent if Path(path).is_file() else path))
 
@@ -181,9 +185,10 @@ class MainWindow(QMainWindow):
         if self.controller.workspace.result is None:
             self._on_error("nothing to export yet: run the analysis first", "")
             return
-        path, _ = QFileDialog.getSaveFileName(self, "Export cells", str(Path(self._last_dir()) / "cells.csv"),
+        path, _ = QFileDialog.getSaveFileName(self, "Export cells", str(Path(self._export_dir()) / "cells.csv"),
                                               "CSV (*.csv)")
         if path:
+            self._remember_dir(Path(path).parent)
             box = QMessageBox(QMessageBox.Icon.Question, "Export", "Also copy each crop into a folder per label?",
                               QMessageBox.StandardButton.Yes | QMessageBox.StandardButton.No, self)
             self.controller.export(path, box.exec() == QMessageBox.StandardButton.Yes)  # a job; errors shown
@@ -191,11 +196,13 @@ class MainWindow(QMainWindow):
     def save_project(self) -> None:
         folder = QFileDialog.getExistingDirectory(self, "Project folder", self._last_dir())
         if folder:
+            self._remember_dir(folder)
             self.controller.save_project(folder)  # e.g. a folder in use or read-only is reported
 
     def open_project(self) -> None:
         folder = QFileDialog.getExistingDirectory(self, "Open a CellSearch project folder", self._last_dir())
         if folder:
+            self._remember_dir(folder)
             self.controller.open_project(folder)  # a bad or locked project is reported, the app stays up
 
     def show_notes(self) -> None:

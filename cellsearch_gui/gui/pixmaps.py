@@ -20,6 +20,26 @@ def class_colour(classes: list[str], label: str | None) -> QColor:
     return QColor(PALETTE[classes.index(label) % len(PALETTE)])
 
 
+def luminance(colour: QColor) -> float:
+    """WCAG relative luminance of an sRGB colour."""
+    def linear(c: float) -> float:
+        return c / 12.92 if c <= 0.03928 else ((c + 0.055) / 1.055) ** 2.4
+
+    return 0.2126 * linear(colour.redF()) + 0.7152 * linear(colour.greenF()) + 0.0722 * linear(colour.blueF())
+
+
+def contrast(a: QColor, b: QColor) -> float:
+    """WCAG contrast ratio (1 to 21; 4.5 and above reads well)."""
+    high, low = sorted((luminance(a), luminance(b)), reverse=True)
+    return (high + 0.05) / (low + 0.05)
+
+
+def readable_background(colour: QColor) -> QColor:
+    """Near-black or near-white, whichever stands out more from ``colour``: a class name on a smear."""
+    dark, light = QColor(0, 0, 0, 215), QColor(255, 255, 255, 225)
+    return dark if contrast(colour, QColor("black")) >= contrast(colour, QColor("white")) else light
+
+
 def to_qimage(rgb: np.ndarray) -> QImage:
     rgb = np.ascontiguousarray(rgb[:, :, :3], dtype=np.uint8)
     height, width = rgb.shape[:2]

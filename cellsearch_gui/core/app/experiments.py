@@ -20,6 +20,7 @@ from cellsearch_gui.core.embedding.job import EmbedOptions, embed_crops
 from cellsearch_gui.core.errors import DatasetError
 from cellsearch_gui.core.io.dataset import (
     CropSet,
+    keep_classes,
     keep_shared_classes,
     scan_class_folders,
     scan_query,
@@ -58,7 +59,9 @@ def load_inputs(reference_dir, query_dir=None, split: float | None = None, seed:
         raise DatasetError("give a query folder (--query) or a held-out fraction of the reference (--split)")
     notes = list(ref.problems) + list(query.problems)
     if classes:
-        ref, query = ref.restrict(classes), (query.restrict(classes) if query.labelled else query)
+        ref, chosen_notes = keep_classes(ref, classes)
+        query = query.restrict(classes) if query.labelled else query
+        notes += chosen_notes
     if shared_classes and query.labelled:
         ref, query, left_out = keep_shared_classes(ref, query)
         notes += [f"class '{c}' only in one set, left out (--shared-classes)" for c in left_out]

@@ -16,7 +16,7 @@ from cellsearch_gui.core.classify.ewc import PARAM_DOMAINS, EWCParams, Predictio
 from cellsearch_gui.core.crops.prepare import preset
 from cellsearch_gui.core.embedding.cache import EmbeddingCache
 from cellsearch_gui.core.embedding.job import EmbedOptions
-from cellsearch_gui.core.io.dataset import CropSet, load_reference
+from cellsearch_gui.core.io.dataset import CropSet, keep_classes, load_reference
 from cellsearch_gui.core.jobs import CancelToken, Job, Progress
 from cellsearch_gui.core.models.devices import pick_device
 from cellsearch_gui.core.options import (
@@ -59,6 +59,7 @@ class AnalysisSettings:
     batch_size: int | None = None  # None: sized to the device
     feature_storage: str = FeatureStorage.FLOAT32.value  # float16: half the disk for a run's feature arrays
     device_vote: str = DEVICE_VOTE_DEFAULT  # how cells labelled here vote (classify.device_vote)
+    classes: list[str] | None = None  # the library classes the classifier is built on; None: all (CLI --classes)
     version: int = SETTINGS_VERSION
 
     def __post_init__(self) -> None:
@@ -120,6 +121,8 @@ _FIELD_CHECKS = {
     "models": lambda v: None if isinstance(v, list) and v and all(isinstance(m, str) and m for m in v)
     else f"must be a non-empty list of model ids, got {v!r}",
     "params": lambda v: None if isinstance(v, dict) else f"must be a mapping, got {v!r}",
+    "classes": lambda v: None if v is None or isinstance(v, list) and v and all(isinstance(c, str) and c for c in v)
+    else f"must be a non-empty list of class names or null (all classes), got {v!r}",
 }
 
 
@@ -182,17 +185,34 @@ PCA_PLOT_SAMPLE = 20_000  # reference rows the scatter's axes are fitted on
 KEPT_NEIGHBOURS = 64  # nearest references kept per query cell for the gallery (the vote uses up to k_max)
 
 
-def pca_2d(features: np.ndarray, seed: int = 0) -> tuple[np.ndarray, np.ndarray]:
-    """Mean and the two leading principal axes of the reference cells, sign fixed for stable plots.
-    Fitted on at most PCA_PLOT_SAMPLE rows with a randomized SVD, so a 100,000-cell library takes well
-    under a second instead of a minute and ~10 GB (a full SVD)."""
+def _class_balanced(features: np.ndarray, labels: list, seed: int) -> tuple[np.ndarray, np.ndarray]:
+    """Mean of the class means, and rows (at most PCA_PLOT_SAMPLE / C per class) centred on it and scaled by
+    1 / sqrt(rows of their class): their covariance gives every class the same weight, so a large or far
+    class (platelets in a blood library) cannot take PC 1 alone."""
+    rng, values = np.random.default_rng(seed), np.asarray(labels, dtype=object)
+    names = sorted(set(labels) - {None})
+    quota = max(1, PCA_PLOT_SAMPLE // len(names))
+    groups = [np.flatnonzero(values == name) for name in names]
+    groups = [np.sort(rng.choice(g, quota, replace=False)) if len(g) > quota else g for g in groups]
+    mean = np.mean([features[g].mean(axis=0, dtype=np.float64) for g in groups], axis=0).astype(np.float32)
+    return mean, np.concatenate([(np.asarray(features[g], np.float32) - mean) / np.float32(np.sqrt(len(g)))
+                                 for g in groups])
+
+
+def pca_2d(features: np.ndarray, seed: int = 0, labels: list | None = None) -> tuple[np.ndarray, np.ndarray]:
+    """Mean and the two leading principal axes of the reference cells, sign fixed for stable plots; with
+    ``labels``, class-balanced (``_class_balanced``; rows labelled None are left out). Fitted on at most PCA_PLOT_SAMPLE rows with a randomized
+    SVD, so a 100,000-cell library takes well under a second instead of a minute and ~10 GB (a full SVD)."""
     mean = features.mean(axis=0, dtype=np.float64).astype(np.float32)
     if len(features) < 2:
         return mean, np.eye(2, features.shape[1], dtype=np.float32)
-    rows = np.arange(len(features))
-    if len(rows) > PCA_PLOT_SAMPLE:
-        rows = np.sort(np.random.default_rng(seed).choice(len(rows), PCA_PLOT_SAMPLE, replace=False))
-    centred = np.asarray(features[rows], dtype=np.float32) - mean
+    if labels is not None and len(set(labels) - {None}) > 1:
+        mean, centred = _class_balanced(features, labels, seed)
+    else:
+        rows = np.arange(len(features))
+        if len(rows) > PCA_PLOT_SAMPLE:
+            rows = np.sort(np.random.default_rng(seed).choice(len(rows), PCA_PLOT_SAMPLE, replace=False))
+        centred = np.asarray(features[rows], dtype=np.float32) - mean
     if min(centred.shape) <= 256:
         axes = np.linalg.svd(centred, full_matrices=False)[2][:2]
     else:  # randomized SVD (Halko et al.): a 12-wide range sketch refined by 4 power iterations
@@ -205,6 +225,14 @@ def pca_2d(features: np.ndarray, seed: int = 0) -> tuple[np.ndarray, np.ndarray]
         axes = np.vstack([axes, np.zeros_like(axes)])
     signs = np.sign(axes[np.arange(2), np.abs(axes).argmax(axis=1)])
     return mean, (axes * signs[:, None]).astype(np.float32)
+
+
+def scatter_axes(reference: FeatureSet, predicted: list[str]) -> tuple[np.ndarray, np.ndarray]:
+    """The scatter's PCA: class-balanced over the library classes the cells were called (every class when
+    they were called fewer than two), so a class none of the cells resembles (platelets beside white cells)
+    does not take PC 1 and squeeze the others into one band."""
+    in_play = set(predicted) if len(set(predicted) & set(reference.labels)) > 1 else set(reference.labels)
+    return pca_2d(reference.features, labels=[label if label in in_play else None for label in reference.labels])
 
 
 def pipeline_job(plan: RunPlan, token: CancelToken | None = None) -> Job[AnalysisResult]:
@@ -278,7 +306,6 @@ def restore_result(store, settings: AnalysisSettings, added: dict[str, str] | No
     if kept is None:
         return None
     params = settings.ewc_params()
-    mean, axes = pca_2d(ref.features)
     in_library = {str(p) for p in ref.paths}
     extra = [i for i, c in enumerate(kept) if c.cell_id in (added or {}) and c.crop_path not in in_library]
     if extra:
@@ -295,6 +322,7 @@ def restore_result(store, settings: AnalysisSettings, added: dict[str, str] | No
         except (OSError, RuntimeError) as exc:
             note += f"; index not saved ({exc})"
     preds = classifier.predict(query.features, keep_neighbours=KEPT_NEIGHBOURS)
+    mean, axes = scatter_axes(ref, preds.labels)
     return AnalysisResult(kept, ref, query, classifier, preds, mean, axes, [f"restored from run {run['id']}", note],
                           {}, list(ref.model_ids), run["provenance"])
 
@@ -315,6 +343,8 @@ def _pipeline(plan: RunPlan, token: CancelToken, store) -> Job[AnalysisResult]:
     reference = load_reference(plan.reference_dirs)
     reference.paths += [Path(p) for p, _ in plan.extra_references]
     reference.labels += [label for _, label in plan.extra_references]
+    reference, class_notes = keep_classes(reference, s.classes)  # the classes the user ticked
+    notes += class_notes
     query_crops = CropSet([Path(c.crop_path) for c in cells], [c.true_label for c in cells],
                           cell_ids=[c.cell_id for c in cells])
     inputs = Inputs(reference, query_crops, notes + reference.problems, s.reference_pixel_size_um,
@@ -333,7 +363,7 @@ def _pipeline(plan: RunPlan, token: CancelToken, store) -> Job[AnalysisResult]:
     classifier = DeviceAwareClassifier(params, s.device_vote).fit(ref.features, ref.labels, device_rows(ref, device))
     kept = cells_of(query, cells)
     preds = classifier.predict(query.features, keep_neighbours=KEPT_NEIGHBOURS)
-    mean, axes = pca_2d(ref.features)
+    mean, axes = scatter_axes(ref, preds.labels)
     yield Progress("classifying", 1, 1)
     notes = inputs.notes + ref.notes + [f"{p}: {why}" for p, why in ref.skipped + query.skipped]
     timings = {**ref.timings_s, "classify": time.perf_counter() - t0}

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import json
 import tempfile
-from dataclasses import dataclass
+from collections import Counter
 from pathlib import Path
 
 import numpy as np
@@ -17,6 +17,7 @@ from cellsearch_gui.core.app.run import (
     restore_result,
     uncertain_cells,
 )
+from cellsearch_gui.core.app.inspector import CellView, Neighbour, reference_cell_view, vote_explanation
 from cellsearch_gui.core.classify.ewc import QUERY_CHUNK, Predictions
 from cellsearch_gui.core.embedding.cache import default_cache_dir
 from cellsearch_gui.core.errors import DatasetError
@@ -56,30 +57,6 @@ def sample_per_class(labels: list[str], limit: int, seed: int = 0) -> np.ndarray
     return np.sort(np.concatenate(picked))
 
 
-@dataclass
-class Neighbour:
-    reference_index: int
-    path: str
-    label: str
-    distance: float
-
-
-@dataclass
-class CellView:
-    """What the inspector shows for one cell: a query cell, or a reference cell reached from a gallery."""
-
-    kind: str  # query | reference
-    index: int
-    crop_path: str
-    predicted: str
-    entropy: float
-    k_used: int
-    votes: dict[str, float]
-    neighbours: list[Neighbour]
-    label: str | None  # the user's label (query) or the library label (reference)
-    true_label: str | None = None
-
-
 class Workspace:
     def __init__(self, folder: str | Path | None = None):
         self.folder = Path(folder) if folder else None
@@ -90,6 +67,7 @@ class Workspace:
         self.added_to_reference: set[str] = set()
         self.result: AnalysisResult | None = None
         self.store = None  # ProjectStore once the project is saved or opened
+        self._folder_counts: tuple[tuple[str, ...], dict[str, int]] | None = None  # scanned once per folder list
 
     # --- inputs -------------------------------------------------------------------------------------
     def add_reference_dir(self, folder: str | Path) -> None:
@@ -203,6 +181,8 @@ class Workspace:
         if not picked:
             return 0
         labels = [self.label_of(i) for i in picked]
+        if self.settings.classes is not None:  # a class the user labelled is one they want
+            self.settings.classes += sorted(set(labels) - set(self.settings.classes))
         r.classifier.add(r.query.features[picked], labels)
         r.reference.append_rows(r.query, picked, labels)
         self.added_to_reference.update(self.cells[i].cell_id for i in picked)
@@ -251,20 +231,21 @@ class Workspace:
 
     def query_view(self, index: int, count: int = 12) -> CellView:
         r, cell = self.result, self.cells[index]
-        p = r.predictions
+        p, nearest = r.predictions, self.neighbours(index, count)
         return CellView("query", index, cell.crop_path, p.labels[index], float(p.entropy[index]),
                         int(p.k_used[index]), dict(zip(p.classes, map(float, p.scores[index]))),
-                        self.neighbours(index, count), self.label_of(index), cell.true_label)
+                        nearest, self.label_of(index), cell.true_label,
+                        self._weighting(p.labels[index], p.scores[index], p.classes, int(p.k_used[index]),
+                                        [n.label for n in nearest]))
+
+    def _weighting(self, predicted: str, scores: np.ndarray, classes: list[str], k_used: int,
+                   nearest: list[str]) -> str:
+        return vote_explanation(self.result.classifier, predicted, scores, classes, k_used, nearest)
 
     def reference_view(self, ref_index: int, count: int = 12) -> CellView:
-        """A library cell seen the same way: its own weighted vote among the other references."""
-        r = self.result
-        p = r.classifier.predict(r.reference.features[ref_index : ref_index + 1])
-        neighbours = [Neighbour(int(j), str(r.reference.paths[j]), r.reference.labels[j], float(d))
-                      for j, d in zip(p.neighbour_ids[0, :count], p.distances[0, :count]) if j >= 0]
-        return CellView("reference", ref_index, str(r.reference.paths[ref_index]), p.labels[0],
-                        float(p.entropy[0]), int(p.k_used[0]), dict(zip(p.classes, map(float, p.scores[0]))),
-                        neighbours, r.reference.labels[ref_index])
+        """A library cell seen the same way: its own weighted vote among the other references (the cell
+        itself is neither its neighbour nor a voter)."""
+        return reference_cell_view(self.result, ref_index, count)
 
     def scatter(self) -> tuple[np.ndarray, list[str], np.ndarray]:
         """2-D PCA of reference cells (with their labels) and of the query cells."""
@@ -272,11 +253,34 @@ class Workspace:
         return r.project(r.reference.features), list(r.reference.labels), r.project(r.query.features)
 
     def reference_counts(self) -> dict[str, int]:
+        """Cells per class of the library folders, every class whether in use or not; the classes of the
+        last run as it saw them (with the cells the user added)."""
+        counts = {}
+        try:
+            counts.update(self.folder_counts())
+        except DatasetError:
+            if not self.result:  # folders gone: the restored run still tells its classes
+                raise
         if self.result:
-            labels = self.result.reference.labels
-            return {c: labels.count(c) for c in sorted(set(labels))}
+            counts.update(Counter(self.result.reference.labels))
+        return dict(sorted(counts.items()))
 
-        return load_reference(self.reference_dirs).counts() if self.reference_dirs else {}
+    def folder_counts(self) -> dict[str, int]:
+        key = tuple(self.reference_dirs)
+        if self._folder_counts is None or self._folder_counts[0] != key:
+            self._folder_counts = key, (load_reference(self.reference_dirs).counts() if key else {})
+        return dict(self._folder_counts[1])
+
+    def classes_in_use(self) -> list[str]:
+        """The library classes the classifier is built on (settings.classes; all when None)."""
+        known = list(self.reference_counts())
+        return known if self.settings.classes is None else [c for c in known if c in self.settings.classes]
+
+    def choose_classes(self, classes: list[str]) -> None:
+        """Build the classifier on these classes only, from the next run on; every class: None (all)."""
+        known = list(self.reference_counts())
+        chosen = [c for c in known if c in set(classes)]
+        self.settings.classes = None if set(chosen) >= set(known) else chosen
 
     # --- project store ----------------------------------------------------------------------------
     def save(self, folder: str | Path | None = None) -> Path:

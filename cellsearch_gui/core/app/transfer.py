@@ -17,6 +17,7 @@ from cellsearch_gui.core.embedding.job import EmbedOptions
 from cellsearch_gui.core.errors import DatasetError
 from cellsearch_gui.core.io.dataset import (
     CropSet,
+    keep_classes,
     keep_shared_classes,
     load_reference,
     scan_class_folders,
@@ -30,8 +31,9 @@ MIN_LABELLED = 5
 
 
 def _inputs(reference_dirs, query: CropSet, settings: AnalysisSettings) -> Inputs:
-    reference, query, left_out = keep_shared_classes(load_reference(reference_dirs), query)
-    notes = [f"class '{c}' is only in one set and is left out" for c in left_out]
+    library, chosen_notes = keep_classes(load_reference(reference_dirs), settings.classes)
+    reference, query, left_out = keep_shared_classes(library, query)
+    notes = chosen_notes + [f"class '{c}' is only in one set and is left out" for c in left_out]
     return Inputs(reference, query, notes, settings.reference_pixel_size_um, settings.query_pixel_size_um)
 
 

@@ -59,6 +59,21 @@ def keep_shared_classes(ref: CropSet, query: CropSet) -> tuple[CropSet, CropSet,
     return ref.restrict(common), query.restrict(common), left_out
 
 
+def keep_classes(ref: CropSet, classes: list[str] | None) -> tuple[CropSet, list[str]]:
+    """The library restricted to ``classes`` (None or empty: all), and a note for each chosen class it
+    lacks (a typo, or a class of another library)."""
+    if not classes:
+        return ref, []
+    present = set(ref.labels)
+    notes = [f"class '{c}' was chosen but the reference library has no such class; known: "
+             f"{', '.join(ref.classes)}" for c in classes if c not in present]
+    kept = ref.restrict(classes)
+    if not len(kept):
+        raise DatasetError(f"none of the chosen classes ({', '.join(classes)}) is in the reference library; "
+                           f"its classes: {', '.join(ref.classes)}")
+    return kept, notes
+
+
 def _hidden(path: Path) -> bool:
     return path.name.startswith((".", "_"))
 

@@ -36,6 +36,12 @@ class CellPanel(QWidget):
         self.title.setWordWrap(True)
         self.votes = QLabel()
         self.votes.setTextFormat(Qt.TextFormat.RichText)
+        self.weighting = QLabel()  # a prediction the class weights turned against the neighbours' majority
+        self.weighting.setWordWrap(True)
+        self.weighting.setStyleSheet("color: #a04000;")
+        self.weighting.setToolTip("Each neighbour's vote weighs N / (C x N_class): a class with many library "
+                                  "cells weighs little per cell, so rare classes are not drowned out.")
+        self.weighting.hide()
         self.label_choice = QComboBox()
         self.label_choice.setEditable(True)  # a new class can be typed in
         self.accept_button = QPushButton("Accept prediction")
@@ -66,6 +72,7 @@ class CellPanel(QWidget):
         labelling.addWidget(self.set_button)
         layout = QVBoxLayout(self)
         layout.addLayout(top)
+        layout.addWidget(self.weighting)
         layout.addLayout(labelling)
         for button in (self.accept_button, self.add_button, self.next_button):
             layout.addWidget(button)
@@ -84,6 +91,7 @@ class CellPanel(QWidget):
         self.view = None
         self.crop.clear()
         self.votes.clear()
+        self.weighting.hide()
         self.gallery.clear()
         self.title.setText("Click a cell in the image, the table or the scatter.")
         self._enable(False)
@@ -120,6 +128,8 @@ class CellPanel(QWidget):
                 f"</td><td>{v / total:.0%}</td></tr>"
                 for c, v in sorted(view.votes.items(), key=lambda kv: -kv[1]) if v > 0]
         self.votes.setText("weighted votes:<table>" + "".join(rows) + "</table>")
+        self.weighting.setText(view.weighting)
+        self.weighting.setVisible(bool(view.weighting))
         self.gallery.clear()
         for n in view.neighbours:
             item = QListWidgetItem(QIcon(thumbnail(n.path, 88)), f"{n.label}\nd={n.distance:.3g}")

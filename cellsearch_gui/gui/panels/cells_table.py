@@ -81,9 +81,15 @@ class CellsModel(QAbstractTableModel):
             self.sorted_by = (column, order)
             return
         self.layoutAboutToBeChanged.emit()
+        persistent = self.persistentIndexList()  # the selection and current row: they follow their cells
+        cells = [int(self.order[index.row()]) for index in persistent]
         ranks = np.argsort(self._keys(column), kind="stable")
         self.order = ranks[::-1].copy() if order == Qt.SortOrder.DescendingOrder else ranks
         self.sorted_by = (column, order)
+        row_of_cell = np.empty(len(self.order), np.int64)
+        row_of_cell[self.order] = np.arange(len(self.order))
+        self.changePersistentIndexList(persistent, [self.index(int(row_of_cell[cell]), index.column())
+                                                    for index, cell in zip(persistent, cells)])
         self.layoutChanged.emit()
 
     def reset(self) -> None:

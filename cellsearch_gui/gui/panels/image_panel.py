@@ -11,7 +11,7 @@ from PySide6.QtWidgets import QComboBox, QLabel, QVBoxLayout, QWidget
 
 from cellsearch_gui.core.io.fields import Field
 from cellsearch_gui.core.segmentation.masks import decode_rle
-from cellsearch_gui.gui.pixmaps import class_colour
+from cellsearch_gui.gui.pixmaps import class_colour, readable_background
 
 OVERVIEW_SIDE = 4096  # huge stitched images are shown downsampled to this many pixels
 OUTLINE_TILES = 4  # outlines are grouped per class and per square of a 4 x 4 grid: a click repaints few
@@ -157,7 +157,8 @@ class ImagePanel(QWidget):
     def _name(self, index: int):
         ws = self.controller.workspace
         name = ws.label_of(index) or ws.result.predictions.labels[index]
-        text = pg.TextItem(name, color=class_colour(ws.classes(), name), anchor=(0, 1))
+        colour = class_colour(ws.classes(), name)
+        text = pg.TextItem(name, color=colour, anchor=(0, 1), fill=pg.mkBrush(readable_background(colour)))
         x0, y0 = ws.cells[index].bbox[:2]
         text.setPos(x0 * self._scale, y0 * self._scale)
         self.plot.addItem(text, ignoreBounds=True)  # names and outlines never move the view
@@ -176,7 +177,9 @@ class ImagePanel(QWidget):
             return
         name = ws.label_of(index) or ws.result.predictions.labels[index]
         poly = poly * self._scale
-        curve = pg.PlotCurveItem(poly[:, 0], poly[:, 1], pen=pg.mkPen(class_colour(ws.classes(), name), width=4))
+        style = pg.QtCore.Qt.PenStyle.DashLine if ws.label_of(index) else pg.QtCore.Qt.PenStyle.SolidLine
+        curve = pg.PlotCurveItem(poly[:, 0], poly[:, 1],  # thicker, still dashed when the user labelled it
+                                 pen=pg.mkPen(class_colour(ws.classes(), name), width=4, style=style))
         self.plot.addItem(curve, ignoreBounds=True)
         self._selection = [curve]
         if len(self._by_image[self.current_path()]) > NAMED_CELLS:

@@ -1,4 +1,6 @@
-"""PCA scatter (the paper's Figure 2): reference cells by class, query cells on top; hover, click, box-label."""
+"""PCA scatter (the paper's Figure 2): reference cells by class, query cells on top; hover, click, box-label.
+The axes are fitted class-balanced on the library classes in use (core.app.run.pca_2d), the legend sits
+outside the plotting area."""
 
 from __future__ import annotations
 
@@ -10,6 +12,7 @@ from PySide6.QtWidgets import (
     QHBoxLayout,
     QLabel,
     QPushButton,
+    QSizePolicy,
     QVBoxLayout,
     QWidget,
 )
@@ -56,7 +59,11 @@ class ScatterPanel(QWidget):
         self.plot = pg.PlotWidget(viewBox=self.view_box)
         self.plot.setLabel("bottom", "PC 1")
         self.plot.setLabel("left", "PC 2")
-        self.legend = self.plot.addLegend(offset=(10, 10))
+        self.legend = pg.LegendItem()  # beside the plot, in its own column: it never covers a point
+        self.legend.setSizePolicy(QSizePolicy.Policy.Fixed, QSizePolicy.Policy.Fixed)  # rows stay together
+        layout = self.plot.getPlotItem().layout
+        layout.addItem(self.legend, 2, 3)
+        layout.setAlignment(self.legend, Qt.AlignmentFlag.AlignTop)
         self.references = pg.ScatterPlotItem(size=6, pen=None, hoverable=True, hoverSize=10)
         self.queries = pg.ScatterPlotItem(size=11, symbol="star", hoverable=True, hoverSize=16)
         self.plot.addItem(self.references)
