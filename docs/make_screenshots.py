@@ -13,9 +13,9 @@ from __future__ import annotations
 
 import argparse
 import shutil
-from functools import partial
 import sys
 import tempfile
+from functools import partial
 from pathlib import Path
 
 from PySide6.QtCore import QTimer
@@ -57,7 +57,7 @@ def main() -> int:
     ref, fields = build_inputs(work, args.per_class, args.fields, counts)
     window = create_window([fields], ref)
     window.show_dialogs = False
-    window.controller.workspace.settings.cell_diameter_px = 160  # BCCD white cells at 640x480
+    # the cell diameter is measured on each field (issue 17); no value is set here
     window.model_panel.load()
     window.resize(1560, 960)
     window.show()
