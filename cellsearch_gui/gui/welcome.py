@@ -18,7 +18,7 @@ from PySide6.QtWidgets import (
     QVBoxLayout,
 )
 
-from cellsearch_gui.core.app.demo import DEMO_MODELS, build_demo, find_sample_data
+from cellsearch_gui.core.app.demo import DEMO_MODELS, build_demo, find_sample_data, installed_demo
 from cellsearch_gui.core.app.run import AnalysisSettings
 from cellsearch_gui.core.models.checkpoints import status
 from cellsearch_gui.core.models.registry import REGISTRY
@@ -99,11 +99,11 @@ class WelcomeDialog(QDialog):
         self.message.setText(text)  # what the import or download did, over refresh's hint
 
     def open_demo(self) -> None:
-        target = Path(tempfile.mkdtemp(prefix="cellsearch-demo-"))
-        reference, fields = build_demo(target)
+        """The demo setup.sh built (its library carries its features: nothing to embed there), else a small
+        one copied from the sample data; the cell diameter is measured on each field."""
+        reference, fields = installed_demo() or build_demo(Path(tempfile.mkdtemp(prefix="cellsearch-demo-")))
         settings = AnalysisSettings.from_dict(self.controller.workspace.settings.as_dict())
         settings.models = list(DEMO_MODELS)
-        settings.cell_diameter_px = 160
         self.controller.apply_settings(settings)
         self.controller.add_reference(reference)
         self.controller.add_queries([fields])

@@ -60,6 +60,12 @@ def demo_settings() -> AnalysisSettings:
     return AnalysisSettings(models=list(DEMO_MODELS), cell_diameter_px=DEMO_DIAMETER_PX)
 
 
+def installed_demo() -> tuple[Path, Path] | None:
+    """(library, fields) of the demo that setup.sh built in the checkout (``demo/``), when it is there."""
+    target = Path(cellsearch_gui.__file__).resolve().parents[1] / "demo"
+    return (target / DEMO_LIBRARY, target / DEMO_IMAGES) if demo_is_built(target) else None
+
+
 def demo_is_built(target: Path) -> bool:
     """The demo's library holds its features (written last) and its fields are there."""
     library = Path(target) / DEMO_LIBRARY
