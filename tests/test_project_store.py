@@ -106,3 +106,30 @@ def test_labels_keep_their_history(project):
     assert "c0" not in ws.store.labels()
     assert all(h[1] and h[2] for h in ws.store.label_history("c0"))  # who and when
     ws.close()
+
+
+def test_a_border_cell_stays_flagged_when_the_project_is_reopened(tmp_path):
+    with open_project(tmp_path / "q", create=True) as store:
+        store.put_cells([Cell("edge", "e.png", "f.png", touches_border=True), Cell("inner", "i.png", "f.png",
+                                                                                  touches_border=False),
+                         Cell("crop", "c.png", "c.png")])
+    with open_project(tmp_path / "q", readonly=True, lock=False) as store:
+        flags = {c.cell_id: c.touches_border for c in store.cells()}
+    assert flags == {"edge": True, "inner": False, "crop": None}
+
+
+def test_a_version_1_project_gains_the_border_column(tmp_path):
+    import sqlite3
+
+    from cellsearch_gui.core.project.schema import V1
+
+    folder = tmp_path / "old"
+    folder.mkdir()
+    db = sqlite3.connect(folder / "project.sqlite")
+    db.executescript(V1 + "PRAGMA user_version = 1;")
+    db.execute("INSERT INTO cells (uid, crop_path) VALUES ('c0', 'c0.png')")
+    db.commit()
+    db.close()
+    with open_project(folder) as store:
+        assert [(c.cell_id, c.touches_border) for c in store.cells()] == [("c0", None)]
+        assert store.counts()["schema"] == SCHEMA_VERSION == 2

@@ -112,21 +112,22 @@ class ProjectStore:
         """Cells by id (a cell already stored keeps its row); how a segmented cell was cut stays in cells.csv."""
         to_stored = self.paths.to_stored
         rows = [(c.cell_id, to_stored(c.source_image), to_stored(c.crop_path), *(c.bbox or (None,) * 4),
-                 *(c.centroid or (None, None)), c.area_px, c.mask_rle, c.true_label) for c in cells]
+                 *(c.centroid or (None, None)), c.area_px, c.mask_rle, c.true_label,
+                 None if c.touches_border is None else int(c.touches_border)) for c in cells]
         with self.write(f"save {len(rows)} cells") as db:
             db.executemany("INSERT INTO cells (uid, image_path, crop_path, bbox_x0, bbox_y0, bbox_x1, bbox_y1, "
-                           "centroid_x, centroid_y, area_px, mask_rle, folder_label) "
-                           "VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?) ON CONFLICT (uid) DO NOTHING", rows)
+                           "centroid_x, centroid_y, area_px, mask_rle, folder_label, touches_border) "
+                           "VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?) ON CONFLICT (uid) DO NOTHING", rows)
 
     def cells(self) -> list[Cell]:
         out = []
         from_stored = self.paths.from_stored
         for row in self._read("SELECT uid, crop_path, image_path, bbox_x0, bbox_y0, bbox_x1, bbox_y1, centroid_x, "
-                              "centroid_y, area_px, mask_rle, folder_label FROM cells ORDER BY id"):
+                              "centroid_y, area_px, mask_rle, folder_label, touches_border FROM cells ORDER BY id"):
             bbox = None if None in row[3:7] else tuple(row[3:7])
             centroid = None if None in row[7:9] else (row[7], row[8])
             out.append(Cell(row[0], from_stored(row[1]), from_stored(row[2]), bbox, centroid, row[9], row[10],
-                            row[11]))
+                            row[11], touches_border=None if row[12] is None else bool(row[12])))
         return out
 
     def set_labels(self, labels: dict[str, str | None], who: str | None = None) -> None:
