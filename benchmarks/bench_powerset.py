@@ -49,8 +49,8 @@ def baseline_rows(ref: FeatureSet, val: FeatureSet, subset, metric: str, grid: G
     _, nn = KnnIndex(metric=metric, kind="flat").build(ref.select(list(subset))).search(
         val.select(list(subset)), min(max(grid.k_maxs), len(ref_ids)))
     rows = []
-    for k_min, k_max, thr, norm in _grid_points(grid):
-        vote = adaptive_vote(ref_ids[nn], weights, k_min, k_max, thr, grid.growth, norm)
+    for k_min, k_max, thr, norm, stop in _grid_points(grid):
+        vote = adaptive_vote(ref_ids[nn], weights, k_min, k_max, thr, grid.growth, norm, stop)
         scores = evaluate_predictions(val.labels, [classes[i] for i in vote.label_ids])
         rows.append({"balanced_accuracy": scores["balanced_accuracy"],
                      "macro_precision": scores["macro_precision"], "mean_k": float(vote.k_used.mean())})
