@@ -167,3 +167,13 @@ def test_the_next_cell_to_label_is_an_ambiguous_typical_one_not_an_outlier():
     order = review_order(features, ambiguity, list(range(31)))
     assert order[0] == 7 and sorted(order) == list(range(31))
     assert review_order(features, ambiguity, [30, 2]) [0] in (2, 30) and review_order(features, ambiguity, []) == []
+
+
+def test_the_window_shows_and_changes_the_stopping_rule_and_device_vote(window):
+    panel, settings = window.model_panel, window.controller.workspace
+    assert panel.stopping.currentText() == DEFAULT_EWC.stopping  # the one default, shown
+    assert panel.device_vote.currentText() == AnalysisSettings().device_vote
+    panel.stopping.setCurrentText("paper")
+    panel.device_vote.setCurrentText("library")
+    assert settings.settings.ewc_params().stopping == "paper"
+    assert settings.settings.device_vote == "library"

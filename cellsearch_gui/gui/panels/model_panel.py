@@ -24,10 +24,12 @@ from cellsearch_gui.core.models.checkpoints import status
 from cellsearch_gui.core.models.registry import REGISTRY
 from cellsearch_gui.core.options import (
     VIEWS,
+    DeviceVote,
     EntropyNorm,
     Metric,
     Preset,
     Segmenter,
+    StoppingRule,
     values,
 )
 
@@ -61,6 +63,14 @@ class ModelPanel(QWidget):
         self.entropy_norm.addItems(values(EntropyNorm))
         self.entropy_norm.setToolTip("log_k: the paper's H / log k; log_min_kc: H / log min(k, C), "
                                      "which stops earlier on a new device")
+        self.stopping = QComboBox()
+        self.stopping.addItems(values(StoppingRule))
+        self.stopping.setToolTip("when no k reaches the threshold: lowest_entropy keeps the least ambiguous vote; "
+                                 "paper votes at the last k (up to the whole library)")
+        self.device_vote = QComboBox()
+        self.device_vote.addItems(values(DeviceVote))
+        self.device_vote.setToolTip("cells you label here: library: they join the library; loo_mix: they also "
+                                    "vote on their own, weighted by how well each side predicts them")
         self.preprocessing = QComboBox()
         self.preprocessing.addItems(values(Preset))
         self.views = QComboBox()
@@ -80,7 +90,8 @@ class ModelPanel(QWidget):
         self.random_weights = QCheckBox("random weights (control)")
         form = QFormLayout()
         for text, widget in (("metric", self.metric), ("k min", self.k_min), ("k max", self.k_max),
-                             ("entropy threshold", self.threshold), ("stopping rule", self.entropy_norm),
+                             ("entropy threshold", self.threshold), ("entropy normalisation", self.entropy_norm),
+                             ("stopping rule", self.stopping), ("device vote", self.device_vote),
                              ("crop preparation", self.preprocessing), ("views", self.views),
                              ("segmenter", self.segmenter), ("cell diameter", self.diameter),
                              ("", self.drop_border), ("", self.random_weights)):
@@ -118,6 +129,8 @@ class ModelPanel(QWidget):
         self.k_max.setValue(p["k_max"])
         self.threshold.setValue(p["entropy_threshold"])
         self.entropy_norm.setCurrentText(p["entropy_norm"])
+        self.stopping.setCurrentText(p.get("stopping", StoppingRule.PAPER.value))
+        self.device_vote.setCurrentText(s.device_vote)
         self.preprocessing.setCurrentText(s.preprocessing)
         self.views.setCurrentText(str(s.views))
         self.segmenter.setCurrentText(s.segmenter)
@@ -132,7 +145,8 @@ class ModelPanel(QWidget):
                     if self.models.item(i).checkState() == Qt.CheckState.Checked]
         s.params = {**s.params, "metric": self.metric.currentText(), "k_min": self.k_min.value(),
                     "k_max": self.k_max.value(), "entropy_threshold": round(self.threshold.value(), 4),
-                    "entropy_norm": self.entropy_norm.currentText()}
+                    "entropy_norm": self.entropy_norm.currentText(), "stopping": self.stopping.currentText()}
+        s.device_vote = self.device_vote.currentText()
         s.preprocessing = self.preprocessing.currentText()
         s.views = int(self.views.currentText())
         s.segmenter = self.segmenter.currentText()
