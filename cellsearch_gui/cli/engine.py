@@ -9,22 +9,13 @@ import contextlib
 from collections.abc import Iterator
 from pathlib import Path
 
-from cellsearch_gui.cli.common import output_folder
+from cellsearch_gui.cli.common import arg, output_folder
+from cellsearch_gui.core import validation
 from cellsearch_gui.core.app.experiments import classify_job
 from cellsearch_gui.core.app.sharded_jobs import sharded_classify_job
 from cellsearch_gui.core.errors import CellSearchError
 
 ENGINES = ("local", "ray")
-
-
-def _positive(text: str) -> int:
-    try:
-        value = int(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"expected a whole number, got '{text}'") from None
-    if value < 1:
-        raise argparse.ArgumentTypeError(f"expected a number >= 1, got {value}")
-    return value
 
 
 def add_engine_options(p: argparse.ArgumentParser, shard_size: int, unit: str) -> None:
@@ -34,12 +25,13 @@ def add_engine_options(p: argparse.ArgumentParser, shard_size: int, unit: str) -
     g.add_argument("--ray-address", default=None,
                    help="HOST:PORT of a running Ray cluster ('ray start --head'), ray://HOST:PORT or auto "
                         "(default: start Ray on this machine)")
-    g.add_argument("--ray-workers", type=_positive, default=None, help="Ray workers (actors), default 2")
+    g.add_argument("--ray-workers", type=arg(validation.RAY_WORKERS), default=None,
+                   help="Ray workers (actors), default 2")
     g.add_argument("--work-dir", type=output_folder, default=None,
                    help="folder of the shards and their manifest (a re-run resumes there); default: in the "
                         "cache folder, named after the job" if unit == "crops" else
                         "folder of the shards and their manifest (default: OUT/shards; a re-run resumes)")
-    g.add_argument("--shard-size", type=_positive, default=shard_size,
+    g.add_argument("--shard-size", type=arg(validation.SHARD_SIZE), default=shard_size,
                    help=f"{unit} per shard (default {shard_size})")
 
 

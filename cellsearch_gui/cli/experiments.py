@@ -43,10 +43,10 @@ def add_parser(sub) -> None:
     add_ewc_options(ev)
     ev.add_argument("--baselines", action="store_true",
                     help="also score unweighted 5-NN and a logistic-regression probe on the same features")
-    ev.add_argument("--shots", type=_count, default=0,
+    ev.add_argument("--shots", type=arg(validation.SHOTS), default=0,
                     help="N labelled cells per query class join the library as the new device's labelled cells "
                          "(as 'Add labelled cells to reference'); the rest are scored (0: plain evaluation)")
-    ev.add_argument("--shot-seeds", type=_count, default=5,
+    ev.add_argument("--shot-seeds", type=arg(validation.SHOT_SEEDS), default=5,
                     help="with --shots: repeat with this many random draws (seeds --seed .. --seed+S-1)")
     ev.add_argument("--device-vote", default=DEVICE_VOTE_DEFAULT, choices=values(DeviceVote),
                     help="with --shots: library: the labelled cells join the library (the window's default); "
@@ -63,16 +63,6 @@ def add_parser(sub) -> None:
     add_embed_options(cl)
     add_ewc_options(cl)
     add_engine_options(cl, DEFAULT_SHARD_CROPS, "crops")
-
-
-def _count(text: str) -> int:
-    try:
-        value = int(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"expected a whole number, got '{text}'") from None
-    if value < 0:
-        raise argparse.ArgumentTypeError(f"expected a number >= 0, got {value}")
-    return value
 
 
 def cmd_evaluate(args: argparse.Namespace) -> int:

@@ -169,6 +169,10 @@ PRESET = choice("preprocessing preset", Preset)
 # experiments and the app
 SPLIT = Range("split", float, 0.0, 1.0, low_open=True, high_open=True, optional=True)
 TOP = Range("top", int, 0, 10**6)
+SHOTS = Range("shots", int, 0)  # labelled cells per class of the new device; 0: plain evaluation
+SHOT_SEEDS = Range("shot seeds", int, 0)
+RAY_WORKERS = Range("ray workers", int, 1)
+SHARD_SIZE = Range("shard size", int, 1)
 PCA_DIMS = Range("PCA dimensions", int, 2, 100_000)
 SIGMA_FRAC = Range("sigma fraction", float, 0.0, 100.0, low_open=True)
 MAX_CELLS = Range("max cells", int, 2, 10**8)
