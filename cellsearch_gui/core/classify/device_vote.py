@@ -34,24 +34,31 @@ def vote_shares(preds: Predictions, classes: list[str]) -> np.ndarray:
     return shares / np.maximum(shares.sum(axis=1, keepdims=True), 1e-300)
 
 
-def leave_one_out_shares(features: np.ndarray, labels: list[str], rows: list[int], classes: list[str],
-                         params: EWCParams) -> np.ndarray:
-    """Vote shares of each cell at ``rows`` of a library (``features``, ``labels``) with that cell left out:
-    its own neighbour is dropped and the class weights are those of the library without it."""
-    clf = EWCClassifier(dataclasses.replace(params, index="flat")).fit(features, labels)
+def leave_one_out_shares(clf: EWCClassifier, rows: list[int], row_features: np.ndarray,
+                         classes: list[str]) -> np.ndarray:
+    """Vote shares of each library row in ``rows`` (its features ``row_features``) of the fitted ``clf`` with
+    that row left out: its own neighbour is dropped and the class weights are those of the library without it."""
     out = np.zeros((len(rows), len(classes)))
-    if len(labels) < 2:
+    if clf.index.size < 2:
         return out
-    _, ids = clf.kneighbors(features[rows], min(params.k_max + 1, len(labels)))
+    p = clf.params
+    _, ids = clf.kneighbors(row_features, min(p.k_max + 1, clf.index.size))
     for n, (row, neighbours) in enumerate(zip(rows, ids)):
         others = neighbours[neighbours != row][None, :]
         kept = np.delete(clf.label_ids, row)
-        vote = adaptive_vote(clf.label_ids[others], class_weights(kept, len(clf.classes)), params.k_min,
-                             params.k_max, params.entropy_threshold, params.growth, params.entropy_norm,
-                             params.stopping)
+        vote = adaptive_vote(clf.label_ids[others], class_weights(kept, len(clf.classes)), p.k_min, p.k_max,
+                             p.entropy_threshold, p.growth, p.entropy_norm, p.stopping)
         for j, name in enumerate(clf.classes):
             out[n, classes.index(name)] = vote.scores[0, j]
     return out / np.maximum(out.sum(axis=1, keepdims=True), 1e-300)
+
+
+def _leave_one_out_pair(library: EWCClassifier, device: EWCClassifier, device_rows: list[int],
+                        device_features: np.ndarray, classes: list[str]) -> tuple[np.ndarray, np.ndarray]:
+    """Leave-one-out vote shares of the device's labelled cells: in the library (which holds them at
+    ``device_rows``), and among themselves alone."""
+    return (leave_one_out_shares(library, device_rows, device_features, classes),
+            leave_one_out_shares(device, list(range(len(device_rows))), device_features, classes))
 
 
 @dataclass
@@ -109,8 +116,7 @@ class DeviceAwareClassifier:
         truth = [self._labels[i] for i in rows]
         self.device = EWCClassifier(self.params).fit(self._features[rows], truth)
         classes = list(self.library.classes)
-        joint = leave_one_out_shares(self._features, self._labels, rows, classes, self.params)
-        alone = leave_one_out_shares(self._features[rows], truth, list(range(n)), classes, self.params)
+        joint, alone = _leave_one_out_pair(self.library, self.device, rows, self._features[rows], classes)
         scores = {}
         for alpha in MIX_WEIGHTS:
             mixed = alpha * joint + (1 - alpha) * alone
@@ -134,21 +140,23 @@ class DeviceAwareClassifier:
 def device_learning_curve(ref_features: np.ndarray, ref_labels: list[str], dev_features: np.ndarray,
                           dev_labels: list[str], params: EWCParams) -> list[dict]:
     """How well the library knows this device, as the user labels: after each of the first n labelled cells
-    (in the order labelled), the leave-one-out macro accuracy on them of the library with them in it, and of
-    the device's labelled cells alone. n runs over 2, 3, 5, 8, 13... and the last."""
-    points, n = [], 2
-    sizes = []
+    (in the order labelled), the leave-one-out accuracy on them of the library with them in it, and of the
+    device's labelled cells alone. n runs over the Fibonacci numbers 2, 3, 5, 8, 13... and the last."""
+    sizes, n, step = [], 2, 1
     while n < len(dev_labels):
         sizes.append(n)
-        n = n + max(1, sizes[-2] if len(sizes) > 1 else 1)
-    sizes = sorted(set(sizes + ([len(dev_labels)] if len(dev_labels) >= 2 else [])))
+        n, step = n + step, n
+    if len(dev_labels) >= 2:
+        sizes.append(len(dev_labels))
+    points = []
+    exact = dataclasses.replace(params, index="flat")
     for n in sizes:
-        labels = list(ref_labels) + list(dev_labels[:n])
-        features = np.concatenate([ref_features, dev_features[:n]])
-        classes = sorted(set(labels))
         truth = list(dev_labels[:n])
-        joint = leave_one_out_shares(features, labels, list(range(len(ref_labels), len(labels))), classes, params)
-        alone = leave_one_out_shares(dev_features[:n], truth, list(range(n)), classes, params)
+        library = EWCClassifier(exact).fit(np.concatenate([ref_features, dev_features[:n]]), list(ref_labels) + truth)
+        device = EWCClassifier(exact).fit(dev_features[:n], truth)
+        classes = list(library.classes)
+        joint, alone = _leave_one_out_pair(library, device, list(range(len(ref_labels), len(ref_labels) + n)),
+                                           dev_features[:n], classes)
         points.append({"n_labelled": n,
                        "library": evaluate_predictions(truth, [classes[i] for i in joint.argmax(1)])["accuracy"],
                        "device_alone": evaluate_predictions(truth, [classes[i] for i in alone.argmax(1)])["accuracy"]})
