@@ -258,18 +258,12 @@ def pipeline_job(plan: RunPlan, token: CancelToken | None = None) -> Job[Analysi
 
         p = result.predictions
         save_run_arrays(plan.project, run_id, result.reference, result.query, plan.settings.feature_storage)
-        store.finish_run(run_id, "finished", {**result.provenance, "uncertain_cells": uncertain_cells(result)},
+        store.finish_run(run_id, "finished", {**result.provenance, "uncertain_cells": p.uncertain_ids(result.cells)},
                          result.notes,
                          [(c.cell_id, p.labels[i], float(p.entropy[i]), int(p.k_used[i]))
                           for i, c in enumerate(result.cells)])
         store.close()
     return result
-
-
-def uncertain_cells(result: AnalysisResult) -> list[str]:
-    """Ids of the cells answered uncertain (Predictions.uncertain), kept with the run for reports."""
-    flags = result.predictions.uncertain
-    return [c.cell_id for i, c in enumerate(result.cells) if flags[i]]
 
 
 def cells_of(features: FeatureSet, cells: list[Cell]) -> list[Cell] | None:

@@ -15,7 +15,6 @@ from cellsearch_gui.core.app.run import (
     AnalysisSettings,
     RunPlan,
     restore_result,
-    uncertain_cells,
 )
 from cellsearch_gui.core.app.inspector import CellView, Neighbour, reference_cell_view, vote_explanation
 from cellsearch_gui.core.classify.ewc import QUERY_CHUNK, Predictions
@@ -212,9 +211,10 @@ class Workspace:
         if self.store is not None and not self.store.readonly:
             p = predictions
             run = self.store.start_run("add to reference", self.settings.as_dict())
-            self.store.finish_run(run, "finished", {**r.provenance, "uncertain_cells": uncertain_cells(r),
-                                                    "added_to_reference": sorted(self.added_to_reference)}, [], [(c.cell_id, p.labels[i], float(p.entropy[i]), int(p.k_used[i]))
-                                                for i, c in enumerate(self.cells)])
+            provenance = {**r.provenance, "uncertain_cells": p.uncertain_ids(self.cells),
+                          "added_to_reference": sorted(self.added_to_reference)}
+            self.store.finish_run(run, "finished", provenance, [], [
+                (c.cell_id, p.labels[i], float(p.entropy[i]), int(p.k_used[i])) for i, c in enumerate(self.cells)])
 
     def labelled_set(self) -> CropSet:
         """The query cells the user has labelled: validation cells of this device (for suggestions)."""

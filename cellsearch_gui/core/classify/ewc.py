@@ -257,6 +257,10 @@ class Predictions:
         ambiguity is that of the weighted vote, on the same 0..1 scale whatever the entropy normalisation."""
         return self.ambiguity >= self.threshold
 
+    def uncertain_ids(self, cells) -> list[str]:
+        """Ids of the cells (one per prediction row, in order) answered uncertain; kept with a run."""
+        return [cell.cell_id for cell, flag in zip(cells, self.uncertain) if flag]
+
 
 class EWCClassifier:
     """Reference library + index; ``predict`` runs the adaptive weighted vote."""

@@ -7,6 +7,7 @@ from __future__ import annotations
 import errno
 import json
 import os
+from functools import cached_property
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -59,9 +60,15 @@ class ExportTable:
         value = self.provenance.get("params", {}).get("entropy_threshold", DEFAULT_THRESHOLD)
         return float(value) if isinstance(value, (int, float)) else DEFAULT_THRESHOLD
 
+    @cached_property
+    def flagged_uncertain(self) -> set[str] | None:
+        """Ids of the cells the classifier answered uncertain, as kept with the run; None for older runs."""
+        flagged = self.provenance.get("uncertain_cells")
+        return set(map(str, flagged)) if isinstance(flagged, list) else None
+
     def uncertain_rule(self) -> str:
         """What *uncertain* means for this table, in words."""
-        if isinstance(self.provenance.get("uncertain_cells"), list):
+        if self.flagged_uncertain is not None:
             return f"not labelled, and the deciding weighted vote ambiguous (≥ {self.threshold:g})"
         return f"not labelled, and entropy ≥ {self.threshold:g}"
 
@@ -70,11 +77,8 @@ class ExportTable:
         the run's provenance); runs saved before that was kept: entropy at or above the threshold."""
         if row.user_label:
             return False
-        flagged = self.provenance.get("uncertain_cells")
-        if isinstance(flagged, list):
-            if not hasattr(self, "_uncertain_ids"):
-                self._uncertain_ids = set(map(str, flagged))
-            return row.cell.cell_id in self._uncertain_ids
+        if self.flagged_uncertain is not None:
+            return row.cell.cell_id in self.flagged_uncertain
         return row.entropy is not None and abs(row.entropy) >= self.threshold
 
     def differential(self, method: str = "wilson") -> list[SampleDifferential]:
@@ -106,8 +110,7 @@ def table_from_workspace(workspace) -> ExportTable:
     rows = [CellRow(c, s, p.labels[i], float(p.entropy[i]), int(p.k_used[i]), workspace.label_of(i))
             for i, (c, s) in enumerate(zip(cells, samples))]
     query = result.query
-    flags = p.uncertain
-    provenance = {**result.provenance, "uncertain_cells": [c.cell_id for i, c in enumerate(cells) if flags[i]]}
+    provenance = {**result.provenance, "uncertain_cells": p.uncertain_ids(cells)}
     return ExportTable(rows, provenance, list(p.classes),
                        sample_order(workspace.query_paths, named),
                        np.asarray(query.features) if len(query.features) == len(rows) else None,
