@@ -12,8 +12,7 @@ from cellsearch_gui.core.classify.baselines import run_baselines
 from cellsearch_gui.core.classify.coverage import (
     accuracy_by_certainty,
     accuracy_by_coverage,
-    mean_certainty,
-    mean_coverage,
+    mean_over_seeds,
 )
 from cellsearch_gui.core.classify.evaluation import evaluate_predictions
 from cellsearch_gui.core.classify.device_vote import DeviceAwareClassifier
@@ -106,8 +105,8 @@ def score_with_shots(ref: FeatureSet, query: FeatureSet, params: EWCParams, shot
                                                                          "accuracy")}
     return {**pooled, **means, "n_query": per_seed[0]["n_scored"], "mean_k": float(np.concatenate(k_used).mean()),
             "mean_entropy": float(np.concatenate(entropy).mean()), "index_kind": preds.index_kind,
-            "coverage": mean_coverage([r["coverage"] for r in per_seed]),
-            "certainty": mean_certainty([r["certainty"] for r in per_seed]),
+            "coverage": mean_over_seeds([r["coverage"] for r in per_seed]),
+            "certainty": mean_over_seeds([r["certainty"] for r in per_seed]),
             "baselines": _mean_baselines(base_runs) if baselines else None,
             "shots": shots, "shot_seeds": list(seeds), "device_vote": device_vote, "per_seed": per_seed, "shot_notes": notes}
 

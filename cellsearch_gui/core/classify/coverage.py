@@ -29,9 +29,13 @@ def accuracy_by_coverage(truth: list[str], predicted: list[str], entropy: np.nda
     return out
 
 
-def mean_coverage(tables: list[dict[str, dict[str, float]]]) -> dict[str, dict[str, float]]:
-    """Field-wise mean of several ``accuracy_by_coverage`` tables (one per seed)."""
-    return {key: {f: float(np.mean([t[key][f] for t in tables])) for f in tables[0][key]} for key in tables[0]}
+def mean_over_seeds(tables: list[dict]) -> dict:
+    """Field-wise mean of several tables of the same shape (one per seed): ``accuracy_by_coverage`` or
+    ``accuracy_by_certainty``; numbers are averaged, nested tables field by field."""
+    first = tables[0]
+    return {key: (mean_over_seeds([t[key] for t in tables]) if isinstance(value, dict)
+                  else float(np.mean([t[key] for t in tables])))
+            for key, value in first.items()}
 
 
 def accuracy_by_certainty(truth: list[str], predicted: list[str], uncertain: np.ndarray) -> dict:
@@ -45,11 +49,3 @@ def accuracy_by_certainty(truth: list[str], predicted: list[str], uncertain: np.
         out[name] = {"accuracy": scores.get("accuracy", 0.0),
                      "balanced_accuracy": scores.get("balanced_accuracy", 0.0)}
     return out
-
-
-def mean_certainty(tables: list[dict]) -> dict:
-    """``accuracy_by_certainty`` tables averaged over seeds."""
-    first = tables[0]
-    return {key: ({f: float(np.mean([t[key][f] for t in tables])) for f in value} if isinstance(value, dict)
-                  else float(np.mean([t[key] for t in tables])))
-            for key, value in first.items()}
