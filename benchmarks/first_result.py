@@ -1,7 +1,8 @@
 """The README's main job, timed: the window opened as `cellsearch gui --reference LIBRARY FIELDS`, the cell
-diameter set, Run pressed; prints the seconds from launch to the first result shown.
+diameter measured on each field (or set with --diameter), Run pressed; prints the seconds from launch to the
+first result shown.
 
-    .venv/bin/python benchmarks/first_result.py demo/pbc_library demo/bccd_fields [--diameter 160]
+    .venv/bin/python benchmarks/first_result.py demo/pbc_library demo/bccd_fields [--diameter PX]
 
 Offscreen (QT_QPA_PLATFORM=offscreen unless set). Prints figures; asserts nothing. benchmarks/first_run.sh
 runs it on a fresh clone after setup.sh.
@@ -22,7 +23,8 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("reference")
     parser.add_argument("fields")
-    parser.add_argument("--diameter", type=float, default=160.0, help="cell diameter in px (0: the window's)")
+    parser.add_argument("--diameter", type=float, default=0.0,
+                        help="cell diameter in px (default 0: measured on each field, as the README's main job)")
     args = parser.parse_args(argv)
 
     from PySide6.QtWidgets import QApplication
