@@ -90,7 +90,7 @@ def test_evaluate_json_has_the_documented_keys(tmp_path):
     assert main(["evaluate", "--reference", str(ref), "--query", str(query), "--models", "mobilenetv2",
                  "--random-init", "--no-cache", "--json", str(out), "--quiet"]) == 0
     data = json.loads(out.read_text())
-    assert list(data) == EVALUATE_KEYS + ["coverage", "certainty"]  # issue 15
+    assert list(data) == EVALUATE_KEYS + ["coverage", "certainty", "calibration"]  # issue 15
     assert data["n_reference"] == 8 and data["n_query"] == 4 and data["weights"] == "random"
     assert data["params"] == DEFAULT_EWC.as_dict() == AnalysisSettings().params  # one default (issue 15)
 

@@ -23,6 +23,7 @@ from cellsearch_gui.cli.common import (
 from cellsearch_gui.cli.engine import add_engine_options, classify_runner
 from cellsearch_gui.core import validation
 from cellsearch_gui.core.app.defaults import DEVICE_VOTE_DEFAULT
+from cellsearch_gui.core.app.confidence import with_confidence
 from cellsearch_gui.core.app.experiments import evaluate_job
 from cellsearch_gui.core.app.results import EvaluateResult
 from cellsearch_gui.core.app.sharded_jobs import DEFAULT_SHARD_CROPS
@@ -107,6 +108,11 @@ def _print_scores(result: EvaluateResult, models: list[str], params: EWCParams) 
         print(f"uncertain (ambiguity of the deciding weighted vote >= {params.entropy_threshold}): {100 * c['share_uncertain']:.1f} % of "
               f"cells; macro accuracy of the confident ones {100 * c['confident']['balanced_accuracy']:.1f} %, of the "
               f"uncertain ones {100 * c['uncertain']['balanced_accuracy']:.1f} %")
+    if result.calibration and result.calibration.get("n_cells"):
+        c, top = result.calibration, result.calibration["at_least"]["0.9"]
+        print(f"confidence (calibrated): mean {100 * c['mean_confidence']:.1f} % against accuracy "
+              f"{100 * c['accuracy']:.1f} %, calibration error {100 * c['ece']:.1f} points; "
+              f"{100 * top['share']:.0f} % of cells at >= 90 %, {100 * top['accuracy']:.1f} % of them right")
     print(format_confusion(result.as_dict()))
     for name, base in (result.baselines or {}).items():
         print(f"baseline {name}: macro accuracy {100 * base['balanced_accuracy']:.1f} %, "
@@ -118,16 +124,19 @@ def cmd_classify(args: argparse.Namespace) -> int:
     args.split = None
     inputs = inputs_from_args(args, args.query, needs_labels=False)
     with classify_runner(args) as classify:
-        ref, query, preds, _ = run(classify(inputs, models, ewc_params(args), cache, options), args.quiet)
+        ref, query, preds, _ = run(classify(inputs, models, params := ewc_params(args), cache, options), args.quiet)
     report_problems(ref.skipped + query.skipped, inputs.notes + ref.notes)
     if preds is None:
         raise CellSearchError("none of the query images could be read")
+    preds, calibration = with_confidence(params, ref, preds)
     write_predictions_csv(args.out, query, preds, ref, args.top)
     counts = {c: preds.labels.count(c) for c in preds.classes}
     print(f"{len(query.paths)} crops classified -> {args.out}")
     print("  " + ", ".join(f"{c}: {n}" for c, n in counts.items()))
     if (n_uncertain := int(preds.uncertain.sum())):
         print(f"  {n_uncertain} uncertain (ambiguity of the weighted vote >= {preds.threshold}): check them (column uncertain)")
+    print(f"  column confidence: the probability a call is right, calibrated on {calibration.source}; "
+          "it is trustworthy on the library's own microscope, optimistic on another")
     if warning := near_even_warning(preds.scores):  # the window's rule and words
         print(f"warning: {warning.replace('Reference library pane', '--classes')}", file=sys.stderr)
     return 0

@@ -12,6 +12,7 @@ from cellsearch_gui.core.app.shots import score_with_shots
 from cellsearch_gui.core.classify.analysis import analyse, stratified_sample
 from cellsearch_gui.core.classify.baselines import run_baselines
 from cellsearch_gui.core.classify.combinations import Grid, search_combinations
+from cellsearch_gui.core.app.confidence import confidence_summary, with_confidence
 from cellsearch_gui.core.classify.coverage import accuracy_by_certainty, accuracy_by_coverage
 from cellsearch_gui.core.classify.evaluation import evaluate_predictions
 from cellsearch_gui.core.classify.ewc import EWCClassifier, EWCParams, Predictions
@@ -134,6 +135,7 @@ def evaluate_job(inputs: Inputs, models: list[str], params: EWCParams, cache: Em
     ref, query, preds, timings = yield from classify(inputs, models, params, cache, options, token)
     if preds is None:
         raise DatasetError("none of the query images could be read")
+    preds, calibration = with_confidence(params, ref, preds)
     return EvaluateResult(
         **evaluate_predictions(query.labels, preds.labels),
         **provenance(models, ref, query, params, options),
@@ -144,6 +146,7 @@ def evaluate_job(inputs: Inputs, models: list[str], params: EWCParams, cache: Em
         baselines=run_baselines(ref.features, ref.labels, query.features, query.labels) if baselines else None,
         coverage=accuracy_by_coverage(query.labels, preds.labels, preds.entropy),
         certainty=accuracy_by_certainty(query.labels, preds.labels, preds.uncertain),
+        calibration=confidence_summary(preds, query.labels, calibration),
     )
 
 

@@ -34,6 +34,7 @@ class CellView:
     label: str | None  # the user's label (query) or the library label (reference)
     true_label: str | None = None
     weighting: str = ""  # why the call goes against the neighbours: class weights or a deep vote (vote_checks)
+    confidence: float | None = None  # calibrated P(correct) of a query cell's prediction (classify.calibration)
 
 
 def vote_explanation(classifier, predicted: str, scores: np.ndarray, classes: list[str], k_used: int,

@@ -64,13 +64,15 @@ class EvaluateResult(JsonRecord):
     coverage: dict[str, dict[str, float]] | None = None
     # cells answered uncertain (an ambiguous deciding vote: Predictions.uncertain) and the scores of each part
     certainty: dict | None = None
+    # calibrated confidence (classify.calibration) against the truth: ECE, Brier, reliability, accuracy above levels
+    calibration: dict | None = None
     # with --shots N only (app.shots): the scores above are means over the seeds
     shots: int | None = None
     shot_seeds: list[int] | None = None
     per_seed: list[dict[str, Any]] | None = None
     device_vote: str | None = None  # how the labelled cells voted (classify.device_vote)
 
-    OPTIONAL = ("baselines", "coverage", "certainty", "shots", "shot_seeds", "per_seed", "device_vote")
+    OPTIONAL = ("baselines", "coverage", "certainty", "calibration", "shots", "shot_seeds", "per_seed", "device_vote")
 
 
 @dataclass(frozen=True)

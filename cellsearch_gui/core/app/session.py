@@ -236,7 +236,8 @@ class Workspace:
                         int(p.k_used[index]), dict(zip(p.classes, map(float, p.scores[index]))),
                         nearest, self.label_of(index), cell.true_label,
                         self._weighting(p.labels[index], p.scores[index], p.classes, int(p.k_used[index]),
-                                        [n.label for n in nearest]))
+                                        [n.label for n in nearest]),
+                        None if p.confidence is None else float(p.confidence[index]))
 
     def _weighting(self, predicted: str, scores: np.ndarray, classes: list[str], k_used: int,
                    nearest: list[str]) -> str:

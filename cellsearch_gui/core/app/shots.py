@@ -8,6 +8,7 @@ import dataclasses
 
 import numpy as np
 
+from cellsearch_gui.core.app.confidence import confidence_summary
 from cellsearch_gui.core.classify.baselines import run_baselines
 from cellsearch_gui.core.classify.coverage import (
     accuracy_by_certainty,
@@ -20,6 +21,8 @@ from cellsearch_gui.core.classify.ewc import EWCParams, Predictions
 from cellsearch_gui.core.errors import DatasetError
 from cellsearch_gui.core.options import DeviceVote
 from cellsearch_gui.core.types import FeatureSet
+
+SEED_CALIBRATION = ("ece", "brier", "mean_confidence", "accuracy", "at_least")  # averaged over the seeds
 
 
 def shot_split(labels: list[str], shots: int, seed: int) -> tuple[list[int], list[int], list[str]]:
@@ -75,6 +78,7 @@ def _one_seed(ref: FeatureSet, query: FeatureSet, params: EWCParams, shots: int,
            "n_labelled": len(labelled), "n_scored": len(scored), "device_vote": clf.fit_record.as_dict(),
            "coverage": accuracy_by_coverage(truth, preds.labels, preds.entropy),
            "certainty": accuracy_by_certainty(truth, preds.labels, preds.uncertain),
+           "calibration": {k: v for k, v in confidence_summary(preds, truth).items() if k in SEED_CALIBRATION},
            "labelled_cells": [_cell_key(query, i) for i in labelled],
            "scored_cells": [_cell_key(query, i) for i in scored]}
     return row, preds, scored, notes, base
@@ -107,6 +111,7 @@ def score_with_shots(ref: FeatureSet, query: FeatureSet, params: EWCParams, shot
             "mean_entropy": float(np.concatenate(entropy).mean()), "index_kind": preds.index_kind,
             "coverage": mean_over_seeds([r["coverage"] for r in per_seed]),
             "certainty": mean_over_seeds([r["certainty"] for r in per_seed]),
+            "calibration": mean_over_seeds([r["calibration"] for r in per_seed]),
             "baselines": _mean_baselines(base_runs) if baselines else None,
             "shots": shots, "shot_seeds": list(seeds), "device_vote": device_vote, "per_seed": per_seed, "shot_notes": notes}
 

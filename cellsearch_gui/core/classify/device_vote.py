@@ -13,6 +13,7 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
+from cellsearch_gui.core.classify.calibration import Calibration, fit_calibration, stratified_rows
 from cellsearch_gui.core.classify.evaluation import evaluate_predictions
 from cellsearch_gui.core.classify.ewc import (
     EWCClassifier,
@@ -37,19 +38,23 @@ def vote_shares(preds: Predictions, classes: list[str]) -> np.ndarray:
 def leave_one_out_shares(clf: EWCClassifier, rows: list[int], row_features: np.ndarray,
                          classes: list[str]) -> np.ndarray:
     """Vote shares of each library row in ``rows`` (its features ``row_features``) of the fitted ``clf`` with
-    that row left out: its own neighbour is dropped and the class weights are those of the library without it."""
+    that row left out: its own neighbour is dropped and the class weights are those of the library without it
+    (the same for every row of a class, so each class votes in one batch)."""
     out = np.zeros((len(rows), len(classes)))
-    if clf.index.size < 2:
+    if clf.index.size < 2 or not len(rows):
         return out
     p = clf.params
+    width = min(p.k_max, clf.index.size - 1)
     _, ids = clf.kneighbors(row_features, min(p.k_max + 1, clf.index.size))
-    for n, (row, neighbours) in enumerate(zip(rows, ids)):
-        others = neighbours[neighbours != row][None, :]
-        kept = np.delete(clf.label_ids, row)
-        vote = adaptive_vote(clf.label_ids[others], class_weights(kept, len(clf.classes)), p.k_min, p.k_max,
-                             p.entropy_threshold, p.growth, p.entropy_norm, p.stopping)
-        for j, name in enumerate(clf.classes):
-            out[n, classes.index(name)] = vote.scores[0, j]
+    others = np.stack([neighbours[neighbours != row][:width] for row, neighbours in zip(rows, ids)])
+    own = clf.label_ids[np.asarray(rows, dtype=np.int64)]
+    columns = [classes.index(name) for name in clf.classes]
+    for label in np.unique(own):
+        members = np.flatnonzero(own == label)
+        kept = np.delete(clf.label_ids, rows[members[0]])
+        vote = adaptive_vote(clf.label_ids[others[members]], class_weights(kept, len(clf.classes)), p.k_min,
+                             p.k_max, p.entropy_threshold, p.growth, p.entropy_norm, p.stopping)
+        out[np.ix_(members, columns)] = vote.scores
     return out / np.maximum(out.sum(axis=1, keepdims=True), 1e-300)
 
 
@@ -82,6 +87,8 @@ class DeviceAwareClassifier:
         self.device: EWCClassifier | None = None
         self.device_rows: list[int] = []
         self.fit_record = DeviceFit(alpha=1.0)
+        self._device_loo: np.ndarray | None = None  # the device cells' leave-one-out shares as they are voted
+        self._calibration: Calibration | None = None
 
     def __getattr__(self, name: str):  # classes, index, label_ids, weights, storage: the library's
         if name in ("classes", "index", "label_ids", "weights", "storage", "kneighbors"):
@@ -108,10 +115,10 @@ class DeviceAwareClassifier:
     def _refresh(self) -> DeviceAwareClassifier:
         rows, n = self.device_rows, len(self.device_rows)
         self.device, self.fit_record = None, DeviceFit(alpha=1.0, n_labelled=n)
-        if self.rule == DeviceVote.LIBRARY or n == 0:
-            return self
-        if n < 2:
-            self.fit_record.note = "fewer than 2 labelled device cells: the library alone votes"
+        self._device_loo, self._calibration = None, None
+        if self.rule == DeviceVote.LIBRARY or n < 2:
+            if self.rule != DeviceVote.LIBRARY and n == 1:
+                self.fit_record.note = "fewer than 2 labelled device cells: the library alone votes"
             return self
         truth = [self._labels[i] for i in rows]
         self.device = EWCClassifier(self.params).fit(self._features[rows], truth)
@@ -123,18 +130,36 @@ class DeviceAwareClassifier:
             scores[alpha] = evaluate_predictions(truth, [classes[i] for i in mixed.argmax(1)])["balanced_accuracy"]
         best = max(MIX_WEIGHTS, key=lambda a: (round(scores[a], 9), a))  # ties: towards the library
         self.fit_record = DeviceFit(best, {f"{a:.2f}": s for a, s in scores.items()}, n)
+        self._device_loo = best * joint + (1 - best) * alone
         return self
+
+    def calibration(self) -> Calibration:
+        """P(correct | winning vote share), fitted on the library's cells left out one at a time and on the
+        device's labelled cells as they are voted (classify.calibration); computed once per refresh."""
+        if self._calibration is None:
+            classes = list(self.library.classes)
+            device = set(self.device_rows)
+            library_rows = [r for r in stratified_rows(self._labels) if r not in device]
+            lib = leave_one_out_shares(self.library, library_rows, self._features[library_rows], classes)
+            dev = self._device_loo
+            if dev is None and self.device_rows:
+                dev = leave_one_out_shares(self.library, self.device_rows, self._features[self.device_rows], classes)
+            names = np.asarray(classes)
+            lib_ok = names[lib.argmax(1)] == np.asarray([self._labels[r] for r in library_rows])
+            dev_ok = None if dev is None else names[dev.argmax(1)] == np.asarray([self._labels[r] for r in self.device_rows])
+            self._calibration = fit_calibration(lib, lib_ok, dev, dev_ok)
+        return self._calibration
 
     def predict(self, features: np.ndarray, keep_neighbours: int | None = None) -> Predictions:
         """The library's predictions (neighbours, k, entropy), with labels and scores from the mixed vote."""
         preds = self.library.predict(features, keep_neighbours)
         alpha = self.fit_record.alpha
-        if self.device is None or alpha >= 1.0:
-            return preds
-        classes = list(preds.classes)
-        mixed = alpha * vote_shares(preds, classes) + (1 - alpha) * vote_shares(self.device.predict(features),
-                                                                               classes)
-        return dataclasses.replace(preds, labels=[classes[i] for i in mixed.argmax(1)], scores=mixed)
+        if self.device is not None and alpha < 1.0:
+            classes = list(preds.classes)
+            mixed = alpha * vote_shares(preds, classes) + (1 - alpha) * vote_shares(self.device.predict(features),
+                                                                                   classes)
+            preds = dataclasses.replace(preds, labels=[classes[i] for i in mixed.argmax(1)], scores=mixed)
+        return dataclasses.replace(preds, confidence=self.calibration()(preds.scores))
 
 
 def device_learning_curve(ref_features: np.ndarray, ref_labels: list[str], dev_features: np.ndarray,

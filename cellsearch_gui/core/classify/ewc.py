@@ -243,6 +243,7 @@ class Predictions:
     distances: np.ndarray  # (Q, K)
     index_kind: str = "flat"  # the search that produced the neighbours: flat (exact), ivf or hnsw
     threshold: float = 1.0  # the entropy threshold of the vote
+    confidence: np.ndarray | None = None  # calibrated P(correct) per cell (classify.calibration); None: not computed
 
     @property
     def ambiguity(self) -> np.ndarray:

@@ -101,13 +101,14 @@ def write_predictions_csv(path: str | Path, query: FeatureSet, preds: Prediction
 
     with atomic_open(path, newline="") as handle:
         writer = SafeCsvWriter(handle)
-        writer.writerow(["path", "true_label", "predicted_label", "k_used", "entropy", "uncertain",
+        writer.writerow(["path", "true_label", "predicted_label", "k_used", "entropy", "uncertain", "confidence",
                          *[f"score_{c}" for c in preds.classes], "top_neighbours"])
         uncertain = preds.uncertain
+        confidence = [""] * len(query.paths) if preds.confidence is None else [f"{c:.3f}" for c in preds.confidence]
         for i, p in enumerate(query.paths):
             neighbours = "; ".join(
                 f"{ref.paths[j].name}:{ref.labels[j]}:{d:.4g}"
                 for j, d in zip(preds.neighbour_ids[i, :top], preds.distances[i, :top]))
             writer.writerow((p, query.labels[i] or "", preds.labels[i], int(preds.k_used[i]),
-                             f"{abs(preds.entropy[i]):.4f}", int(uncertain[i]), *[f"{s:.4f}" for s in preds.scores[i]],
+                             f"{abs(preds.entropy[i]):.4f}", int(uncertain[i]), confidence[i], *[f"{s:.4f}" for s in preds.scores[i]],
                              neighbours))

@@ -117,8 +117,9 @@ class CellPanel(QWidget):
             label = f"<br>your label: <b>{view.label}</b>" if view.label else ""
             truth = f"<br>folder label: {view.true_label}" if view.true_label else ""
             truth += BORDER_NOTE if ws.cells[view.index].touches_border else ""
-            self.title.setText(f"<b>{name}</b><br>predicted <b>{view.predicted}</b>, entropy {abs(view.entropy):.3f}, "
-                               f"k = {view.k_used}{label}{truth}")
+            confidence = "" if view.confidence is None else f", confidence {view.confidence:.0%}"
+            self.title.setText(f"<b>{name}</b><br>predicted <b>{view.predicted}</b>{confidence}, "
+                               f"entropy {abs(view.entropy):.3f}, k = {view.k_used}{label}{truth}")
         else:
             self.title.setText(f"<b>reference cell</b> {name}<br>library label <b>{view.label}</b>; its own vote: "
                                f"{view.predicted} (entropy {abs(view.entropy):.3f}, k = {view.k_used})")
