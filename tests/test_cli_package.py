@@ -45,7 +45,7 @@ EVALUATE_KEYS = ["balanced_accuracy", "macro_precision", "accuracy", "classes", 
                  "params", "n_reference", "n_query", "reference_counts", "mean_k", "mean_entropy", "index_kind",
                  "skipped", "notes", "preprocessing_notes", "timings_s"]
 # added after the keys above (issue 15): always "coverage" and "certainty"; with --shots N the others
-EVALUATE_NEW_KEYS = ["coverage", "certainty", "shots", "shot_seeds", "per_seed", "device_vote"]
+EVALUATE_NEW_KEYS = ["coverage", "certainty", "calibration", "shots", "shot_seeds", "per_seed", "device_vote"]
 SEARCH_KEYS = ["ranking", "n_reference", "n_validation", "models", "grid", "preprocessing", "per_model_l2",
                "skipped", "notes", "timings_s"]
 ANALYSIS_KEYS = ["n_cells", "classes", "pca_dims_max", "sigma_frac", "models", "dims", "class_similarity",

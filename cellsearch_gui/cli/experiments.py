@@ -50,8 +50,11 @@ def add_parser(sub) -> None:
     ev.add_argument("--shot-seeds", type=arg(validation.SHOT_SEEDS), default=5,
                     help="with --shots: repeat with this many random draws (seeds --seed .. --seed+S-1)")
     ev.add_argument("--device-vote", default=DEVICE_VOTE_DEFAULT, choices=values(DeviceVote),
-                    help="with --shots: library: the labelled cells join the library (the window's default); "
+                    help="with --shots or --query-device: library: the device's labelled cells join the library; "
                          "loo_mix: they also vote alone, mixed by a weight chosen by leave-one-out on them")
+    ev.add_argument("--query-device", default="", metavar="NAME",
+                    help="the microscope the query cells come from, as library.json names devices: library cells "
+                         "from it vote as cells labelled on it (see --device-vote); default: a new device")
     ev.add_argument("--json", type=output_file, default=None)
     add_engine_options(ev, DEFAULT_SHARD_CROPS, "crops")
 
@@ -74,11 +77,12 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
     if args.shots and args.shot_seeds < 1:
         raise CellSearchError("--shot-seeds must be at least 1 with --shots")
     seeds = [args.seed + i for i in range(args.shot_seeds)]
-    if args.shots and args.engine != "local":
-        raise CellSearchError("--shots runs on the local engine only (leave out --engine ray)")
+    if (args.shots or args.query_device) and args.engine != "local":
+        raise CellSearchError("--shots and --query-device run on the local engine only (leave out --engine ray)")
     with classify_runner(args) as classify:
         result = run(evaluate_job(inputs, models, params, cache, options, args.baselines, shots=args.shots,
-                                  shot_seeds=seeds, device_vote=args.device_vote, classify=classify), args.quiet)
+                                  shot_seeds=seeds, device_vote=args.device_vote, classify=classify,
+                                  query_device=args.query_device), args.quiet)
     report_problems(result.skipped, result.notes)
     _print_scores(result, models, params)
     data = warn_overlap(overlap, result.as_dict())

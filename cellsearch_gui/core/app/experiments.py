@@ -8,7 +8,8 @@ from dataclasses import dataclass, field
 
 from cellsearch_gui import __version__
 from cellsearch_gui.core.app.results import EvaluateResult, ModelAnalysis, SearchResult
-from cellsearch_gui.core.app.shots import score_with_shots
+from cellsearch_gui.core.app.shots import score_with_shots, score_zero_shot
+from cellsearch_gui.core.project.library import device_note, rows_of_device
 from cellsearch_gui.core.classify.analysis import analyse, stratified_sample
 from cellsearch_gui.core.classify.baselines import run_baselines
 from cellsearch_gui.core.classify.combinations import Grid, search_combinations
@@ -126,12 +127,14 @@ def provenance(models: list[str], ref: FeatureSet, query: FeatureSet, params: EW
 def evaluate_job(inputs: Inputs, models: list[str], params: EWCParams, cache: EmbeddingCache,
                  options: EmbedOptions, baselines: bool = False, token: CancelToken | None = None,
                  shots: int = 0, shot_seeds: list[int] | None = None,
-                 device_vote: str = DeviceVote.LIBRARY.value, classify=classify_job) -> Job[EvaluateResult]:
-    """Score the query set; with ``shots`` > 0, the few-shot protocol (app.shots) over ``shot_seeds``.
+                 device_vote: str = DeviceVote.LIBRARY.value, classify=classify_job,
+                 query_device: str = "") -> Job[EvaluateResult]:
+    """Score the query set; with ``shots`` > 0, the few-shot protocol (app.shots) over ``shot_seeds``; with
+    ``query_device``, the library's cells of that device vote as its labelled cells (classify.device_vote).
     ``classify``: a job with ``classify_job``'s signature (e.g. the same work on a Ray cluster)."""
-    if shots:
+    if shots or query_device:
         return (yield from _evaluate_with_shots(inputs, models, params, cache, options, baselines, token, shots,
-                                                shot_seeds or [0], device_vote))
+                                                shot_seeds or [0], device_vote, query_device))
     ref, query, preds, timings = yield from classify(inputs, models, params, cache, options, token)
     if preds is None:
         raise DatasetError("none of the query images could be read")
@@ -164,18 +167,25 @@ def _run_fields(inputs: Inputs, ref: FeatureSet, query: FeatureSet, timings: dic
 
 def _evaluate_with_shots(inputs: Inputs, models: list[str], params: EWCParams, cache: EmbeddingCache,
                          options: EmbedOptions, baselines: bool, token: CancelToken | None, shots: int,
-                         shot_seeds: list[int], device_vote: str) -> Job[EvaluateResult]:
+                         shot_seeds: list[int], device_vote: str, query_device: str = "") -> Job[EvaluateResult]:
     ref, query = yield from embed_both(inputs, models, cache, options, token or CancelToken())
     if len(query.paths) == 0:
         raise DatasetError("none of the query images could be read")
+    known = rows_of_device(ref.paths, query_device)
+    device_notes = [device_note(ref.paths, query_device, known)] if query_device else []
     yield Progress("few-shot seeds", 0, 1)
     t0 = time.perf_counter()
-    scores = score_with_shots(ref, query, params, shots, shot_seeds, baselines, device_vote)
+    if shots:
+        scores = score_with_shots(ref, query, params, shots, shot_seeds, baselines, device_vote, known)
+    else:
+        scores = score_zero_shot(ref, query, params, known, device_vote, baselines)
+    scores["shot_notes"] = device_notes + scores["shot_notes"]
     timings = {**{f"reference_{k}": v for k, v in ref.timings_s.items()},
                **{f"query_{k}": v for k, v in query.timings_s.items()},
                "shots": time.perf_counter() - t0}
     yield Progress("few-shot seeds", 1, 1)
-    run_fields = {**_run_fields(inputs, ref, query, timings, scores.pop("shot_notes")), "n_query": scores.pop("n_query")}
+    run_fields = {**_run_fields(inputs, ref, query, timings, scores.pop("shot_notes")),
+                  "n_query": scores.pop("n_query", len(query.paths))}
     return EvaluateResult(**scores, **provenance(models, ref, query, params, options), **run_fields)
 
 

@@ -32,6 +32,7 @@ from cellsearch_gui.core.classify.device_vote import DeviceAwareClassifier
 from cellsearch_gui.core.project import open_project
 from cellsearch_gui.core.project.arrays import load_run_arrays, save_run_arrays
 from cellsearch_gui.core.project.index_file import load_index, save_index
+from cellsearch_gui.core.project.library import rows_of_device
 from cellsearch_gui.core.segmentation.settings import SegmentSettings
 from cellsearch_gui.core.types import Cell, FeatureSet
 
@@ -59,6 +60,9 @@ class AnalysisSettings:
     batch_size: int | None = None  # None: sized to the device
     feature_storage: str = FeatureStorage.FLOAT32.value  # float16: half the disk for a run's feature arrays
     device_vote: str = DEVICE_VOTE_DEFAULT  # how cells labelled here vote (classify.device_vote)
+    # the microscope the query images come from, as library.json names devices: library cells from it vote as
+    # cells labelled here do ("": a device none of the library's cells come from; CLI --query-device)
+    query_device: str = ""
     classes: list[str] | None = None  # the library classes the classifier is built on; None: all (CLI --classes)
     version: int = SETTINGS_VERSION
 
@@ -118,6 +122,7 @@ _FIELD_CHECKS = {
     "batch_size": validation.BATCH_SIZE.problem,
     "feature_storage": validation.FEATURE_STORAGE.problem,
     "device_vote": validation.DEVICE_VOTE.problem,
+    "query_device": lambda v: None if isinstance(v, str) else f"must be a device name (text), got {v!r}",
     "models": lambda v: None if isinstance(v, list) and v and all(isinstance(m, str) and m for m in v)
     else f"must be a non-empty list of model ids, got {v!r}",
     "params": lambda v: None if isinstance(v, dict) else f"must be a mapping, got {v!r}",
@@ -278,9 +283,11 @@ def cells_of(features: FeatureSet, cells: list[Cell]) -> list[Cell] | None:
     return [by_key[key] for key in keys]
 
 
-def device_rows(ref: FeatureSet, device_crops: set[str]) -> list[int]:
-    """Rows of the library whose crop is one of the query device's labelled cells."""
-    return [i for i, path in enumerate(ref.paths) if str(path) in device_crops]
+def device_rows(ref: FeatureSet, device_crops: set[str], query_device: str = "") -> list[int]:
+    """Rows of the library that are the query device's cells: labelled in this project (``device_crops``),
+    or library cells whose library.json names ``query_device``."""
+    from_library = set(rows_of_device(ref.paths, query_device))
+    return [i for i, path in enumerate(ref.paths) if str(path) in device_crops or i in from_library]
 
 
 def restore_result(store, settings: AnalysisSettings, added: dict[str, str] | None = None
@@ -309,7 +316,7 @@ def restore_result(store, settings: AnalysisSettings, added: dict[str, str] | No
     classifier = DeviceAwareClassifier(params, settings.device_vote)
     index, note = load_index(run_dir, classifier.library.index, ref.features)
     device = {c.crop_path for c in kept if c.cell_id in (added or {})}
-    classifier.fit(ref.features, ref.labels, device_rows(ref, device), index)
+    classifier.fit(ref.features, ref.labels, device_rows(ref, device, settings.query_device), index)
     if index is None and not store.readonly:
         try:
             save_index(run_dir, classifier.index, ref.features)
@@ -354,7 +361,8 @@ def _pipeline(plan: RunPlan, token: CancelToken, store) -> Job[AnalysisResult]:
     t0 = time.perf_counter()
     params = s.ewc_params()
     device = {str(p) for p, _ in plan.extra_references}  # cells labelled on the query device
-    classifier = DeviceAwareClassifier(params, s.device_vote).fit(ref.features, ref.labels, device_rows(ref, device))
+    classifier = DeviceAwareClassifier(params, s.device_vote).fit(ref.features, ref.labels,
+                                                                  device_rows(ref, device, s.query_device))
     kept = cells_of(query, cells)
     preds = classifier.predict(query.features, keep_neighbours=KEPT_NEIGHBOURS)
     mean, axes = scatter_axes(ref, preds.labels)

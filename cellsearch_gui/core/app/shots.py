@@ -45,17 +45,33 @@ def shot_split(labels: list[str], shots: int, seed: int) -> tuple[list[int], lis
 
 
 def library_with(ref: FeatureSet, query: FeatureSet, params: EWCParams, rows: list[int],
-                 device_vote: str = DeviceVote.LIBRARY.value) -> tuple[DeviceAwareClassifier, FeatureSet]:
-    """A classifier over ``ref`` with the query cells at ``rows`` as the device's labelled cells, and the grown
-    library; ``ref`` itself is left as it was."""
+                 device_vote: str = DeviceVote.LIBRARY.value, known_rows=()) -> tuple[DeviceAwareClassifier, FeatureSet]:
+    """A classifier over ``ref`` with the query cells at ``rows`` as the device's labelled cells (with the
+    library's own cells of that device, ``known_rows``), and the grown library; ``ref`` is left as it was."""
     library = dataclasses.replace(ref, paths=list(ref.paths), labels=list(ref.labels),
                                   cell_ids=list(ref.cell_ids), per_model=dict(ref.per_model))
     labels = [query.labels[i] for i in rows]
     if rows:
         library.append_rows(query, rows, labels)
-    clf = DeviceAwareClassifier(params, device_vote).fit(library.features, library.labels,
-                                                         range(len(ref.labels), len(library.labels)))
+    clf = DeviceAwareClassifier(params, device_vote).fit(
+        library.features, library.labels, [*known_rows, *range(len(ref.labels), len(library.labels))])
     return clf, library
+
+
+def score_zero_shot(ref: FeatureSet, query: FeatureSet, params: EWCParams, known_rows: list[int],
+                    device_vote: str, baselines: bool = False) -> dict:
+    """Fields of an EvaluateResult for the whole query set, the library's cells of the query device
+    (``known_rows``) voting as that device's labelled cells."""
+    clf = DeviceAwareClassifier(params, device_vote).fit(ref.features, ref.labels, known_rows)
+    preds = clf.predict(query.features)
+    truth = list(query.labels)
+    return {**evaluate_predictions(truth, preds.labels), "mean_k": float(preds.k_used.mean()),
+            "mean_entropy": float(preds.entropy.mean()), "index_kind": preds.index_kind,
+            "baselines": run_baselines(ref.features, ref.labels, query.features, truth) if baselines else None,
+            "coverage": accuracy_by_coverage(truth, preds.labels, preds.entropy),
+            "certainty": accuracy_by_certainty(truth, preds.labels, preds.uncertain),
+            "calibration": confidence_summary(preds, truth, clf.calibration()),
+            "device_vote": device_vote, "shot_notes": []}
 
 
 def _cell_key(query: FeatureSet, row: int) -> str:
@@ -63,11 +79,11 @@ def _cell_key(query: FeatureSet, row: int) -> str:
 
 
 def _one_seed(ref: FeatureSet, query: FeatureSet, params: EWCParams, shots: int, seed: int,
-              baselines: bool, device_vote: str) -> tuple[dict, Predictions, list[int], list[str], dict | None]:
+              baselines: bool, device_vote: str, known_rows=()) -> tuple[dict, Predictions, list[int], list[str], dict | None]:
     labelled, scored, notes = shot_split(query.labels, shots, seed)
     if not scored:
         raise DatasetError("no query cells left to score after taking the labelled ones")
-    clf, library = library_with(ref, query, params, labelled, device_vote)
+    clf, library = library_with(ref, query, params, labelled, device_vote, known_rows)
     preds = clf.predict(query.features[scored])
     truth = [query.labels[i] for i in scored]
     scores = evaluate_predictions(truth, preds.labels)
@@ -85,7 +101,7 @@ def _one_seed(ref: FeatureSet, query: FeatureSet, params: EWCParams, shots: int,
 
 
 def score_with_shots(ref: FeatureSet, query: FeatureSet, params: EWCParams, shots: int, seeds: list[int],
-                     baselines: bool = False, device_vote: str = DeviceVote.LIBRARY.value) -> dict:
+                     baselines: bool = False, device_vote: str = DeviceVote.LIBRARY.value, known_rows=()) -> dict:
     """Fields of an EvaluateResult for the protocol: the scores are means over seeds (``per_seed`` holds each
     seed's, with the cells it labelled and scored); classes, confusion and per_class pool every seed's
     scored cells; ``n_query`` is the number of cells scored per seed."""
@@ -94,7 +110,8 @@ def score_with_shots(ref: FeatureSet, query: FeatureSet, params: EWCParams, shot
     per_seed, truth, predicted, k_used, entropy, base_runs, notes = [], [], [], [], [], [], []
     preds = None
     for seed in seeds:
-        row, preds, scored, seed_notes, base = _one_seed(ref, query, params, shots, seed, baselines, device_vote)
+        row, preds, scored, seed_notes, base = _one_seed(ref, query, params, shots, seed, baselines, device_vote,
+                                                            known_rows)
         per_seed.append(row)
         truth += [query.labels[i] for i in scored]
         predicted += preds.labels

@@ -72,6 +72,45 @@ def cell_devices(folder, default: str | None = None) -> dict[str, str]:
     return {**devices, "": fallback}
 
 
+def crop_devices(paths) -> list[str]:
+    """The device of each library crop (DIR/<class>/<crop>): as DIR/library.json lists it, else the
+    library's device, else the library folder's name."""
+    by_library: dict[Path, dict[str, str]] = {}
+    out = []
+    for path in map(Path, paths):
+        library = path.parent.parent
+        if library not in by_library:
+            by_library[library] = cell_devices(library)
+        devices = by_library[library]
+        out.append(devices.get(relative_name(library, path), devices[""]))
+    return out
+
+
+def rows_of_device(paths, device: str | None) -> list[int]:
+    """Rows of the library crops that come from ``device`` (None or "": none)."""
+    return [] if not device else [i for i, name in enumerate(crop_devices(paths)) if name == device]
+
+
+def library_devices(folders) -> list[str]:
+    """The devices the cells of these libraries come from (library.json, else each folder's name), sorted;
+    a library whose description cannot be read is left out."""
+    found: set[str] = set()
+    for folder in folders:
+        try:
+            found.update(cell_devices(folder).values())
+        except DatasetError:
+            continue
+    return sorted(found)
+
+
+def device_note(paths, device: str, rows: list[int]) -> str:
+    """What the library's cells of the query device are, in words."""
+    if rows:
+        return f"{len(rows)} library cells come from device '{device}': they vote as that device's labelled cells"
+    known = ", ".join(sorted(set(crop_devices(paths))))
+    return f"no library cell comes from device '{device}' (the library's devices: {known}): it votes as for a new device"
+
+
 def embed_library(folder, models: list[str], options: EmbedOptions, cache: EmbeddingCache,
                   token: CancelToken | None = None) -> Job[dict]:
     """Embed a library's crops with each model (stored features and the cache first) and keep the vectors in

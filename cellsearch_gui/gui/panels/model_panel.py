@@ -22,6 +22,7 @@ from cellsearch_gui.core import validation
 from cellsearch_gui.core.app.run import AnalysisSettings
 from cellsearch_gui.core.models.checkpoints import status
 from cellsearch_gui.core.models.registry import REGISTRY
+from cellsearch_gui.core.project.library import library_devices
 from cellsearch_gui.core.options import (
     VIEWS,
     DeviceVote,
@@ -71,6 +72,12 @@ class ModelPanel(QWidget):
         self.device_vote.addItems(values(DeviceVote))
         self.device_vote.setToolTip("cells you label here: library: they join the library; loo_mix: they also "
                                     "vote on their own, weighted by how well each side predicts them")
+        self.query_device = QComboBox()
+        self.query_device.setEditable(True)
+        self.query_device.lineEdit().setPlaceholderText("a new device")
+        self.query_device.setToolTip("the microscope your images come from, as the reference libraries name their "
+                                     "devices: library cells from it vote as the cells you label here; empty: a "
+                                     "device none of the library's cells come from")
         self.preprocessing = QComboBox()
         self.preprocessing.addItems(values(Preset))
         self.views = QComboBox()
@@ -92,11 +99,13 @@ class ModelPanel(QWidget):
         for text, widget in (("metric", self.metric), ("k min", self.k_min), ("k max", self.k_max),
                              ("entropy threshold", self.threshold), ("entropy normalisation", self.entropy_norm),
                              ("stopping rule", self.stopping), ("device vote", self.device_vote),
+                             ("query microscope", self.query_device),
                              ("crop preparation", self.preprocessing), ("views", self.views),
                              ("segmenter", self.segmenter), ("cell diameter", self.diameter),
                              ("", self.drop_border), ("", self.random_weights)):
             form.addRow(text, widget)
-            signal = getattr(widget, "currentIndexChanged", None) or getattr(widget, "valueChanged", None) \
+            signal = (widget.currentTextChanged if widget is self.query_device else None) \
+                or getattr(widget, "currentIndexChanged", None) or getattr(widget, "valueChanged", None) \
                 or widget.toggled
             signal.connect(self._changed)
         layout = QVBoxLayout(self)
@@ -106,6 +115,7 @@ class ModelPanel(QWidget):
         self._loading = False
         controller.settings_changed.connect(self.load)
         controller.runner.idle.connect(self.load)  # after a download: weights now present
+        controller.inputs_changed.connect(self.load)  # a library added: its devices
         self.load()
 
     def load(self) -> None:
@@ -131,6 +141,9 @@ class ModelPanel(QWidget):
         self.entropy_norm.setCurrentText(p["entropy_norm"])
         self.stopping.setCurrentText(p.get("stopping", StoppingRule.PAPER.value))
         self.device_vote.setCurrentText(s.device_vote)
+        self.query_device.clear()
+        self.query_device.addItems(["", *library_devices(self.controller.workspace.reference_dirs)])
+        self.query_device.setCurrentText(s.query_device)
         self.preprocessing.setCurrentText(s.preprocessing)
         self.views.setCurrentText(str(s.views))
         self.segmenter.setCurrentText(s.segmenter)
@@ -147,6 +160,7 @@ class ModelPanel(QWidget):
                     "k_max": self.k_max.value(), "entropy_threshold": round(self.threshold.value(), 4),
                     "entropy_norm": self.entropy_norm.currentText(), "stopping": self.stopping.currentText()}
         s.device_vote = self.device_vote.currentText()
+        s.query_device = self.query_device.currentText().strip()
         s.preprocessing = self.preprocessing.currentText()
         s.views = int(self.views.currentText())
         s.segmenter = self.segmenter.currentText()
