@@ -132,4 +132,25 @@ def test_a_version_1_project_gains_the_border_column(tmp_path):
     db.close()
     with open_project(folder) as store:
         assert [(c.cell_id, c.touches_border) for c in store.cells()] == [("c0", None)]
-        assert store.counts()["schema"] == SCHEMA_VERSION == 2
+        assert store.counts()["schema"] == SCHEMA_VERSION == 3
+
+
+def test_a_version_2_project_keeps_its_predictions_and_gains_their_confidence(tmp_path):
+    import sqlite3
+
+    from cellsearch_gui.core.project.schema import V1, V2
+
+    folder = tmp_path / "old"
+    folder.mkdir()
+    db = sqlite3.connect(folder / "project.sqlite")
+    db.executescript(V1 + V2 + "PRAGMA user_version = 2;")
+    db.execute("INSERT INTO runs (kind, started_at, status, app_version) VALUES ('classify', 'x', 'finished', '0')")
+    db.execute("INSERT INTO predictions VALUES (1, 'c0', 'a', 0.5, 8)")
+    db.commit()
+    db.close()
+    with open_project(folder) as store:
+        assert store.predictions(1) == {"c0": ("a", 0.5, 8)} and store.confidences(1) == {}
+        run = store.start_run("classify", {})
+        store.finish_run(run, "finished", {}, [], [("c0", "b", 0.1, 4, 0.875), ("c1", "a", 0.2, 4, None)])
+        assert store.confidences(run) == {"c0": 0.875}
+        assert store.predictions(run)["c1"] == ("a", 0.2, 4)

@@ -68,6 +68,7 @@ def test_fields_are_segmented_and_classified_then_labels_grow_the_index(small_pr
     assert export_cells_csv(ws, out, with_crops=True) == len(ws.cells)
     rows = list(csv.DictReader(open(out, encoding="utf-8")))
     assert list(rows[0]) == EXPORT_COLUMNS
+    assert all(0.0 <= float(r["confidence"]) <= 1.0 for r in rows)  # calibrated, kept with every call
     labelled = [r for r in rows if r["user_label"]]
     assert len(labelled) == 1 and labelled[0]["user_label"] == "monocyte"
     assert (out.parent / "cells_crops" / "monocyte").is_dir()
@@ -78,6 +79,7 @@ def test_fields_are_segmented_and_classified_then_labels_grow_the_index(small_pr
     store = ws.store
     run = store.last_finished_run()
     stored = store.predictions(run["id"])
+    assert set(store.confidences(run["id"])) == set(stored)  # the project keeps each call's confidence
     assert len(stored) == len(ws.cells)
     assert stored[ws.cells[0].cell_id][0] == result.predictions.labels[0]
     assert run["provenance"]["model_fingerprints"]["mobilenetv2"].startswith("mobilenetv2|b03531")

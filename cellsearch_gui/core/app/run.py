@@ -265,8 +265,7 @@ def pipeline_job(plan: RunPlan, token: CancelToken | None = None) -> Job[Analysi
         save_run_arrays(plan.project, run_id, result.reference, result.query, plan.settings.feature_storage)
         store.finish_run(run_id, "finished", {**result.provenance, "uncertain_cells": p.uncertain_ids(result.cells)},
                          result.notes,
-                         [(c.cell_id, p.labels[i], float(p.entropy[i]), int(p.k_used[i]))
-                          for i, c in enumerate(result.cells)])
+                         prediction_rows(result.cells, p))
         store.close()
     return result
 
@@ -281,6 +280,12 @@ def cells_of(features: FeatureSet, cells: list[Cell]) -> list[Cell] | None:
     if any(key not in by_key for key in keys):
         return None
     return [by_key[key] for key in keys]
+
+
+def prediction_rows(cells: list[Cell], p: Predictions) -> list[tuple]:
+    """(cell id, label, entropy, k, confidence or None) per cell, as the project keeps a run's predictions."""
+    return [(c.cell_id, p.labels[i], float(p.entropy[i]), int(p.k_used[i]),
+             None if p.confidence is None else float(p.confidence[i])) for i, c in enumerate(cells)]
 
 
 def device_rows(ref: FeatureSet, device_crops: set[str], query_device: str = "") -> list[int]:

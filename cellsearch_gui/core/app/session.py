@@ -10,6 +10,7 @@ from pathlib import Path
 import numpy as np
 
 from cellsearch_gui.core.app.run import (
+    prediction_rows,
     KEPT_NEIGHBOURS,
     AnalysisResult,
     AnalysisSettings,
@@ -213,8 +214,7 @@ class Workspace:
             run = self.store.start_run("add to reference", self.settings.as_dict())
             provenance = {**r.provenance, "uncertain_cells": p.uncertain_ids(self.cells),
                           "added_to_reference": sorted(self.added_to_reference)}
-            self.store.finish_run(run, "finished", provenance, [], [
-                (c.cell_id, p.labels[i], float(p.entropy[i]), int(p.k_used[i])) for i, c in enumerate(self.cells)])
+            self.store.finish_run(run, "finished", provenance, [], prediction_rows(self.cells, p))
 
     def labelled_set(self) -> CropSet:
         """The query cells the user has labelled: validation cells of this device (for suggestions)."""

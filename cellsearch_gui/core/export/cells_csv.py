@@ -14,7 +14,7 @@ from cellsearch_gui.core.io.spreadsheet import SafeCsvWriter
 from cellsearch_gui.core.types import FeatureSet
 
 CELL_COLUMNS = ["image", "cell_id", "bbox_x0", "bbox_y0", "bbox_x1", "bbox_y1", "centroid_x", "centroid_y",
-                "area_px", "predicted_label", "entropy", "k_used", "user_label", "true_label", "crop_path", "sample",
+                "area_px", "predicted_label", "entropy", "k_used", "confidence", "user_label", "true_label", "crop_path", "sample",
                 "touches_border"]
 PROVENANCE_COLUMNS = ["models", "weights", "preprocessing", "metric", "k_min", "k_max", "entropy_threshold",
                       "stopping_rule", "app_version"]
@@ -79,7 +79,8 @@ def write_cells_csv(path: str | Path, rows, provenance: dict, with_crops: bool =
             writer.writerow((
                 absolute_path(cell.source_image), cell.cell_id, *bbox, *centroid, cell.area_px or "",
                 row.predicted or "", "" if row.entropy is None else f"{abs(row.entropy):.4f}",
-                "" if row.k_used is None else int(row.k_used), row.user_label or "", cell.true_label or "",
+                "" if row.k_used is None else int(row.k_used),
+                "" if row.confidence is None else f"{row.confidence:.3f}", row.user_label or "", cell.true_label or "",
                 absolute_path(crop_path), row.sample,
                 "" if cell.touches_border is None else cell.touches_border, *extra))
             count += 1

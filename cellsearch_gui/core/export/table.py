@@ -36,6 +36,7 @@ class CellRow:
     entropy: float | None
     k_used: int | None
     user_label: str | None
+    confidence: float | None = None  # calibrated P(correct) of the prediction; None: not kept for this run
 
     @property
     def final(self) -> str | None:
@@ -107,7 +108,8 @@ def table_from_workspace(workspace) -> ExportTable:
     cells = list(result.cells)
     named = named_samples(workspace.store)
     samples = assign_samples(cells, workspace.query_paths, named)
-    rows = [CellRow(c, s, p.labels[i], float(p.entropy[i]), int(p.k_used[i]), workspace.label_of(i))
+    rows = [CellRow(c, s, p.labels[i], float(p.entropy[i]), int(p.k_used[i]), workspace.label_of(i),
+                    None if p.confidence is None else float(p.confidence[i]))
             for i, (c, s) in enumerate(zip(cells, samples))]
     query = result.query
     provenance = {**result.provenance, "uncertain_cells": p.uncertain_ids(cells)}
@@ -125,7 +127,7 @@ def table_from_project(store, with_features: bool = False) -> ExportTable:
     run = store.last_finished_run()
     if run is None:
         raise ProjectError(f"{store.folder}: no finished classification yet: run 'cellsearch project classify'")
-    predictions = store.predictions(run["id"])
+    predictions, confidences = store.predictions(run["id"]), store.confidences(run["id"])
     labels = store.labels()
     cells = store.cells()
     sources = [s["path"] for s in store.sources("query")]
@@ -134,7 +136,8 @@ def table_from_project(store, with_features: bool = False) -> ExportTable:
     rows = []
     for cell, sample in zip(cells, samples):
         label, entropy, k_used = predictions.get(cell.cell_id, (None, None, None))
-        rows.append(CellRow(cell, sample, label, entropy, k_used, labels.get(cell.cell_id)))
+        rows.append(CellRow(cell, sample, label, entropy, k_used, labels.get(cell.cell_id),
+                            confidences.get(cell.cell_id)))
     table = ExportTable(rows, run["provenance"], _library_classes(store, (r.predicted for r in rows)),
                         sample_order(sources, named), settings=run["settings"], origin=str(store.folder),
                         run_id=run["id"])

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import sqlite3
 
-SCHEMA_VERSION = 2
+SCHEMA_VERSION = 3
 
 V1 = """
 CREATE TABLE meta (key TEXT PRIMARY KEY, value TEXT NOT NULL);
@@ -33,7 +33,10 @@ CREATE TABLE predictions (
 # v2: whether the cell touches its image's border (kept and flagged, issue 17); NULL for cells saved before
 V2 = "ALTER TABLE cells ADD COLUMN touches_border INTEGER;"
 
-MIGRATIONS = {0: V1, 1: V2}  # from version -> SQL bringing the database to version + 1
+# v3: the calibrated confidence of each prediction (classify.calibration); NULL for runs saved before
+V3 = "ALTER TABLE predictions ADD COLUMN confidence REAL;"
+
+MIGRATIONS = {0: V1, 1: V2, 2: V3}  # from version -> SQL bringing the database to version + 1
 
 
 def migrate(db: sqlite3.Connection) -> int:

@@ -155,8 +155,9 @@ class ProjectStore:
                    predictions=None) -> None:
         with self.write("save the predictions") as db:
             if predictions:
-                db.executemany("INSERT OR REPLACE INTO predictions VALUES (?, ?, ?, ?, ?)",
-                               [(run_id, *p) for p in predictions])
+                db.executemany("INSERT OR REPLACE INTO predictions (run_id, cell_uid, label, entropy, k_used, "
+                               "confidence) VALUES (?, ?, ?, ?, ?, ?)",
+                               [(run_id, *p, None)[:6] for p in predictions])  # confidence: optional
             db.execute("UPDATE runs SET finished_at=?, status=?, provenance=?, notes=? WHERE id=?",
                        (now(), status, json.dumps(provenance or {}, default=str), json.dumps(notes or []), run_id))
 
@@ -180,6 +181,12 @@ class ProjectStore:
     def predictions(self, run_id: int) -> dict[str, tuple[str, float, int]]:
         rows = self._read("SELECT cell_uid, label, entropy, k_used FROM predictions WHERE run_id=?", (run_id,))
         return {uid: (label, entropy, k) for uid, label, entropy, k in rows}
+
+    def confidences(self, run_id: int) -> dict[str, float]:
+        """{cell id: calibrated confidence} of a run's predictions (runs saved before it was kept: none)."""
+        rows = self._read("SELECT cell_uid, confidence FROM predictions WHERE run_id=? AND confidence IS NOT NULL",
+                          (run_id,))
+        return dict(rows)
 
     def counts(self) -> dict:
         one = lambda sql: self._read(sql)[0][0]  # noqa: E731
