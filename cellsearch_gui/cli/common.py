@@ -13,6 +13,7 @@ from cellsearch_gui.core.app.defaults import DEFAULT_EWC, DEFAULT_PRESET
 from cellsearch_gui.core.app.experiments import Inputs, load_inputs
 from cellsearch_gui.core.app.overlap import overlap_warning, query_reference_overlap
 from cellsearch_gui.core.classify.ewc import EWCParams
+from cellsearch_gui.core.index.compressed import DEFAULT_RERANK
 from cellsearch_gui.core.crops.prepare import CropPrep, preset
 from cellsearch_gui.core.embedding.cache import EmbeddingCache, default_cache_dir
 from cellsearch_gui.core.embedding.job import EmbedOptions
@@ -232,7 +233,11 @@ def add_ewc_options(p: argparse.ArgumentParser) -> None:
                         "library, where every class weighs the same); lowest_entropy: the k with the least "
                         "ambiguous weighted vote")
     p.add_argument("--index", default=EWC_DEFAULTS.index, choices=values(IndexKind),
-                   help="exact (flat), HNSW or IVF; auto: exact while the vectors fit in 4 GiB, IVF above")
+                   help="exact (flat), HNSW or IVF; auto: exact while the vectors fit in 4 GiB, IVF above; "
+                        "compressed: the library's saved PCA + IVF-PQ index ('library compress', docs/cluster.md)")
+    p.add_argument("--rerank", type=arg(validation.RERANK), default=None,
+                   help=f"with --index compressed: re-rank N x k-max candidates by their exact distance, read "
+                        f"from the library's stored vectors (default {DEFAULT_RERANK}; 0: the compressed codes only)")
 
 
 def embed_setup(args: argparse.Namespace) -> tuple[list[str], EmbeddingCache, EmbedOptions]:

@@ -11,9 +11,12 @@ from pathlib import Path
 
 from cellsearch_gui.cli.common import arg, output_folder
 from cellsearch_gui.core import validation
+from cellsearch_gui.core.app.compressed_library import compressed_classify_job
 from cellsearch_gui.core.app.experiments import classify_job
 from cellsearch_gui.core.app.sharded_jobs import sharded_classify_job
 from cellsearch_gui.core.errors import CellSearchError
+from cellsearch_gui.core.index.compressed import DEFAULT_RERANK
+from cellsearch_gui.core.options import IndexKind
 
 ENGINES = ("local", "ray")
 
@@ -55,17 +58,37 @@ def ray_engine(args: argparse.Namespace) -> Iterator[object]:
         engine.close()
 
 
+def compressed_index(args: argparse.Namespace) -> tuple[Path, int] | None:
+    """(library, rerank) when the command asks for the library's compressed index, else None."""
+    if args.index != IndexKind.COMPRESSED:
+        if args.rerank is not None:
+            raise CellSearchError("--rerank only applies with --index compressed")
+        return None
+    for name, given in (("--shots", getattr(args, "shots", 0)), ("--baselines", getattr(args, "baselines", False))):
+        if given:
+            raise CellSearchError(f"{name} needs the library's fp32 features; leave out --index compressed")
+    return args.reference, DEFAULT_RERANK if args.rerank is None else args.rerank
+
+
 @contextlib.contextmanager
 def classify_runner(args: argparse.Namespace):
-    """A function with ``classify_job``'s signature that runs on the engine the options ask for."""
+    """A function with ``classify_job``'s signature that runs on the engine and index the options ask for."""
     check_engine_options(args)
-    if args.engine == "local":
+    compressed = compressed_index(args)
+    if args.engine == "local" and compressed is None:
         yield classify_job
+        return
+    if args.engine == "local":
+        def on_index(inputs, models, params, cache, options, token=None):
+            return compressed_classify_job(inputs, compressed[0], models, params, cache, options, compressed[1],
+                                           token)
+
+        yield on_index
         return
     with ray_engine(args) as engine:
         def on_ray(inputs, models, params, cache, options, token=None):
             return sharded_classify_job(inputs, models, params, options, engine, args.work_dir, args.shard_size,
-                                        token)
+                                        token, cache, compressed)
 
         yield on_ray
 

@@ -6,13 +6,25 @@ import argparse
 import sys
 from pathlib import Path
 
-from cellsearch_gui.cli.common import EMBED_DEFAULTS, arg, check_device_available, device, output_folder, run
+from cellsearch_gui.cli.common import (
+    EMBED_DEFAULTS,
+    EWC_DEFAULTS,
+    add_embed_options,
+    arg,
+    check_device_available,
+    device,
+    embed_setup,
+    output_folder,
+    run,
+)
 from cellsearch_gui.core import validation
+from cellsearch_gui.core.app.compressed_library import BUILD_SHARD_CROPS, build_compressed_job
 from cellsearch_gui.core.app.demo import DEMO_FIELDS, DEMO_PER_CLASS, build_demo_job, find_sample_data
 from cellsearch_gui.core.app.libraries import embed_library_job
 from cellsearch_gui.core.app.run import DEFAULT_MODELS, AnalysisSettings
 from cellsearch_gui.core.models.registry import parse_model_list
-from cellsearch_gui.core.options import Preset, Weights, values
+from cellsearch_gui.core.errors import CellSearchError
+from cellsearch_gui.core.options import Metric, Preset, Weights, values
 
 SETTINGS_DEFAULTS = AnalysisSettings()
 
@@ -34,6 +46,7 @@ def add_parser(sub) -> None:
                        help="auto, cpu, cuda...: features made on a GPU (fp16) match runs on a GPU")
     embed.add_argument("--random-init", action="store_true", help="random-initialised networks (a control)")
     embed.add_argument("--quiet", action="store_true")
+    add_compress_parser(lsub)
     demo = lsub.add_parser("demo", help="build the demo: a PBC white-cell library with its features, and "
                                         "BCCD fields to classify (from the sample data, once)")
     demo.add_argument("out", type=output_folder, help="folder to build it in, e.g. demo")
@@ -47,11 +60,47 @@ def add_parser(sub) -> None:
     demo.add_argument("--quiet", action="store_true")
 
 
+def add_compress_parser(lsub) -> None:
+    p = lsub.add_parser("compress", help="build the library's compressed index (PCA + IVF-PQ) once, for libraries "
+                                         "larger than memory: classify/evaluate --index compressed search it")
+    p.add_argument("folder", type=Path, help="the library, DIR/<class>/<image>; the index goes in DIR/_index")
+    add_embed_options(p)
+    p.add_argument("--metric", default=EWC_DEFAULTS.metric, choices=[Metric.L2.value, Metric.COSINE.value],
+                   help="the metric classify will use (default: %(default)s)")
+    p.add_argument("--pca", type=arg(validation.PCA_DIMS), default=256, help="PCA dimensions (default: 256)")
+    p.add_argument("--pq-bytes", type=arg(validation.PQ_BYTES), default=64,
+                   help="bytes of code per cell, a divisor of --pca (default: 64)")
+    p.add_argument("--nlist", type=arg(validation.NLIST), default=0,
+                   help="inverted lists (default 0: about 2 sqrt(cells))")
+    p.add_argument("--shard-size", type=arg(validation.SHARD_SIZE), default=BUILD_SHARD_CROPS,
+                   help=f"crops embedded and added at a time (default {BUILD_SHARD_CROPS})")
+
+
 def cmd_library(args: argparse.Namespace) -> int:
+    if args.library_command == "compress":
+        return _compress(args)
     check_device_available(args.device)
     if args.library_command == "embed":
         return _embed(args)
     return _demo(args)
+
+
+def _compress(args: argparse.Namespace) -> int:
+    given = [name for name, value in (("--classes", args.classes), ("--split", args.split),
+                                      ("--shared-classes", args.shared_classes),
+                                      ("--query-pixel-size", args.query_pixel_size)) if value]
+    if given:
+        raise CellSearchError(f"{', '.join(given)}: the compressed index holds the whole library")
+    models, cache, options = embed_setup(args)
+    try:
+        meta = run(build_compressed_job(args.folder, models, cache, options, args.metric, args.pca, args.pq_bytes,
+                                        args.nlist, args.reference_pixel_size, args.shard_size), args.quiet)
+    finally:
+        cache.close()
+    print(f"compressed index of {meta['n_cells']} cells ({','.join(models)}, {args.metric}, PCA {meta['pca']}, "
+          f"{meta['pq_bytes']} bytes per cell, {meta['nlist']} lists) -> {meta['folder']} "
+          f"({meta['build_s']:.1f} s)")
+    return 0
 
 
 def _embed(args: argparse.Namespace) -> int:

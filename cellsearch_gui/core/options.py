@@ -22,6 +22,7 @@ class IndexKind(StrEnum):
     FLAT = "flat"
     HNSW = "hnsw"
     IVF = "ivf"
+    COMPRESSED = "compressed"  # the library's saved PCA + IVF-PQ index (cellsearch library compress)
 
 
 class ColourMode(StrEnum):

@@ -7,6 +7,7 @@ shard: exactly once, whatever worker died or ran a shard twice). ``LocalShards``
 
 from __future__ import annotations
 
+import dataclasses
 import os
 import tempfile
 from collections.abc import Callable
@@ -17,11 +18,15 @@ from typing import Protocol
 import numpy as np
 
 from cellsearch_gui.core.app.segment import segment_images
+from cellsearch_gui.core.classify.compressed_ewc import CompressedEWC
 from cellsearch_gui.core.classify.ewc import EWCClassifier, EWCParams
+from cellsearch_gui.core.crops.prepare import with_device_colour
 from cellsearch_gui.core.embedding.cache import EmbeddingCache
 from cellsearch_gui.core.embedding.job import EmbedJob, EmbedOptions
 from cellsearch_gui.core.embedding.runner import ModelRunner
+from cellsearch_gui.core.index.library_index import LibraryIndex
 from cellsearch_gui.core.io.dataset import CropSet
+from cellsearch_gui.core.io.images import read_rgb
 from cellsearch_gui.core.io.shards import ShardStore
 from cellsearch_gui.core.jobs import CancelToken, Job, Progress, run_job
 from cellsearch_gui.core.types import concat_blocks
@@ -50,11 +55,19 @@ class KeptRunner(ModelRunner):
 
 
 class ShardEmbedJob(EmbedJob):
-    """``embed_crops`` for one shard, with the worker's kept runners (models loaded once per worker)."""
+    """``embed_crops`` for one shard, with the worker's kept runners (models loaded once per worker) and its
+    embedding cache; counts the crop-model embeddings it computed and those it found stored."""
 
-    def __init__(self, crops: CropSet, model_ids: list[str], options: EmbedOptions, kept: dict):
-        super().__init__(crops, model_ids, EmbeddingCache(None), options, CancelToken())
+    def __init__(self, crops: CropSet, model_ids: list[str], options: EmbedOptions, kept: dict,
+                 cache: EmbeddingCache | None = None):
+        super().__init__(crops, model_ids, cache or EmbeddingCache(None), options, CancelToken())
         self.kept = kept
+        self.computed = self.stored = 0
+
+    def look_up_cache(self) -> None:
+        super().look_up_cache()
+        self.computed = sum(len(self.missing(runner)) for runner in self.runners)
+        self.stored = len(self.first_path) * len(self.runners) - self.computed
 
     def build_runners(self) -> None:
         o = self.opts
@@ -76,6 +89,16 @@ class ShardWorker:
         self.shared = shared or {}
         self._classifier: EWCClassifier | None = None
         self.kept: dict[tuple, KeptRunner] = {}  # models stay loaded across this worker's shards
+        self.caches: dict[str, EmbeddingCache] = {}  # the driver's embedding cache folder, opened once
+
+    def cache(self, folder: str | None) -> EmbeddingCache | None:
+        """The embedding cache at ``folder`` (None: none kept). Every worker process has its own connection to
+        the one SQLite file: WAL, one writer at a time (a 30 s busy wait), one short transaction per batch."""
+        if folder is None:
+            return None
+        if folder not in self.caches:
+            self.caches[folder] = EmbeddingCache(folder)
+        return self.caches[folder]
 
     def run(self, task: ShardTask) -> ShardResult:
         if cwd := task.payload.get("cwd"):  # relative input paths mean what they meant to the driver
@@ -86,17 +109,22 @@ class ShardWorker:
     def embed(self, payload: dict) -> ShardResult:
         crops = CropSet([Path(p) for p in payload["paths"]], list(payload["labels"]))
         options: EmbedOptions = payload["options"]
-        feats = run_job(ShardEmbedJob(crops, payload["models"], options, self.kept).run())
+        job = ShardEmbedJob(crops, payload["models"], options, self.kept, self.cache(payload.get("cache_dir")))
+        feats = run_job(job.run())
         index = {str(p): i for i, p in enumerate(crops.paths)}
         rows = np.array([index[str(p)] for p in feats.paths], dtype=np.int64)
         arrays = {"rows": rows, **{f"model_{m}": v for m, v in feats.per_model.items()}}
         record = {"items": len(crops), "skipped": feats.skipped, "prep_notes": feats.prep_notes,
                   "fingerprints": feats.fingerprints, "prep": feats.prep, "timings_s": feats.timings_s,
-                  "pid": os.getpid()}
+                  "pid": os.getpid(), "embedded": job.computed, "from_cache": job.stored,
+                  "cache_notes": job.cache.notes}
         return arrays, record, {}
 
     def classifier(self) -> EWCClassifier:
-        if self._classifier is None:
+        if self._classifier is None and "compressed" in self.shared:  # the library's index, loaded once
+            library = LibraryIndex.from_payload(self.shared["compressed"])
+            self._classifier = CompressedEWC(EWCParams(**self.shared["params"]), library, self.shared["rerank"])
+        elif self._classifier is None:
             features, labels, params = self.shared["library"]
             self._classifier = EWCClassifier(EWCParams(**params)).fit(features, labels)
         return self._classifier
@@ -139,6 +167,13 @@ class LocalShards:
             yield Progress("shards", number, len(tasks), task.name)
             store.write(task.name, *worker.run(task))
         yield Progress("shards", len(tasks), len(tasks))
+
+
+def options_for(crops: CropSet, options: EmbedOptions, pixel_size: float | None) -> EmbedOptions:
+    """Per-set options, measured once on the driver (device colour), so that every shard uses the same."""
+    prep = dataclasses.replace(options.prep, pixel_size_um=pixel_size)
+    prep = with_device_colour(prep, crops.paths, read_rgb)
+    return dataclasses.replace(options, prep=prep)
 
 
 def shard_names(prefix: str, n_items: int, size: int) -> list[tuple[str, slice]]:

@@ -18,16 +18,23 @@ import numpy as np
 from cellsearch_gui import __version__
 from cellsearch_gui.core.app.experiments import Inputs
 from cellsearch_gui.core.app.results import SegmentSummary
-from cellsearch_gui.core.app.sharded import PREDICTION_ARRAYS, ShardEngine, ShardTask, run_missing, shard_names
+from cellsearch_gui.core.app.sharded import (
+    PREDICTION_ARRAYS,
+    ShardEngine,
+    ShardTask,
+    options_for,
+    run_missing,
+    shard_names,
+)
 from cellsearch_gui.core.classify.ewc import EWCParams, Predictions, encode_labels
-from cellsearch_gui.core.crops.prepare import with_device_colour
 from cellsearch_gui.core.crops.records import CSV_COLUMNS
-from cellsearch_gui.core.embedding.cache import default_cache_dir
+from cellsearch_gui.core.app.compressed_library import open_library_index
+from cellsearch_gui.core.embedding.cache import EmbeddingCache, default_cache_dir
 from cellsearch_gui.core.embedding.job import EmbedOptions
 from cellsearch_gui.core.errors import DatasetError
 from cellsearch_gui.core.io.atomic import disk_errors
 from cellsearch_gui.core.io.dataset import CropSet
-from cellsearch_gui.core.io.images import collect_images, read_rgb
+from cellsearch_gui.core.io.images import collect_images
 from cellsearch_gui.core.io.shards import ShardStore
 from cellsearch_gui.core.jobs import CancelToken, Job, Progress
 from cellsearch_gui.core.models.registry import get_spec
@@ -58,18 +65,26 @@ def classify_job_description(inputs: Inputs, models: list[str], params: EWCParam
             "options": dataclasses.asdict(options), "params": params.as_dict(), "shard_size": shard_size}
 
 
-def _options_for(crops: CropSet, options: EmbedOptions, pixel_size: float | None) -> EmbedOptions:
-    """Per-set options, measured once on the driver (device colour), so that every shard uses the same."""
-    prep = dataclasses.replace(options.prep, pixel_size_um=pixel_size)
-    prep = with_device_colour(prep, crops.paths, read_rgb)
-    return dataclasses.replace(options, prep=prep)
-
-
 def _tasks(prefix: str, kind: str, crops: CropSet, models: list[str], options: EmbedOptions,
-           size: int) -> list[tuple[ShardTask, slice]]:
+           size: int, cache_dir: str | None = None) -> list[tuple[ShardTask, slice]]:
     return [(ShardTask(name, kind, {"paths": [str(p) for p in crops.paths[part]], "labels": crops.labels[part],
-                                    "models": models, "options": options, "cwd": os.getcwd()}), part)
+                                    "models": models, "options": options, "cwd": os.getcwd(),
+                                    "cache_dir": cache_dir}), part)
             for name, part in shard_names(prefix, len(crops), size)]
+
+
+def cache_folder(cache: EmbeddingCache | None) -> str | None:
+    """The folder of an on-disk embedding cache, for the workers to open (None: kept in memory)."""
+    if cache is None or cache.target == ":memory:":
+        return None
+    return str(Path(cache.target).parent.absolute())
+
+
+def embedding_counts(store: ShardStore, parts: list[tuple[ShardTask, slice]]) -> tuple[int, int]:
+    """Crop-model embeddings the workers computed and found in the embedding cache, over the shards of
+    ``parts`` run now (shards reused from the work folder computed nothing)."""
+    records = [store.record(task.name) for task, _ in parts if task.name in store.written]
+    return sum(r.get("embedded", 0) for r in records), sum(r.get("from_cache", 0) for r in records)
 
 
 def merge_features(store: ShardStore, parts: list[tuple[ShardTask, slice]], crops: CropSet,
@@ -112,35 +127,58 @@ def merge_predictions(store: ShardStore, parts: list[tuple[ShardTask, slice]], c
 
 def sharded_classify_job(inputs: Inputs, models: list[str], params: EWCParams, options: EmbedOptions,
                          engine: ShardEngine, work_dir: str | Path | None = None,
-                         shard_size: int = DEFAULT_SHARD_CROPS,
-                         token: CancelToken | None = None) -> Job[tuple[FeatureSet, FeatureSet, Predictions, dict]]:
+                         shard_size: int = DEFAULT_SHARD_CROPS, token: CancelToken | None = None,
+                         cache: EmbeddingCache | None = None, compressed: tuple[str | Path, int] | None = None
+                         ) -> Job[tuple[FeatureSet, FeatureSet, Predictions, dict]]:
     """``classify_job`` through shards: the library is embedded shard by shard, its features and labels go to
     the workers once, and every query shard is embedded and classified where it runs. ``work_dir`` None:
-    a folder named after the job in the cache folder (the same inputs and settings resume there)."""
+    a folder named after the job in the cache folder (the same inputs and settings resume there). ``cache``:
+    the embedding cache the workers use too. ``compressed`` (library folder, rerank): the library's
+    compressed index instead, shipped to the workers once; the library is not embedded."""
     token = token or CancelToken()
     description = classify_job_description(inputs, models, params, options, shard_size)
+    opened = None
+    if compressed is not None:
+        opened, ref = open_library_index(compressed[0], inputs.reference, models, options, params.metric,
+                                         inputs.reference_pixel_size)
+        description.update(index=opened.meta["files"], rerank=compressed[1])
     work_dir = work_dir or default_cache_dir() / "shards" / job_key(description)
-    store = ShardStore(Path(work_dir), description)
+    store, folder = ShardStore(Path(work_dir), description), cache_folder(cache)
     t0 = time.perf_counter()
-    ref_opts = _options_for(inputs.reference, options, inputs.reference_pixel_size)
-    query_opts = _options_for(inputs.query, options, inputs.query_pixel_size)
-    ref_parts = _tasks("reference", "embed", inputs.reference, models, ref_opts, shard_size)
-    run_ref = yield from run_missing(engine, [t for t, _ in ref_parts], {}, store, token)
-    ref = merge_features(store, ref_parts, inputs.reference, models, ref_opts)
-    if len(ref.paths) == 0:
-        raise DatasetError("none of the reference images could be read: " + "; ".join(
-            f"{p}: {why}" for p, why in ref.skipped[:5]))
+    ref_parts = []
+    if opened is None:
+        ref_opts = options_for(inputs.reference, options, inputs.reference_pixel_size)
+        ref_parts = _tasks("reference", "embed", inputs.reference, models, ref_opts, shard_size, folder)
+        yield from run_missing(engine, [t for t, _ in ref_parts], {}, store, token)
+        ref = merge_features(store, ref_parts, inputs.reference, models, ref_opts)
+        if len(ref.paths) == 0:
+            raise DatasetError("none of the reference images could be read: " + "; ".join(
+                f"{p}: {why}" for p, why in ref.skipped[:5]))
+        shared = {"library": (ref.features, ref.labels, params.as_dict())}
+    else:
+        shared = {"compressed": opened.payload(), "rerank": compressed[1], "params": params.as_dict()}
     t_ref = time.perf_counter()
-    query_parts = _tasks("query", "classify", inputs.query, models, query_opts, shard_size)
-    shared = {"library": (ref.features, ref.labels, params.as_dict())}
-    run_query = yield from run_missing(engine, [t for t, _ in query_parts], shared, store, token)
+    query_opts = options_for(inputs.query, options, inputs.query_pixel_size)
+    query_parts = _tasks("query", "classify", inputs.query, models, query_opts, shard_size, folder)
+    yield from run_missing(engine, [t for t, _ in query_parts], shared, store, token)
     query = merge_features(store, query_parts, inputs.query, models, query_opts)
-    preds = merge_predictions(store, query_parts, encode_labels(ref.labels)[0]) if len(query.paths) else None
-    timings = {"reference_shards_s": t_ref - t0, "query_shards_s": time.perf_counter() - t_ref,
-               "shards_run": float(run_ref + run_query), "shards_reused": float(len(ref_parts) + len(query_parts)
-                                                                               - run_ref - run_query)}
+    classes = opened.classes if opened is not None else encode_labels(ref.labels)[0]
+    preds = merge_predictions(store, query_parts, classes) if len(query.paths) else None
+    return ref, query, preds, _finish(inputs, store, ref_parts + query_parts, t_ref - t0,
+                                      time.perf_counter() - t_ref)
+
+
+def _finish(inputs: Inputs, store: ShardStore, parts: list[tuple[ShardTask, slice]], ref_s: float,
+            query_s: float) -> dict:
+    """The job's timings and counts; the store's notes and the embedding counts join the inputs' notes."""
+    run = sum(1 for task, _ in parts if task.name in store.written)
+    computed, cached = embedding_counts(store, parts)
     inputs.notes.extend(store.notes)
-    return ref, query, preds, timings
+    inputs.notes.append(f"embeddings on the workers: {computed} computed, {cached} from the embedding cache "
+                        f"({len(parts) - run} of {len(parts)} shards reused from the work folder)")
+    return {"reference_shards_s": ref_s, "query_shards_s": query_s, "shards_run": float(run),
+            "shards_reused": float(len(parts) - run), "embeddings_computed": float(computed),
+            "embeddings_from_cache": float(cached)}
 
 
 def sharded_segment_job(inputs: list[str | Path], out_dir: str | Path, settings: SegmentSettings,

@@ -19,7 +19,10 @@ from cellsearch_gui.core.index.knn import _pca_fit, check_features
 
 TRAIN_PER_LIST = 40  # k-means sample rows per inverted list
 MAX_TRAIN = 100_000
+PQ_CODES = 256  # 8-bit codes: each sub-quantizer's k-means needs at least this many training rows
+MIN_TRAIN = 4 * PQ_CODES
 PCA_SAMPLE = 16_384
+DEFAULT_RERANK = 4  # candidates re-ranked exactly: this many x k (classify --rerank; 0: the codes only)
 
 
 def _exact_rerank(queries: np.ndarray, ids: np.ndarray, vectors, k: int, metric: str):
@@ -95,7 +98,9 @@ class CompressedIndex:
         index.own_fields = True
         quantizer.this.disown()
         index.cp.niter = 10
-        rows = np.sort(rng.permutation(len(sample))[:min(MAX_TRAIN, TRAIN_PER_LIST * nlist)])
+        if len(sample) < PQ_CODES:
+            raise FeatureError(f"a compressed index needs at least {PQ_CODES} training rows, got {len(sample)}")
+        rows = np.sort(rng.permutation(len(sample))[:max(MIN_TRAIN, min(MAX_TRAIN, TRAIN_PER_LIST * nlist))])
         index.train(self._project(sample[rows]))
         self._dim = dim
         self._index = self._on_gpu(index)
@@ -154,6 +159,34 @@ class CompressedIndex:
         if vectors is not None:
             dist, ids = _exact_rerank(queries, ids, vectors, k, self.metric)
         return np.sqrt(np.maximum(dist, 0)).astype(np.float32), ids.astype(np.int64)
+
+    def to_arrays(self) -> dict[str, np.ndarray]:
+        """The trained, filled index as arrays: FAISS's own serialisation (what write_index writes) and the PCA."""
+        import faiss
+
+        index = self._index
+        if self.use_gpu and hasattr(faiss, "index_gpu_to_cpu") and faiss.get_num_gpus() > 0:
+            index = faiss.index_gpu_to_cpu(index)  # pragma: no cover - GPU machines only
+        mean, proj = self._pca
+        return {"faiss": faiss.serialize_index(index), "pca_mean": np.asarray(mean), "pca_proj": np.asarray(proj)}
+
+    @classmethod
+    def from_arrays(cls, arrays: dict[str, np.ndarray], metric: str = "l2", use_gpu: bool = True) -> "CompressedIndex":
+        """The index ``to_arrays`` gave (FeatureError when FAISS cannot read it)."""
+        import faiss
+
+        try:
+            index = faiss.deserialize_index(np.ascontiguousarray(arrays["faiss"], dtype=np.uint8))
+            ivf = faiss.extract_index_ivf(index)
+            pq_bytes = int(faiss.downcast_index(index).pq.M)
+        except (RuntimeError, TypeError, AttributeError) as exc:
+            raise FeatureError(f"not a FAISS IVF-PQ index ({str(exc).strip().splitlines()[-1]})") from None
+        proj = np.asarray(arrays["pca_proj"], dtype=np.float32)
+        out = cls(metric=metric, pca=proj.shape[1], pq_bytes=pq_bytes, nlist=int(ivf.nlist), use_gpu=use_gpu)
+        out._pca = (np.asarray(arrays["pca_mean"]), proj)
+        out._dim, out._n = proj.shape[0], int(index.ntotal)
+        out._index = out._on_gpu(index)
+        return out
 
     def memory_bytes(self) -> int:
         return int(memory_plan(self._n, self._dim, self.pca,

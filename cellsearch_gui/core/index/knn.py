@@ -160,6 +160,9 @@ class KnnIndex:
             raise FeatureError(f"unknown metric '{self.metric}'; choose one of {', '.join(METRICS)}")
         if self.kind not in INDEX_KINDS:
             raise FeatureError(f"unknown index kind '{self.kind}'; choose one of {', '.join(INDEX_KINDS)}")
+        if self.kind == IndexKind.COMPRESSED:
+            raise FeatureError("the compressed index is a library's saved index, built once with 'cellsearch "
+                               "library compress' and searched by the compressed classifier, not built here")
         self._storage = Storage.parse(self.storage)
         if self.metric == "canberra" and self._storage != Storage():
             raise FeatureError(f"storage '{self.storage}' does not serve the canberra metric; use fp32")

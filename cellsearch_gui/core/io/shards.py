@@ -56,6 +56,7 @@ class ShardStore:
         self.root = Path(self.root)
         self.job = json.loads(json.dumps(self.job, default=str))  # as it reads back from the manifest
         self.shards: dict[str, dict] = {}
+        self.written: set[str] = set()  # shards written by this process (the others were found finished)
         path = self.root / MANIFEST
         if not path.exists():
             return
@@ -94,6 +95,7 @@ class ShardStore:
                     handle.write(data)
                 files[file_name] = hashlib.sha256(data).hexdigest()
         self.shards[name] = {"files": files, "record": json.loads(json.dumps(record or {}, default=str))}
+        self.written.add(name)
         self._save_manifest()
 
     def record(self, name: str) -> dict:
