@@ -261,3 +261,28 @@ def test_a_real_cluster_loses_a_worker_node_and_every_cell_comes_once(real_weigh
         second.kill()
         _ray_stop()
         shutil.rmtree(tmp_path / "work", ignore_errors=True)
+
+
+@needs_shared
+@has_ray
+def test_ray_workers_use_the_embedding_cache_so_a_second_run_embeds_nothing(real_weights, tmp_path, capsys):
+    """Two workers write to one SQLite cache (WAL, busy wait); a second job on the same crops, in another work
+    folder (so no shard is reused), takes every embedding from it."""
+    ref = make_subset(PBC, tmp_path / "ref", ["eosinophil", "lymphocyte", "neutrophil"], 3)
+    query = make_subset(BCCD_WBC, tmp_path / "query", ["eosinophil", "neutrophil"], 4)
+    common = ["classify", "--reference", str(ref), "--query", str(query), "--models", "mobilenetv2", "--device",
+              "cpu", "--batch-size", "4", "--k-max", "8", "--quiet", "--cache-dir", str(tmp_path / "cache"),
+              "--engine", "ray", "--ray-workers", "2", "--shard-size", "4"]
+    try:
+        assert main([*common, "--out", str(tmp_path / "first.csv"), "--work-dir", str(tmp_path / "w1")]) == 0
+        first = capsys.readouterr().err
+        assert main([*common, "--out", str(tmp_path / "second.csv"), "--work-dir", str(tmp_path / "w2")]) == 0
+        second = capsys.readouterr().err
+    finally:
+        _ray_stop()
+    assert "embeddings on the workers: 17 computed, 0 from the embedding cache (0 of 5 shards reused" in first
+    assert "embeddings on the workers: 0 computed, 17 from the embedding cache (0 of 5 shards reused" in second
+    assert (tmp_path / "first.csv").read_bytes() == (tmp_path / "second.csv").read_bytes()
+    cache = EmbeddingCache(tmp_path / "cache")
+    assert cache.count() == 17 and cache.integrity() == "ok"  # the local engine finds them there too
+    cache.close()
