@@ -98,6 +98,7 @@ class CompressedIndex:
         index.own_fields = True
         quantizer.this.disown()
         index.cp.niter = 10
+        index.cp.min_points_per_centroid = index.pq.cp.min_points_per_centroid = 1  # small libraries: no warnings
         if len(sample) < PQ_CODES:
             raise FeatureError(f"a compressed index needs at least {PQ_CODES} training rows, got {len(sample)}")
         rows = np.sort(rng.permutation(len(sample))[:max(MIN_TRAIN, min(MAX_TRAIN, TRAIN_PER_LIST * nlist))])
