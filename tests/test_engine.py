@@ -286,3 +286,21 @@ def test_ray_workers_use_the_embedding_cache_so_a_second_run_embeds_nothing(real
     cache = EmbeddingCache(tmp_path / "cache")
     assert cache.count() == 17 and cache.integrity() == "ok"  # the local engine finds them there too
     cache.close()
+
+
+@needs_shared
+@has_ray
+def test_evaluate_shots_on_ray_gives_the_local_numbers(crops, real_weights, tmp_path):
+    common = ["evaluate", "--reference", str(tmp_path / "ref"), "--query", str(tmp_path / "query"), "--models",
+              "mobilenetv2", "--device", "cpu", "--batch-size", "4", "--k-max", "8", "--quiet", "--no-cache",
+              "--shots", "2", "--shot-seeds", "2"]
+    try:
+        assert main([*common, "--engine", "ray", "--ray-workers", "2", "--work-dir", str(tmp_path / "w"),
+                     "--shard-size", "4", "--json", str(tmp_path / "ray.json")]) == 0
+    finally:
+        _ray_stop()
+    assert main([*common, "--json", str(tmp_path / "local.json")]) == 0
+    ray_scores, local_scores = (json.loads((tmp_path / f"{name}.json").read_text()) for name in ("ray", "local"))
+    assert ray_scores["shots"] == 2 and len(ray_scores["per_seed"]) == 2
+    for key in ("balanced_accuracy", "macro_precision", "mean_k", "mean_entropy", "confusion", "per_seed"):
+        assert ray_scores[key] == local_scores[key], key

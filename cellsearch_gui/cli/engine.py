@@ -12,8 +12,8 @@ from pathlib import Path
 from cellsearch_gui.cli.common import arg, output_folder
 from cellsearch_gui.core import validation
 from cellsearch_gui.core.app.compressed_library import compressed_classify_job
-from cellsearch_gui.core.app.experiments import classify_job
-from cellsearch_gui.core.app.sharded_jobs import sharded_classify_job
+from cellsearch_gui.core.app.experiments import classify_job, embed_both
+from cellsearch_gui.core.app.sharded_jobs import sharded_classify_job, sharded_embed_job
 from cellsearch_gui.core.errors import CellSearchError
 from cellsearch_gui.core.index.compressed import DEFAULT_RERANK
 from cellsearch_gui.core.options import IndexKind
@@ -71,26 +71,37 @@ def compressed_index(args: argparse.Namespace) -> tuple[Path, int] | None:
 
 
 @contextlib.contextmanager
-def classify_runner(args: argparse.Namespace):
-    """A function with ``classify_job``'s signature that runs on the engine and index the options ask for."""
+def engine_jobs(args: argparse.Namespace):
+    """(classify, embed): functions with ``classify_job``'s and ``embed_both``'s signatures that run on the
+    engine and index the options ask for."""
     check_engine_options(args)
     compressed = compressed_index(args)
     if args.engine == "local" and compressed is None:
-        yield classify_job
+        yield classify_job, embed_both
         return
     if args.engine == "local":
         def on_index(inputs, models, params, cache, options, token=None):
             return compressed_classify_job(inputs, compressed[0], models, params, cache, options, compressed[1],
                                            token)
 
-        yield on_index
+        yield on_index, embed_both
         return
     with ray_engine(args) as engine:
         def on_ray(inputs, models, params, cache, options, token=None):
             return sharded_classify_job(inputs, models, params, options, engine, args.work_dir, args.shard_size,
                                         token, cache, compressed)
 
-        yield on_ray
+        def embed_on_ray(inputs, models, cache, options, token=None):
+            return sharded_embed_job(inputs, models, options, engine, args.work_dir, args.shard_size, token, cache)
+
+        yield on_ray, embed_on_ray
+
+
+@contextlib.contextmanager
+def classify_runner(args: argparse.Namespace):
+    """A function with ``classify_job``'s signature that runs on the engine and index the options ask for."""
+    with engine_jobs(args) as (classify, _):
+        yield classify
 
 
 def segment_work_dir(args: argparse.Namespace) -> Path:

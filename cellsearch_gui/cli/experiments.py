@@ -20,7 +20,7 @@ from cellsearch_gui.cli.common import (
     warn_overlap,
     write_json,
 )
-from cellsearch_gui.cli.engine import add_engine_options, classify_runner
+from cellsearch_gui.cli.engine import add_engine_options, classify_runner, engine_jobs
 from cellsearch_gui.core import validation
 from cellsearch_gui.core.app.defaults import DEVICE_VOTE_DEFAULT
 from cellsearch_gui.core.app.confidence import with_confidence
@@ -77,11 +77,11 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
     if args.shots and args.shot_seeds < 1:
         raise CellSearchError("--shot-seeds must be at least 1 with --shots")
     seeds = [args.seed + i for i in range(args.shot_seeds)]
-    if (args.shots or args.query_device) and args.engine != "local":
-        raise CellSearchError("--shots and --query-device run on the local engine only (leave out --engine ray)")
-    with classify_runner(args) as classify:
+    if args.query_device and args.engine != "local":
+        raise CellSearchError("--query-device runs on the local engine only (leave out --engine ray)")
+    with engine_jobs(args) as (classify, embed):
         result = run(evaluate_job(inputs, models, params, cache, options, args.baselines, shots=args.shots,
-                                  shot_seeds=seeds, device_vote=args.device_vote, classify=classify,
+                                  shot_seeds=seeds, device_vote=args.device_vote, classify=classify, embed=embed,
                                   query_device=args.query_device), args.quiet)
     report_problems(result.skipped, result.notes)
     _print_scores(result, models, params)

@@ -128,13 +128,14 @@ def evaluate_job(inputs: Inputs, models: list[str], params: EWCParams, cache: Em
                  options: EmbedOptions, baselines: bool = False, token: CancelToken | None = None,
                  shots: int = 0, shot_seeds: list[int] | None = None,
                  device_vote: str = DeviceVote.LIBRARY.value, classify=classify_job,
-                 query_device: str = "") -> Job[EvaluateResult]:
+                 query_device: str = "", embed=embed_both) -> Job[EvaluateResult]:
     """Score the query set; with ``shots`` > 0, the few-shot protocol (app.shots) over ``shot_seeds``; with
     ``query_device``, the library's cells of that device vote as its labelled cells (classify.device_vote).
-    ``classify``: a job with ``classify_job``'s signature (e.g. the same work on a Ray cluster)."""
+    ``classify``: a job with ``classify_job``'s signature, ``embed`` one with ``embed_both``'s (the shots
+    protocol embeds with it), e.g. the same work on a Ray cluster."""
     if shots or query_device:
         return (yield from _evaluate_with_shots(inputs, models, params, cache, options, baselines, token, shots,
-                                                shot_seeds or [0], device_vote, query_device))
+                                                shot_seeds or [0], device_vote, query_device, embed))
     ref, query, preds, timings = yield from classify(inputs, models, params, cache, options, token)
     if preds is None:
         raise DatasetError("none of the query images could be read")
@@ -167,8 +168,9 @@ def _run_fields(inputs: Inputs, ref: FeatureSet, query: FeatureSet, timings: dic
 
 def _evaluate_with_shots(inputs: Inputs, models: list[str], params: EWCParams, cache: EmbeddingCache,
                          options: EmbedOptions, baselines: bool, token: CancelToken | None, shots: int,
-                         shot_seeds: list[int], device_vote: str, query_device: str = "") -> Job[EvaluateResult]:
-    ref, query = yield from embed_both(inputs, models, cache, options, token or CancelToken())
+                         shot_seeds: list[int], device_vote: str, query_device: str = "",
+                         embed=embed_both) -> Job[EvaluateResult]:
+    ref, query = yield from embed(inputs, models, cache, options, token or CancelToken())
     if len(query.paths) == 0:
         raise DatasetError("none of the query images could be read")
     known = rows_of_device(ref.paths, query_device)

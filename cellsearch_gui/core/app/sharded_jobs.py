@@ -147,13 +147,7 @@ def sharded_classify_job(inputs: Inputs, models: list[str], params: EWCParams, o
     t0 = time.perf_counter()
     ref_parts = []
     if opened is None:
-        ref_opts = options_for(inputs.reference, options, inputs.reference_pixel_size)
-        ref_parts = _tasks("reference", "embed", inputs.reference, models, ref_opts, shard_size, folder)
-        yield from run_missing(engine, [t for t, _ in ref_parts], {}, store, token)
-        ref = merge_features(store, ref_parts, inputs.reference, models, ref_opts)
-        if len(ref.paths) == 0:
-            raise DatasetError("none of the reference images could be read: " + "; ".join(
-                f"{p}: {why}" for p, why in ref.skipped[:5]))
+        ref, ref_parts = yield from _embed_reference(inputs, models, options, engine, store, shard_size, token, folder)
         shared = {"library": (ref.features, ref.labels, params.as_dict())}
     else:
         shared = {"compressed": opened.payload(), "rerank": compressed[1], "params": params.as_dict()}
@@ -166,6 +160,41 @@ def sharded_classify_job(inputs: Inputs, models: list[str], params: EWCParams, o
     preds = merge_predictions(store, query_parts, classes) if len(query.paths) else None
     return ref, query, preds, _finish(inputs, store, ref_parts + query_parts, t_ref - t0,
                                       time.perf_counter() - t_ref)
+
+
+def _embed_reference(inputs: Inputs, models: list[str], options: EmbedOptions, engine: ShardEngine,
+                     store: ShardStore, shard_size: int, token: CancelToken, folder: str | None
+                     ) -> Job[tuple[FeatureSet, list[tuple[ShardTask, slice]]]]:
+    ref_opts = options_for(inputs.reference, options, inputs.reference_pixel_size)
+    ref_parts = _tasks("reference", "embed", inputs.reference, models, ref_opts, shard_size, folder)
+    yield from run_missing(engine, [t for t, _ in ref_parts], {}, store, token)
+    ref = merge_features(store, ref_parts, inputs.reference, models, ref_opts)
+    if len(ref.paths) == 0:
+        raise DatasetError("none of the reference images could be read: " + "; ".join(
+            f"{p}: {why}" for p, why in ref.skipped[:5]))
+    return ref, ref_parts
+
+
+def sharded_embed_job(inputs: Inputs, models: list[str], options: EmbedOptions, engine: ShardEngine,
+                      work_dir: str | Path | None = None, shard_size: int = DEFAULT_SHARD_CROPS,
+                      token: CancelToken | None = None, cache: EmbeddingCache | None = None
+                      ) -> Job[tuple[FeatureSet, FeatureSet]]:
+    """``embed_both`` through shards (what ``evaluate --shots`` embeds on the workers before its protocol)."""
+    token = token or CancelToken()
+    description = {**classify_job_description(inputs, models, EWCParams(), options, shard_size), "kind": "embed"}
+    description.pop("params")
+    store = ShardStore(Path(work_dir or default_cache_dir() / "shards" / job_key(description)), description)
+    folder = cache_folder(cache)
+    t0 = time.perf_counter()
+    ref, ref_parts = yield from _embed_reference(inputs, models, options, engine, store, shard_size, token, folder)
+    t_ref = time.perf_counter()
+    query_opts = options_for(inputs.query, options, inputs.query_pixel_size)
+    query_parts = _tasks("query", "embed", inputs.query, models, query_opts, shard_size, folder)
+    yield from run_missing(engine, [t for t, _ in query_parts], {}, store, token)
+    query = merge_features(store, query_parts, inputs.query, models, query_opts)
+    timings = _finish(inputs, store, ref_parts + query_parts, t_ref - t0, time.perf_counter() - t_ref)
+    ref.timings_s = {**ref.timings_s, **timings}
+    return ref, query
 
 
 def _finish(inputs: Inputs, store: ShardStore, parts: list[tuple[ShardTask, slice]], ref_s: float,
