@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import csv
 import importlib.util
+import json
 
 import numpy as np
 import pytest
@@ -153,6 +154,13 @@ def test_the_cli_builds_the_index_and_classifies_against_it(world, capsys):
     assert [r["top_neighbours"].split(":")[0] for r in rows[0]] == [r["top_neighbours"].split(":")[0] for r in rows[1]]
     assert main([*classify, "--out", str(root / "x.csv"), "--rerank", "3"]) == 2
     assert "--rerank only applies with --index compressed" in capsys.readouterr().err
+    evaluate = ["evaluate", *classify[1:5], "--k-max", "32", *common]
+    assert main([*evaluate, "--json", str(root / "exact.json")]) == 0
+    assert main([*evaluate, "--json", str(root / "compressed.json"), "--index", "compressed", "--rerank", "10"]) == 0
+    scores = [json.loads((root / f"{name}.json").read_text()) for name in ("exact", "compressed")]
+    assert scores[0]["confusion"] == scores[1]["confusion"] and scores[1]["index_kind"] == "compressed+rerank10"
+    assert main([*evaluate, "--index", "compressed", "--shots", "2"]) == 2
+    assert "--shots needs the library's fp32 features" in capsys.readouterr().err
 
 
 @pytest.mark.skipif(importlib.util.find_spec("ray") is None, reason="Ray is not installed")
