@@ -20,6 +20,7 @@ from cellsearch_gui.core.app.compressed_library import (
     compressed_classify_job,
     model_fingerprints,
 )
+from cellsearch_gui.core.app.confidence import with_confidence
 from cellsearch_gui.core.app.experiments import classify_job, load_inputs
 from cellsearch_gui.core.app.sharded import LocalShards
 from cellsearch_gui.core.app.sharded_jobs import sharded_classify_job
@@ -85,6 +86,11 @@ def test_reranking_every_candidate_gives_the_exact_predictions(world):
     np.testing.assert_allclose(preds.scores, exact.scores)
     np.testing.assert_allclose(preds.distances, exact.distances, rtol=1e-4)
     assert preds.index_kind == "compressed+rerank10" and "index_open" in timings
+    # the calibrated confidence: the library's cells left out one at a time, as for exact search
+    exact_confidence, calibration = with_confidence(PARAMS, exact_ref, exact)
+    same, own = with_confidence(PARAMS, ref, preds)
+    assert own is preds.calibration and own.n_library == calibration.n_library == 310
+    np.testing.assert_allclose(same.confidence, exact_confidence.confidence)
 
 
 def test_the_codes_alone_agree_mostly_and_the_agreement_is_reported(world, capsys):

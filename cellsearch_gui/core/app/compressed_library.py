@@ -173,6 +173,10 @@ def compressed_classify_job(inputs: Inputs, library: str | Path, models: list[st
                                                                             inputs.query_pixel_size), token)
     timings.update({f"query_{k}": v for k, v in query.timings_s.items()})
     t0 = time.perf_counter()
-    preds = CompressedEWC(params, opened, rerank).predict(query.features) if len(query.paths) else None
+    classifier = CompressedEWC(params, opened, rerank)
+    preds = classifier.predict(query.features) if len(query.paths) else None
     timings["classify"] = time.perf_counter() - t0
+    t0 = time.perf_counter()
+    preds = classifier.calibrated(preds) if preds is not None else None
+    timings["calibrate"] = time.perf_counter() - t0
     return ref, query, preds, timings

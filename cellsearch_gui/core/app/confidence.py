@@ -18,8 +18,9 @@ def library_calibration(params: EWCParams, ref: FeatureSet) -> Calibration:
 
 
 def with_confidence(params: EWCParams, ref: FeatureSet, preds: Predictions) -> tuple[Predictions, Calibration]:
-    """``preds`` with ``confidence`` filled in, and the calibration that gave it."""
-    calibration = library_calibration(params, ref)
+    """``preds`` with ``confidence`` filled in, and the calibration that gave it (the classifier's own when
+    it set one: a compressed library index has no fp32 reference features here)."""
+    calibration = preds.calibration or library_calibration(params, ref)
     return dataclasses.replace(preds, confidence=calibration(preds.scores)), calibration
 
 

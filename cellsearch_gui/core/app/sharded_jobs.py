@@ -26,6 +26,7 @@ from cellsearch_gui.core.app.sharded import (
     run_missing,
     shard_names,
 )
+from cellsearch_gui.core.classify.compressed_ewc import CompressedEWC
 from cellsearch_gui.core.classify.ewc import EWCParams, Predictions, encode_labels
 from cellsearch_gui.core.crops.records import CSV_COLUMNS
 from cellsearch_gui.core.app.compressed_library import open_library_index
@@ -158,6 +159,8 @@ def sharded_classify_job(inputs: Inputs, models: list[str], params: EWCParams, o
     query = merge_features(store, query_parts, inputs.query, models, query_opts)
     classes = opened.classes if opened is not None else encode_labels(ref.labels)[0]
     preds = merge_predictions(store, query_parts, classes) if len(query.paths) else None
+    if opened is not None and preds is not None:  # calibrated on the driver, as the local engine does
+        preds = CompressedEWC(params, opened, compressed[1]).calibrated(preds)
     return ref, query, preds, _finish(inputs, store, ref_parts + query_parts, t_ref - t0,
                                       time.perf_counter() - t_ref)
 

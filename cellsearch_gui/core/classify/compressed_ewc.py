@@ -8,7 +8,9 @@ import dataclasses
 
 import numpy as np
 
-from cellsearch_gui.core.classify.ewc import EWCClassifier, EWCParams, class_weights
+from cellsearch_gui.core.classify.calibration import Calibration, fit_calibration, stratified_rows
+from cellsearch_gui.core.classify.device_vote import leave_one_out_shares
+from cellsearch_gui.core.classify.ewc import EWCClassifier, EWCParams, Predictions, class_weights
 from cellsearch_gui.core.index.compressed import DEFAULT_RERANK
 from cellsearch_gui.core.index.library_index import LibraryIndex
 from cellsearch_gui.core.options import IndexKind
@@ -48,6 +50,18 @@ class CompressedEWC(EWCClassifier):
         self.classes, self.label_ids = library.classes, library.label_ids
         self.weights = class_weights(self.label_ids, len(self.classes))
         self.index = CompressedSearch(library, rerank)
+
+    def calibration(self) -> Calibration:
+        """P(correct | winning vote share) as the exact library classifier fits it (device_vote): up to
+        CALIBRATION_ROWS library cells, each voted with itself left out, their fp32 features read from disk."""
+        rows = stratified_rows(self.label_ids)
+        shares = leave_one_out_shares(self, rows, self.index.library.vectors()(np.asarray(rows)), self.classes)
+        names = np.asarray(self.classes)
+        return fit_calibration(shares, names[shares.argmax(1)] == names[self.label_ids[rows]])
+
+    def calibrated(self, preds: Predictions) -> Predictions:
+        calibration = self.calibration()
+        return dataclasses.replace(preds, confidence=calibration(preds.scores), calibration=calibration)
 
     def fit(self, features, labels, index=None) -> "CompressedEWC":
         raise TypeError("a compressed classifier is fitted on its library index; it takes no features")

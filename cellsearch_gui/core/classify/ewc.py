@@ -20,6 +20,7 @@ from dataclasses import asdict, dataclass
 import numpy as np
 
 from cellsearch_gui.core import validation
+from cellsearch_gui.core.classify.calibration import Calibration
 from cellsearch_gui.core.errors import FeatureError
 from cellsearch_gui.core.index.knn import KnnIndex, check_features
 from cellsearch_gui.core.options import EntropyNorm, StoppingRule
@@ -244,6 +245,7 @@ class Predictions:
     index_kind: str = "flat"  # the search that produced the neighbours: flat (exact), ivf or hnsw
     threshold: float = 1.0  # the entropy threshold of the vote
     confidence: np.ndarray | None = None  # calibrated P(correct) per cell (classify.calibration); None: not computed
+    calibration: Calibration | None = None  # what gave ``confidence``, when the classifier set it itself
 
     @property
     def ambiguity(self) -> np.ndarray:
