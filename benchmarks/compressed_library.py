@@ -46,7 +46,7 @@ def compare(library: Path, queries: Path, models: list[str], params, cache, opti
         _, _, preds, timings = run_job(compressed_classify_job(load_inputs(library, queries), library, models, params,
                                                                cache, options, rerank))
         rows.append({"search": f"compressed, re-rank {rerank}", "classify_s": time.perf_counter() - t0,
-                     "search_and_vote_s": timings["classify"],
+                     "search_and_vote_s": timings["classify"], "calibrate_s": timings.get("calibrate", 0.0),
                      "recall_at_k_max": recall(exact.neighbour_ids, preds.neighbour_ids),
                      "ewc_agreement": float(np.mean(np.array(preds.labels) == np.array(exact.labels))),
                      "accuracy": float(np.mean(np.array(preds.labels) == truth))})
