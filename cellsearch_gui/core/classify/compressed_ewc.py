@@ -31,10 +31,14 @@ class CompressedSearch:
     def resolved_kind(self) -> str:
         return f"compressed+rerank{self.rerank}" if self.rerank else "compressed"
 
-    def search(self, features: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray]:
-        if self.rerank and self._vectors is None:
+    def vectors(self):
+        """ids -> fp32 rows from the library's vector shards (memory-mapped once)."""
+        if self._vectors is None:
             self._vectors = self.library.vectors()
-        dist, ids = self.library.index.search(features, k, vectors=self._vectors if self.rerank else None,
+        return self._vectors
+
+    def search(self, features: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray]:
+        dist, ids = self.library.index.search(features, k, vectors=self.vectors() if self.rerank else None,
                                               rerank=max(1, self.rerank))
         if self.library.index.metric == "cosine":
             dist = dist**2 / 2  # 1 - cos between unit vectors, as the exact index reports it
@@ -55,7 +59,7 @@ class CompressedEWC(EWCClassifier):
         """P(correct | winning vote share) as the exact library classifier fits it (device_vote): up to
         CALIBRATION_ROWS library cells, each voted with itself left out, their fp32 features read from disk."""
         rows = stratified_rows(self.label_ids)
-        shares = leave_one_out_shares(self, rows, self.index.library.vectors()(np.asarray(rows)), self.classes)
+        shares = leave_one_out_shares(self, rows, self.index.vectors()(np.asarray(rows)), self.classes)
         names = np.asarray(self.classes)
         return fit_calibration(shares, names[shares.argmax(1)] == names[self.label_ids[rows]])
 
