@@ -153,3 +153,21 @@ def test_prep_workers_default_to_the_cores():
     assert use_prep_workers(0, "cuda", 10_000) == 0 and use_prep_workers(3, "cpu", 5) == 3
     assert use_prep_workers(None, "cuda", 10) == 0  # a few crops: processes would cost more than they save
     assert use_prep_workers(None, "cuda", 10_000) >= 1
+
+
+def test_staging_buffers_hold_the_models_input(tiny_registry):
+    from zoo_helpers import crops as random_crops
+
+    from cellsearch_gui.core.embedding.runner import ModelRunner
+    from cellsearch_gui.core.embedding.staging import Staging, StagingRing
+
+    runner = ModelRunner("convnext_base", weights="random", batch_size=4)
+    ring = StagingRing(runner)  # unpinned here: the CUDA path's code, on the CPU
+    batches = [random_crops(n, seed=n) for n in (4, 3, 4, 2)]
+    staged = [ring.input_batch(images) for images in batches]
+    assert len({id(b.untyped_storage()) for b in staged[:3]}) == 3  # three buffers, then reused
+    assert staged[3].untyped_storage().data_ptr() == staged[0].untyped_storage().data_ptr()
+    for images, batch in zip(batches[3:], staged[3:]):
+        assert np.array_equal(batch.numpy(), runner.input_batch(images).numpy())
+    assert np.array_equal(ring.input_batch(batches[1]).numpy(), runner.input_batch(batches[1]).numpy())
+    assert Staging().input_batch(runner, batches[0]).shape[0] == 4 and not Staging().rings  # CPU: unchanged path

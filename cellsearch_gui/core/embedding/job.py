@@ -181,7 +181,7 @@ class EmbedJob:
         t0 = time.perf_counter()
         to_prepare = sum(any(k not in self.vectors[r.spec.id] for r in self.runners) for k in self.first_path)
         processes = use_prep_workers(self.opts.prep_workers, device, to_prepare)
-        window = max([4 * processes] + [2 * r.batch_size for r in self.runners])
+        window = max([16 * processes] + [2 * r.batch_size for r in self.runners])
         with ThreadPoolExecutor(workers, thread_name_prefix="cellsearch-crop") as crop_pool:
             map_crops = crop_pool.map if workers > 1 else map
             pool = PrepWorkers(processes, self.opts.prep, self.token, window) if processes else None

@@ -57,22 +57,29 @@ def process_context():
     return multiprocessing.get_context("spawn")
 
 
+def prepare_many(task: Callable[[Path, CropPrep], PreparedCrop], paths: list[Path],
+                 prep: CropPrep) -> list[PreparedCrop]:
+    """One task of a worker: a few crops, so a busy parent process does not leave the workers waiting."""
+    return [task(path, prep) for path in paths]
+
+
 class PrepWorkers:
     """``workers`` processes preparing crop files; ``plan`` queues the crops of a pass in order, ``take``
     returns one crop's result (preparing it now when it was not planned), keeping ``window`` crops in
-    flight. ``task`` is the module-level function run in the workers (``read_crop``)."""
+    flight, ``chunk`` crops to a task. ``task`` is the module-level function run in the workers (``read_crop``)."""
 
     def __init__(self, workers: int, prep: CropPrep, token: CancelToken | None = None, window: int = 0,
                  task: Callable[[Path, CropPrep], PreparedCrop] | None = None):
         self.workers, self.prep, self.token = max(1, workers), prep, token or CancelToken()
-        self.window = window or 4 * self.workers
+        self.window = window or 16 * self.workers
+        self.chunk = max(1, min(8, self.window // (2 * self.workers)))
         self.task = task or read_crop
         self.queue: deque[tuple[str, Path]] = deque()
-        self.futures: dict[str, Future] = {}
+        self.futures: dict[str, tuple[Future, int, int]] = {}  # key: (future, position in it, pool number)
         self.crashes: list[str] = []  # paths that stopped a worker
         self._pool: ProcessPoolExecutor | None = None
+        self._pool_number = 0
         self._quarantine: ProcessPoolExecutor | None = None
-        self._pool_futures: set[Future] = set()  # futures of the current main pool
 
     def _new_pool(self, workers: int) -> ProcessPoolExecutor:
         return ProcessPoolExecutor(workers, mp_context=process_context(), initializer=worker_setup)
@@ -84,35 +91,40 @@ class PrepWorkers:
 
     def _top_up(self) -> None:
         while self.queue and len(self.futures) < self.window:
-            key, path = self.queue.popleft()
-            if key not in self.futures:
-                self.futures[key] = self._submit(path)
+            items = []
+            while self.queue and len(items) < self.chunk:
+                key, path = self.queue.popleft()
+                if key not in self.futures and key not in dict(items):
+                    items.append((key, path))
+            self._submit(items)
 
-    def _submit(self, path: Path) -> Future:
+    def _submit(self, items: list[tuple[str, Path]]) -> None:
+        if not items:
+            return
+        paths = [path for _, path in items]
         if self._pool is None:
-            self._pool = self._new_pool(self.workers)
+            self._pool, self._pool_number = self._new_pool(self.workers), self._pool_number + 1
         try:
-            future = self._pool.submit(self.task, path, self.prep)
+            future = self._pool.submit(prepare_many, self.task, paths, self.prep)
         except BrokenProcessPool:  # broken by an earlier crash: a new pool for the crops still to come
             self._drop_pool()
-            self._pool = self._new_pool(self.workers)
-            future = self._pool.submit(self.task, path, self.prep)
-        self._pool_futures.add(future)
-        return future
+            self._pool, self._pool_number = self._new_pool(self.workers), self._pool_number + 1
+            future = self._pool.submit(prepare_many, self.task, paths, self.prep)
+        for position, (key, _) in enumerate(items):
+            self.futures[key] = (future, position, self._pool_number)
 
     def take(self, key: str, path: Path) -> PreparedCrop:
         """The prepared crop of ``key``: waits for it (Cancel is honoured within POLL_S)."""
-        future = self.futures.pop(key, None)
-        if future is None:
+        if key not in self.futures:
             self.queue = deque(item for item in self.queue if item[0] != key)
-            future = self._submit(path)
+            self._submit([(key, path)])
+        future, position, pool_number = self.futures.pop(key)
         try:
-            result = self._wait(future)
+            result = self._wait(future)[position]
         except BrokenProcessPool:  # every crop of the broken pool is prepared again, alone
-            if future in self._pool_futures:
+            if pool_number == self._pool_number:
                 self._drop_pool()
             result = self._alone(path)
-        self._pool_futures.discard(future)
         self._top_up()
         return result
 
@@ -139,7 +151,7 @@ class PrepWorkers:
     def _drop_pool(self) -> None:
         if self._pool is not None:
             self._pool.shutdown(wait=False, cancel_futures=True)
-            self._pool, self._pool_futures = None, set()
+            self._pool = None
 
     def close(self) -> None:
         """Stop the workers without waiting for crops still queued (a crop being prepared finishes)."""

@@ -12,6 +12,7 @@ import numpy as np
 
 from cellsearch_gui.core.embedding.prepared import CropSource
 from cellsearch_gui.core.embedding.runner import ModelRunner
+from cellsearch_gui.core.embedding.staging import Staging
 
 
 def prefetched(chunks: list, read: Callable) -> Iterator:
@@ -52,6 +53,7 @@ class CropReader:
         self.first_path, self.source = first_path, source
         self.vectors, self.skipped = vectors, skipped
         self.prefetch = prefetch
+        self.staging = Staging()  # CUDA: inputs resized into reused pinned buffers
 
     def begin_pass(self, keys: list[str], later: set[str]) -> None:
         """Called on the job's thread before a pass: its crops in order, and those a later pass needs."""
@@ -73,7 +75,7 @@ class CropReader:
         for runner in active:
             need = [i for i, k in enumerate(batch.keys) if k not in self.vectors[runner.spec.id]]
             if need and runner.views == 1:
-                batch.inputs[runner.spec.id] = (need, runner.input_batch([batch.images[i] for i in need]))
+                batch.inputs[runner.spec.id] = (need, self.staging.input_batch(runner, [batch.images[i] for i in need]))
             elif need:
                 batch.inputs[runner.spec.id] = (need, None)  # several views: embed_arrays builds them
         return batch
