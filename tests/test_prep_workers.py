@@ -171,3 +171,25 @@ def test_staging_buffers_hold_the_models_input(tiny_registry):
         assert np.array_equal(batch.numpy(), runner.input_batch(images).numpy())
     assert np.array_equal(ring.input_batch(batches[1]).numpy(), runner.input_batch(batches[1]).numpy())
     assert Staging().input_batch(runner, batches[0]).shape[0] == 4 and not Staging().rings  # CPU: unchanged path
+
+
+@needs_shared
+def test_crops_are_prepared_here_when_no_worker_process_can_run(tmp_path, monkeypatch):
+    from concurrent.futures import Future
+    from concurrent.futures.process import BrokenProcessPool
+
+    class NoProcesses:  # every worker dies before it runs anything
+        def submit(self, *args):
+            future = Future()
+            future.set_exception(BrokenProcessPool("no processes here"))
+            return future
+
+        def shutdown(self, **kwargs):
+            pass
+
+    workers = PrepWorkers(2, preset("raw"))
+    monkeypatch.setattr(workers, "_new_pool", lambda n: NoProcesses())
+    for path in crop_set_of(tmp_path, 3).paths:
+        image, problem, _ = workers.take(str(path), path)
+        assert problem is None and np.array_equal(image, read_crop(path, preset("raw"))[0])
+    assert workers.in_process and not workers.crashes

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import json
 import multiprocessing
+import sys
 from collections import deque
 from collections.abc import Callable
 from concurrent.futures import Future, ProcessPoolExecutor
@@ -49,8 +50,9 @@ def worker_setup() -> None:
 
 
 def process_context():
-    """forkserver where the platform has it (Linux, macOS), else spawn; its server loads only this module."""
-    if "forkserver" in multiprocessing.get_all_start_methods():
+    """forkserver where the platform has it (Linux, macOS), else spawn (Windows, and a packaged app, whose
+    launcher calls freeze_support); the server loads only this module and OpenCV."""
+    if "forkserver" in multiprocessing.get_all_start_methods() and not getattr(sys, "frozen", False):
         context = multiprocessing.get_context("forkserver")
         context.set_forkserver_preload(PRELOAD)
         return context
@@ -80,6 +82,8 @@ class PrepWorkers:
         self._pool: ProcessPoolExecutor | None = None
         self._pool_number = 0
         self._quarantine: ProcessPoolExecutor | None = None
+        self.succeeded = False  # a worker has returned a crop: the processes work here
+        self.in_process = False  # they do not: crops prepared in this process
 
     def _new_pool(self, workers: int) -> ProcessPoolExecutor:
         return ProcessPoolExecutor(workers, mp_context=process_context(), initializer=worker_setup)
@@ -115,12 +119,15 @@ class PrepWorkers:
 
     def take(self, key: str, path: Path) -> PreparedCrop:
         """The prepared crop of ``key``: waits for it (Cancel is honoured within POLL_S)."""
+        if self.in_process:
+            return self.task(path, self.prep)
         if key not in self.futures:
             self.queue = deque(item for item in self.queue if item[0] != key)
             self._submit([(key, path)])
         future, position, pool_number = self.futures.pop(key)
         try:
             result = self._wait(future)[position]
+            self.succeeded = True
         except BrokenProcessPool:  # every crop of the broken pool is prepared again, alone
             if pool_number == self._pool_number:
                 self._drop_pool()
@@ -137,16 +144,37 @@ class PrepWorkers:
                 continue
 
     def _alone(self, path: Path) -> PreparedCrop:
-        """A crop that was in a pool when a worker died: prepared alone, so a second death names it."""
+        """A crop that was in a pool when a worker died: prepared alone, so a second death names it. Where no
+        worker process can run at all, this crop and the rest are prepared in this process instead (as with
+        ``prep_workers=0``)."""
+        if self.in_process:
+            return self.task(path, self.prep)
         if self._quarantine is None:
             self._quarantine = self._new_pool(1)
         try:
-            return self._wait(self._quarantine.submit(self.task, path, self.prep))
+            result = self._wait(self._quarantine.submit(self.task, path, self.prep))
+            self.succeeded = True
+            return result
         except BrokenProcessPool:
             self._quarantine.shutdown(wait=False, cancel_futures=True)
             self._quarantine = None
+        if not self.succeeded and not self._processes_work():
+            self.close()
+            self.in_process = True
+            return self.task(path, self.prep)
         self.crashes.append(str(path))
         return None, CRASH_PROBLEM, None
+
+    def _processes_work(self) -> bool:
+        """Whether a worker process can run anything at all here (a frozen app, a sandbox...)."""
+        pool = self._new_pool(1)
+        try:
+            self.succeeded = self._wait(pool.submit(len, ())) == 0
+        except BrokenProcessPool:
+            return False
+        finally:
+            pool.shutdown(wait=False, cancel_futures=True)
+        return self.succeeded
 
     def _drop_pool(self) -> None:
         if self._pool is not None:
