@@ -105,13 +105,14 @@ def main() -> None:
     args = parser.parse_args()
     import torch
 
-    from cellsearch_gui.core.embedding.job import use_read_workers
+    from cellsearch_gui.core.embedding.job import use_prep_workers, use_read_workers
     from cellsearch_gui.core.models.devices import pick_device
 
     device = pick_device(args.device)
     paths = _paths(args.crops)
     name = torch.cuda.get_device_name(0) if device.startswith("cuda") else f"CPU, {torch.get_num_threads()} threads"
-    print(f"{len(paths)} PBC crops on {device} ({name}); {use_read_workers(None, device)} crop reader(s)")
+    print(f"{len(paths)} PBC crops on {device} ({name}); {use_read_workers(None, device)} crop reader(s), "
+          f"{use_prep_workers(None, device, len(paths))} crop preparation process(es)")
     rows = []
     for config in args.configs.split(","):
         models, prep_name = config.split(":")

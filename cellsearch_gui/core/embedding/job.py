@@ -74,7 +74,8 @@ def use_read_workers(option: int | None, device: str) -> int:
 
 def use_prep_workers(option: int | None, device: str, n_crops: int) -> int:
     """The option when given (0: no processes, crops prepared on the reader threads); else none for fewer
-    than PROCESS_MIN_CROPS crops (starting processes would cost more), and otherwise TODO."""
+    than PROCESS_MIN_CROPS crops (starting processes would cost more than they save), CPU_PREP_WORKERS on
+    the CPU (its cores run the models) and, beside a GPU, one per core but two, up to 16."""
     if option is not None:
         return option
     if n_crops < PROCESS_MIN_CROPS:
