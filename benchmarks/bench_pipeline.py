@@ -7,9 +7,10 @@
 Bare: crops already decoded and prepared in memory; only ModelRunner.embed_arrays is timed (resize to
 the model's input, transfer, forward pass, result back), batch by batch.
 Pipeline: embed_crops from the files with a fresh cache (hashing, decoding, crop preparation, cache
-writes), crops read on worker threads ahead of the models; building the models is left out (the bare
-pass uses models built beforehand); the baselines are the same without read-ahead
-and, on CUDA, without pinned memory. Runs are taken in turn, ``--repeats`` times; crops/s are medians and
+writes), crops prepared by the default crop-preparation processes (``prep_workers``) and read ahead of the
+models; building the models is left out (the bare pass uses models built beforehand); the baselines are the
+same without read-ahead, with the crops prepared on a reader thread (``prep_workers=0``, the path before
+issue 18) and, on CUDA, without pinned memory. Runs are taken in turn, ``--repeats`` times; crops/s are medians and
 each ratio is the median of the ratios to the bare pass of the same round.
 Models without weights here run with random weights (said in the output; speed does not depend on them).
 """
@@ -63,7 +64,7 @@ def measure(models: list[str], prep_name: str, paths: list[Path], device: str, b
     for r in runners:
         r.embed_arrays(images[:size])  # load and warm up at the full batch size
     _sync(device)
-    variants = {"pipeline": {}, "no read-ahead": {"prefetch": False}}
+    variants = {"pipeline": {}, "no read-ahead": {"prefetch": False}, "prep on a thread": {"prep_workers": 0}}
     if device.startswith("cuda"):
         variants["no pinned memory"] = {"pin_memory": False}
     rates: dict[str, list[float]] = {"bare": [], **{name: [] for name in variants}}
@@ -104,13 +105,14 @@ def main() -> None:
     args = parser.parse_args()
     import torch
 
-    from cellsearch_gui.core.embedding.job import use_read_workers
+    from cellsearch_gui.core.embedding.job import use_prep_workers, use_read_workers
     from cellsearch_gui.core.models.devices import pick_device
 
     device = pick_device(args.device)
     paths = _paths(args.crops)
     name = torch.cuda.get_device_name(0) if device.startswith("cuda") else f"CPU, {torch.get_num_threads()} threads"
-    print(f"{len(paths)} PBC crops on {device} ({name}); {use_read_workers(None, device)} crop reader(s)")
+    print(f"{len(paths)} PBC crops on {device} ({name}); {use_read_workers(None, device)} crop reader(s), "
+          f"{use_prep_workers(None, device, len(paths))} crop preparation process(es)")
     rows = []
     for config in args.configs.split(","):
         models, prep_name = config.split(":")

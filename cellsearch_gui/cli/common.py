@@ -184,6 +184,9 @@ def add_embed_options(p: argparse.ArgumentParser) -> None:
                    default=EMBED_DEFAULTS.sequential_models,
                    help="load one model at a time, embed all crops with it, free it, then the next "
                         "(default: on for GPUs, off for the CPU)")
+    p.add_argument("--prep-workers", type=arg(validation.PREP_WORKERS), default=EMBED_DEFAULTS.prep_workers,
+                   help="processes decoding and preparing crops, each crop once per run; 0: on a reader "
+                        "thread (default: 1 on the CPU, up to 16 with a GPU; none for fewer than 64 crops)")
     add_offline_option(p)
     p.add_argument("--cache-dir", type=output_folder, default=None, help="embedding cache folder")
     p.add_argument("--no-cache", action="store_true", help="keep embeddings in memory only")
@@ -249,7 +252,8 @@ def embed_setup(args: argparse.Namespace) -> tuple[list[str], EmbeddingCache, Em
     weights = Weights.RANDOM if args.random_init else Weights.PRETRAINED
     options = EmbedOptions(weights=weights.value, device=args.device, batch_size=args.batch_size,
                            per_model_l2=args.per_model_l2, seed=args.seed, prep=prep, views=args.views,
-                           precision=args.precision, sequential_models=args.sequential_models)
+                           precision=args.precision, sequential_models=args.sequential_models,
+                           prep_workers=args.prep_workers)
     return models, cache, options
 
 

@@ -145,6 +145,7 @@ INDEX_KIND = choice("index", IndexKind)
 # embedding
 BATCH_SIZE = Range("batch size", int, 1, 65536, optional=True)
 READ_WORKERS = Range("read workers", int, 0, 256, optional=True)  # 0: one
+PREP_WORKERS = Range("crop preparation processes", int, 0, 256, optional=True)  # 0: on the reader threads
 VIEW_COUNT = Choice("views", tuple(str(v) for v in VIEWS))
 SEED = Range("seed", int, 0, 2**32 - 1)
 PRECISION = choice("precision", Precision)

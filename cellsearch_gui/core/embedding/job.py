@@ -17,6 +17,8 @@ from cellsearch_gui.core import validation
 from cellsearch_gui.core.crops.prepare import CropPrep, with_device_colour
 from cellsearch_gui.core.embedding.cache import EmbeddingCache
 from cellsearch_gui.core.embedding.library_features import LibraryFeatures
+from cellsearch_gui.core.embedding.prep_workers import PrepWorkers
+from cellsearch_gui.core.embedding.prepared import CropSource
 from cellsearch_gui.core.embedding.reading import Batch, CropReader
 from cellsearch_gui.core.embedding.runner import ModelRunner
 from cellsearch_gui.core.errors import Cancelled
@@ -43,7 +45,10 @@ class EmbedOptions:
     # all models in memory). None: sequential on a GPU, interleaved on the CPU.
     sequential_models: bool | None = None
     prefetch: bool = True  # read and prepare the next batch while the models run on this one
-    read_workers: int | None = None  # threads reading and preparing crops; None: 1 on the CPU, more on a GPU
+    read_workers: int | None = None  # threads reading crops and building model inputs; None: 1 on the CPU, more on a GPU
+    # processes decoding and preparing crops (each crop once per run); 0: on the reader threads instead;
+    # None: sized to the cores (use_prep_workers)
+    prep_workers: int | None = None
     pin_memory: bool = True  # CUDA: model inputs in page-locked memory, copied to the GPU asynchronously
 
     def __post_init__(self) -> None:
@@ -55,6 +60,7 @@ class EmbedOptions:
         validation.check_views(self.views)
         validation.PRECISION.check(self.precision)
         validation.READ_WORKERS.check(self.read_workers)
+        validation.PREP_WORKERS.check(self.prep_workers)
 
 
 def use_read_workers(option: int | None, device: str) -> int:
@@ -66,12 +72,26 @@ def use_read_workers(option: int | None, device: str) -> int:
     return 1 if device == "cpu" else max(1, min(8, (os.cpu_count() or 2) - 2))
 
 
+def use_prep_workers(option: int | None, device: str, n_crops: int) -> int:
+    """The option when given (0: no processes, crops prepared on the reader threads); else none for fewer
+    than PROCESS_MIN_CROPS crops (starting processes would cost more than they save), CPU_PREP_WORKERS on
+    the CPU (its cores run the models) and, beside a GPU, one per core but two, up to 16."""
+    if option is not None:
+        return option
+    if n_crops < PROCESS_MIN_CROPS:
+        return 0
+    return CPU_PREP_WORKERS if device == "cpu" else max(1, min(16, (os.cpu_count() or 2) - 2))
+
+
 def use_sequential_models(option: bool | None, device: str, n_models: int) -> bool:
     """The option when given; else one model at a time on a GPU (its memory is the scarce resource)."""
     if option is not None:
         return option
     return device != "cpu" and n_models > 1
 
+
+PROCESS_MIN_CROPS = 64  # fewer crops than this are prepared on the reader threads
+CPU_PREP_WORKERS = 1  # on the CPU the cores run the models: one process, like the one reader thread before
 
 Launched = tuple[ModelRunner, list[str], object, float]  # runner, content keys, launch result, start time
 
@@ -93,6 +113,7 @@ class EmbedJob:
         self.first_path: dict[str, Path] = {}  # content key: the one file read for it
         self.prep_records: dict[str, str] = {}  # content key: prep record (JSON) not yet stored
         self.reader: CropReader | None = None  # set while the crops are being computed
+        self.source: CropSource | None = None  # the run's prepared crops (counts preparations)
         self.timings: dict[str, float] = {}
         self.notes: list[str] = []  # what the job decided for the user (library features not used...)
 
@@ -145,6 +166,11 @@ class EmbedJob:
             if key is not None and str(path) not in self.skipped:
                 self.first_path.setdefault(key, path)  # identical files are read and embedded once
 
+    @property
+    def crops_prepared(self) -> int:
+        """Crops decoded and prepared in this run (each at most once, whatever the number of models)."""
+        return self.source.prepared if self.source is not None else 0
+
     def missing(self, runner: ModelRunner) -> list[str]:
         return [k for k in self.first_path if k not in self.vectors[runner.spec.id]]
 
@@ -154,14 +180,19 @@ class EmbedJob:
         workers = use_read_workers(self.opts.read_workers, device)
         sequential = use_sequential_models(self.opts.sequential_models, device, len(self.runners))
         t0 = time.perf_counter()
+        to_prepare = sum(any(k not in self.vectors[r.spec.id] for r in self.runners) for k in self.first_path)
+        processes = use_prep_workers(self.opts.prep_workers, device, to_prepare)
+        window = max([16 * processes] + [2 * r.batch_size for r in self.runners])
         with ThreadPoolExecutor(workers, thread_name_prefix="cellsearch-crop") as crop_pool:
             map_crops = crop_pool.map if workers > 1 else map
-            self.reader = CropReader(self.first_path, self.opts.prep, self.vectors, self.skipped, map_crops,
-                                     self.opts.prefetch)
+            pool = PrepWorkers(processes, self.opts.prep, self.token, window) if processes else None
+            self.source = CropSource(self.first_path, self.opts.prep, map_crops, pool)
+            self.reader = CropReader(self.first_path, self.source, self.vectors, self.skipped, self.opts.prefetch)
             try:
                 total = yield from (self.models_in_turn() if sequential else self.models_together())
                 yield Progress("embedding", total, total, "+".join(self.model_ids))
             finally:
+                self.source.close()
                 for runner in self.runners:
                     runner.release()
         self.timings["embed_total"] = time.perf_counter() - t0
@@ -172,6 +203,7 @@ class EmbedJob:
         plan = [(runner, self.missing(runner)) for runner in self.runners]
         total, done = sum(len(todo) for _, todo in plan), 0
         for number, (runner, todo) in enumerate(plan, 1):
+            self.reader.begin_pass(todo, set().union(*(later for _, later in plan[number:])))
             message = f"{runner.spec.id} (model {number} of {len(plan)})"
             yield from self.run_models(chunked(todo, runner.batch_size), [runner], message, done, total)
             done += len(todo)
@@ -182,6 +214,7 @@ class EmbedJob:
         """Every batch through all models; progress counts crops."""
         todo = [k for k in self.first_path if any(k not in self.vectors[r.spec.id] for r in self.runners)]
         batch_size = max(r.batch_size for r in self.runners)
+        self.reader.begin_pass(todo, set())
         yield from self.run_models(chunked(todo, batch_size), self.runners, "+".join(self.model_ids), 0, len(todo))
         return len(todo)
 

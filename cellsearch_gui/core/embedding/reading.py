@@ -1,32 +1,18 @@
-"""Crop reading for the embedding job: decode and prepare crops on reader threads, build each model's input,
-and read the next batch ahead while the models run on this one."""
+"""Crop reading for the embedding job: take each batch's prepared crops from the run's CropSource (prepared.py),
+build each model's input, and read the next batch ahead while the models run on this one."""
 
 from __future__ import annotations
 
-import json
 from collections.abc import Callable, Iterable, Iterator
 from concurrent.futures import ThreadPoolExecutor
-from dataclasses import asdict, dataclass, field
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
 
-from cellsearch_gui.core.crops.prepare import CropPrep, prepare_crop
+from cellsearch_gui.core.embedding.prepared import CropSource
 from cellsearch_gui.core.embedding.runner import ModelRunner
-from cellsearch_gui.core.errors import BadImageError
-from cellsearch_gui.core.io.images import read_rgb
-
-
-def read_crop(path: Path, prep: CropPrep) -> tuple[np.ndarray | None, str | None, str | None]:
-    """(image, None, prep record) for a readable crop, else (None, problem, None)."""
-    try:
-        image = read_rgb(path)
-    except BadImageError as exc:
-        return None, exc.problem, None
-    if not prep.active:
-        return image, None, None
-    image, record = prepare_crop(image, prep)
-    return image, None, json.dumps(asdict(record))
+from cellsearch_gui.core.embedding.staging import Staging
 
 
 def prefetched(chunks: list, read: Callable) -> Iterator:
@@ -57,19 +43,26 @@ class Batch:
 
 
 class CropReader:
-    """Reads crops by content key. It looks at the job's ``vectors`` (what each model still needs) and
-    ``skipped`` (crops an earlier model found unreadable) but never writes them: ``read`` runs on reader
-    threads, and the job merges each batch's findings on its own thread."""
+    """Reads crops by content key from the run's ``source`` (each crop prepared once per run). It looks at
+    the job's ``vectors`` (what each model still needs) and ``skipped`` (crops an earlier model found
+    unreadable) but never writes them: ``read`` runs on a reader thread, and the job merges each batch's
+    findings on its own thread."""
 
-    def __init__(self, first_path: dict[str, Path], prep: CropPrep, vectors: dict[str, dict],
-                 skipped: dict[str, str], map_crops: Callable = map, prefetch: bool = True):
-        self.first_path, self.prep = first_path, prep
+    def __init__(self, first_path: dict[str, Path], source: CropSource, vectors: dict[str, dict],
+                 skipped: dict[str, str], prefetch: bool = True):
+        self.first_path, self.source = first_path, source
         self.vectors, self.skipped = vectors, skipped
-        self.map_crops, self.prefetch = map_crops, prefetch
+        self.prefetch = prefetch
+        self.staging = Staging()  # CUDA: inputs resized into reused pinned buffers
+
+    def begin_pass(self, keys: list[str], later: set[str]) -> None:
+        """Called on the job's thread before a pass: its crops in order, and those a later pass needs."""
+        readable = [k for k in keys if str(self.first_path[k]) not in self.skipped]
+        self.source.begin_pass(readable, later)
 
     def read(self, chunk: list[str], active: list[ModelRunner]) -> Batch:
         chunk = [k for k in chunk if str(self.first_path[k]) not in self.skipped]  # unreadable to an earlier model
-        results = list(self.map_crops(lambda key: read_crop(self.first_path[key], self.prep), chunk))
+        results = self.source.take(chunk)
         batch = Batch()
         for key, (image, problem, record) in zip(chunk, results):
             if image is None:
@@ -82,7 +75,7 @@ class CropReader:
         for runner in active:
             need = [i for i, k in enumerate(batch.keys) if k not in self.vectors[runner.spec.id]]
             if need and runner.views == 1:
-                batch.inputs[runner.spec.id] = (need, runner.input_batch([batch.images[i] for i in need]))
+                batch.inputs[runner.spec.id] = (need, self.staging.input_batch(runner, [batch.images[i] for i in need]))
             elif need:
                 batch.inputs[runner.spec.id] = (need, None)  # several views: embed_arrays builds them
         return batch
