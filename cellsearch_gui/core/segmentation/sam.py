@@ -18,7 +18,7 @@ from cellsearch_gui.core.options import Segmenter
 from cellsearch_gui.core.segmentation.classical import ClassicalSegmenter
 from cellsearch_gui.core.segmentation.masks import OUTLINE_KEPT, CellMask, from_full
 
-SAM_SEGMENTERS = tuple(s for s in Segmenter if s != Segmenter.CLASSICAL)
+SAM_SEGMENTERS = tuple(s for s in Segmenter if s not in (Segmenter.CLASSICAL, Segmenter.AUTO))
 SAM_REASON = OUTLINE_KEPT
 
 
