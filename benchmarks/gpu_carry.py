@@ -136,6 +136,23 @@ def _local_names() -> set[str]:
     return {p.stem for p in (REPO / "benchmarks").glob("*.py")} | {p.stem for p in (REPO / "tests").glob("*.py")}
 
 
+def gpu_scripts() -> list[Path]:
+    """The scripts gpu_check.sh runs, and the local modules they import (followed)."""
+    import re
+
+    text = (REPO / "benchmarks" / "gpu_check.sh").read_text()
+    todo = [REPO / p for p in re.findall(r"((?:benchmarks|tests)/\w+\.py)", text)] + [REPO / "tests" / "conftest.py"]
+    local = {p.stem: p for folder in ("benchmarks", "tests") for p in (REPO / folder).glob("*.py")}
+    seen: dict[Path, None] = {}
+    while todo:
+        script = todo.pop()
+        if script in seen or not script.is_file():
+            continue
+        seen[script] = None
+        todo += [local[root] for root in _script_roots(script) if root in local]
+    return sorted(seen)
+
+
 def verify() -> int:
     """Import every core module and every carried package; every import of the GPU scripts must resolve.
     Only a missing torch/torchvision/timm (the image's) is allowed."""
@@ -153,7 +170,7 @@ def verify() -> int:
         except Exception as exc:  # noqa: BLE001
             if not _needs_image(exc):
                 problems.append(f"{name} (from {dist}): {exc.__class__.__name__}: {exc}")
-    scripts = sorted((REPO / "benchmarks").glob("*.py")) + [REPO / "tests" / "test_gpu.py", REPO / "tests" / "conftest.py"]
+    scripts = gpu_scripts()
     local = _local_names() | {"cellsearch_gui"}
     checked = 0
     for script in scripts:
