@@ -82,5 +82,9 @@ def test_two_models_at_once_give_each_model_s_own_features():
 def test_unknown_compile_mode_is_refused():
     with pytest.raises(ValueError, match="compile must be one of"):
         ForwardOptions(compile="fast")
-    assert ForwardOptions().tag() == "" and ForwardOptions(channels_last=True, compile="compile").tag() == (
+    assert ForwardOptions().tag() == "default" and ForwardOptions(channels_last=True, compile="compile").tag() == (
         "channels_last+compile")
+    for text in ("default", "channels_last", "no_sdpa", "sdpa+cudagraphs", "channels_last+compile"):
+        assert ForwardOptions.parse(text).tag() == text
+    with pytest.raises(ValueError, match="unknown forward option"):
+        ForwardOptions.parse("flash")

@@ -27,10 +27,22 @@ class ForwardOptions:
     def fixed_batch(self) -> bool:
         return self.compile != "none"
 
+    @classmethod
+    def parse(cls, text: str) -> ForwardOptions:
+        """From a ``tag()``: 'default', or parts joined by '+' (channels_last, sdpa, no_sdpa, compile,
+        cudagraphs)."""
+        parts = set(text.split("+")) - {"", "default"}
+        unknown = parts - {"channels_last", "sdpa", "no_sdpa", *COMPILE_MODES}
+        if unknown:
+            raise ValueError(f"unknown forward option(s): {', '.join(sorted(unknown))}")
+        sdpa = True if "sdpa" in parts else False if "no_sdpa" in parts else None
+        compile_ = next((m for m in COMPILE_MODES if m in parts), "none")
+        return cls("channels_last" in parts, sdpa, compile_)
+
     def tag(self) -> str:
-        """Short text for benchmark rows ('' for the defaults)."""
+        """Short text for benchmark rows ("default" for the defaults)."""
         parts = (["channels_last"] if self.channels_last else []) + {None: [], True: ["sdpa"], False: ["no_sdpa"]}[self.sdpa]
-        return "+".join(parts + ([self.compile] if self.fixed_batch else []))
+        return "+".join(parts + ([self.compile] if self.fixed_batch else [])) or "default"
 
 
 def attention_modules(model) -> list:
