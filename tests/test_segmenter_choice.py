@@ -55,7 +55,8 @@ def test_a_named_segmenter_is_kept(gpu):
 def test_make_segmenter_resolves_auto(gpu):
     gpu.add("mobilesam")
     sam = make_segmenter(SegmentSettings(), 40.0)  # built lazily: no weights are read, nothing runs on cuda
-    assert sam.name == "mobilesam" and sam.device == "cuda"
+    assert sam.name == "mobilesam" and sam.device == "cuda" and sam.tile_batch == 8  # tiles batched on a GPU
+    assert make_segmenter(SegmentSettings(segmenter="mobilesam", device="cpu"), 40.0).tile_batch == 1
 
 
 def test_cli_and_window_default_to_the_same_rule():

@@ -20,6 +20,12 @@ from cellsearch_gui.core.segmentation.masks import OUTLINE_KEPT, CellMask, from_
 
 SAM_SEGMENTERS = tuple(s for s in Segmenter if s not in (Segmenter.CLASSICAL, Segmenter.AUTO))
 SAM_REASON = OUTLINE_KEPT
+GPU_TILE_BATCH = {"mobilesam": 8, "sam_vit_b": 2}  # tiles per encoder pass on a GPU (others: 1); CPU: 1
+
+
+def tile_batch_for(model_id: str, device: str) -> int:
+    """Tiles per encoder pass: one on the CPU (no gain measured there), more on a GPU."""
+    return GPU_TILE_BATCH.get(model_id, 1) if device.startswith("cuda") else 1
 
 
 # segment_anything.build_sam's encoder settings per size; TinyViT's are MobileSAM's setup_model()

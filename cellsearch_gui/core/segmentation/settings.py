@@ -10,7 +10,7 @@ from cellsearch_gui.core.options import Segmenter as SegmenterName
 from cellsearch_gui.core.segmentation.base import Segmenter
 from cellsearch_gui.core.segmentation.choice import SegmenterChoice, resolve_segmenter
 from cellsearch_gui.core.segmentation.classical import ClassicalSegmenter
-from cellsearch_gui.core.segmentation.sam import SamSegmenter
+from cellsearch_gui.core.segmentation.sam import SamSegmenter, tile_batch_for
 
 
 @dataclass
@@ -116,5 +116,6 @@ def make_segmenter(settings: SegmentSettings, diameter_px: float) -> Segmenter:
         return proposals
     if settings.segmenter in SEGMENTERS:
         return SamSegmenter(settings.segmenter, proposals=proposals, device=settings.device,
-                            checkpoint=settings.checkpoint)
+                            checkpoint=settings.checkpoint,
+                            tile_batch=tile_batch_for(settings.segmenter, settings.device))
     raise CellSearchError(f"unknown segmenter '{settings.segmenter}'; choose one of {', '.join(SEGMENTERS)}")
