@@ -77,7 +77,7 @@ check_carry() {  # the image stand-in: real numpy, stubs for torch/torchvision/t
 }
 
 step() {  # step NAME LIMIT_S COMMAND...: run with a time limit, or skip once the budget is spent
-    local name=$1 limit=$2; shift 2
+    local name=$1 limit=$(( $2 * ${LIMIT_SCALE:-1} )); shift 2
     local left=$(( RUN_BUDGET - SECONDS ))
     if [ "$left" -lt 20 ]; then echo "SKIPPED $name (budget spent)" | tee -a "$OUT/steps.txt"; return; fi
     [ "$limit" -gt "$left" ] && limit=$left
@@ -99,10 +99,12 @@ pbc2400() {  # the 2,400-crop evaluation set, 300 per class, from the carried cr
 run() {
     OUT=${1:?give an output folder}; local dry=${2:-}
     mkdir -p "$OUT"; : > "$OUT/steps.txt"
-    RUN_BUDGET=${RUN_BUDGET:-360}; SECONDS=0
-    local py=${PYTHON:-python3} dev=cuda size=20000 crops=2400 per=300 sam_images=4 points=32 gpu_crops=1024 forward=default,channels_last,cudagraphs
+    SECONDS=0
+    local py=${PYTHON:-python3} dev=cuda size=20000 crops=2400 per=300 sam_images=2 sam_grid=4 sam_tile=1024 points=32 gpu_crops=1024 forward=default,channels_last,cudagraphs
     if [ "$dry" = "--dry-run" ]; then  # the CPU, tiny sizes: proves every step starts and writes its figures
-        dev=cpu size=1200 per=3 sam_images=1 points=4 gpu_crops=4 forward=default,channels_last
+        dev=cpu size=1200 per=3 sam_images=1 sam_grid=2 sam_tile=640 points=4 gpu_crops=4 forward=default,channels_last
+        LIMIT_SCALE=${LIMIT_SCALE:-5}; RUN_BUDGET=${RUN_BUDGET:-1800}  # a 2-core CPU is slow
+        PAIR=mobilenetv2,efficientnet_lite0; PIPELINE=mobilenetv2+efficientnet_lite0:cell
     else
         python3 -m pip install -q --no-index --no-deps --no-compile --no-cache-dir --target /tmp/site "$CARRY"/wheels/*.whl \
             || { echo "the carried wheels did not install"; exit 1; }
@@ -110,23 +112,24 @@ run() {
     fi
     export PYTHONPATH=${PYTHONPATH:+$PYTHONPATH:}$PWD PYTHONUNBUFFERED=1 HF_HUB_OFFLINE=1 CELLSEARCH_OFFLINE=1
     export CELLSEARCH_SHARED=$PWD/$CARRY CELLSEARCH_CACHE_DIR=$(mktemp -d) CELLSEARCH_CONFIG_DIR=$(mktemp -d)
-    export CELLSEARCH_WEIGHTS_DIR=$(mktemp -d)
+    export CELLSEARCH_WEIGHTS_DIR=$(mktemp -d); RUN_BUDGET=${RUN_BUDGET:-360}
     local sam=$PWD/$CARRY/models/mobile_sam_vit_t.pt pbc=$PWD/$CARRY/data/pbc_barcelona eval_set; eval_set=$(mktemp -d)
     pbc2400 "$pbc" "$eval_set" "$per"
+    [ "$dev" = cpu ] && pbc=$eval_set  # the dry run's reference: 3 crops per class
     { nvidia-smi --query-gpu=name,memory.total,driver_version --format=csv 2>&1
       "$py" -c "import torch; print('torch', torch.__version__, 'cuda', torch.version.cuda, torch.cuda.is_available())"; } \
         | tee "$OUT/gpu.txt"
     step test_gpu 60 "$py" -m pytest -q -p no:cacheprovider tests/test_gpu.py tests/test_forward_options.py
-    step stitched 150 "$py" benchmarks/bench_stitched.py --size "$size" --tile-size 1024 --segmenter auto \
+    step stitched 200 "$py" benchmarks/bench_stitched.py --size "$size" --tile-size 1024 --segmenter auto \
         --checkpoint "$sam" --device "$dev" --models "$PAIR" --reference "$pbc" --json "$OUT/stitched.json"
-    step evaluate 90 "$py" -m cellsearch_gui evaluate --reference "$eval_set" --models "$PAIR" --random-init \
-        --device "$dev" --prep cell --no-cache --quiet --json "$OUT/evaluate.json"
-    step sam 60 "$py" benchmarks/bench_sam.py --device "$dev" --images "$sam_images" --grid 2 --tile-size 1024 \
+    step evaluate 80 "$py" -m cellsearch_gui evaluate --reference "$eval_set" --models "$PAIR" --random-init \
+        --split 0.5 --device "$dev" --prep cell --no-cache --quiet --json "$OUT/evaluate.json"
+    step sam 50 "$py" benchmarks/bench_sam.py --device "$dev" --images "$sam_images" --grid "$sam_grid" --tile-size "$sam_tile" \
         --tile-batch 1,8 --points "$points" --checkpoint "$sam" --json "$OUT/sam.json"
-    step models 120 "$py" benchmarks/bench_models.py --models "mobilenetv2,$PAIR" --cpu-precisions "$([ "$dev" = cpu ] && echo fp32 || echo none)" \
+    step models 100 "$py" benchmarks/bench_models.py --models "mobilenetv2,$PAIR" --cpu-precisions "$([ "$dev" = cpu ] && echo fp32 || echo none)" \
         --gpu-precisions fp16 --gpu-crops "$gpu_crops" --crops 4 --forward "$forward" \
         --concurrent "mobilenetv2+efficientnet_lite0,${PAIR/,/+}" --json "$OUT/models.json"
-    step pipeline 60 "$py" benchmarks/bench_pipeline.py --device "$dev" --crops "$([ "$dev" = cpu ] && echo 16 || echo 512)" \
+    step pipeline 50 "$py" benchmarks/bench_pipeline.py --device "$dev" --crops "$([ "$dev" = cpu ] && echo 16 || echo 512)" \
         --repeats 1 --configs "$PIPELINE" --json "$OUT/pipeline.json"
     echo "run: $SECONDS s of $RUN_BUDGET" | tee -a "$OUT/steps.txt"
 }
