@@ -95,7 +95,8 @@ def main(argv: list[str] | None = None) -> dict:
     args = ap.parse_args(argv)
     import tempfile
 
-    names = sorted(n for n, b in load_boxes(FOV).items() if b)[: args.images * args.grid ** 2]
+    names = sorted(n for n, b in load_boxes(FOV).items() if b and (FOV / "JPEGImages" / n).is_file())
+    names = names[: args.images * args.grid ** 2]
     results = {"device": args.device, "checkpoint": Path(args.checkpoint).name, "grid": args.grid}
     with tempfile.TemporaryDirectory() as work:
         images = stitched_fields(names, args.grid, Path(work))

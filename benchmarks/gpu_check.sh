@@ -8,8 +8,8 @@
 #   bash benchmarks/gpu_check.sh run OUTDIR --dry-run   # here, on the CPU, tiny sizes: every step starts
 #
 # run, steps in order of value, each with its own time limit, skipped once the run's budget (RUN_BUDGET s) is
-# spent; every log and JSON lands in OUTDIR: tests/test_gpu.py; the 20,000 x 20,000 stitched image from file
-# to predictions (SAM by the app's default rule, DINOv2-B + ConvNeXt-B, per stage); the 2,400-crop PBC
+# spent; JSON figures, steps.txt, gpu.txt and logs.tar.gz land in OUTDIR (8 files: what a device call returns).
+# Steps: tests/test_gpu.py; the 20,000 x 20,000 stitched image from file to predictions (SAM by the app's default rule, DINOv2-B + ConvNeXt-B, per stage); the 2,400-crop PBC
 # evaluation with DINOv2-B + ConvNeXt-B ('cell' preparation, random weights: the same cost); SAM s/megapixel,
 # prompted with tiles batched against SamAutomaticMaskGenerator, with BCCD white-cell recall; forward-pass
 # options (channels_last, CUDA graphs, two models at once; FLOP/s for the share of the card's peak); the
@@ -100,7 +100,7 @@ run() {
     OUT=${1:?give an output folder}; local dry=${2:-}
     mkdir -p "$OUT"; : > "$OUT/steps.txt"
     SECONDS=0
-    local py=${PYTHON:-python3} dev=cuda size=20000 crops=2400 per=300 sam_images=2 sam_grid=4 sam_tile=1024 points=32 gpu_crops=1024 forward=default,channels_last,cudagraphs
+    local py=${PYTHON:-python3} dev=cuda size=20000 per=300 sam_images=2 sam_grid=4 sam_tile=1024 points=32 gpu_crops=1024 forward=default,channels_last,cudagraphs
     if [ "$dry" = "--dry-run" ]; then  # the CPU, tiny sizes: proves every step starts and writes its figures
         dev=cpu size=1200 per=3 sam_images=1 sam_grid=2 sam_tile=640 points=4 gpu_crops=4 forward=default,channels_last
         LIMIT_SCALE=${LIMIT_SCALE:-5}; RUN_BUDGET=${RUN_BUDGET:-1800}  # a 2-core CPU is slow
@@ -132,6 +132,8 @@ run() {
     step pipeline 50 "$py" benchmarks/bench_pipeline.py --device "$dev" --crops "$([ "$dev" = cpu ] && echo 16 || echo 512)" \
         --repeats 1 --configs "$PIPELINE" --json "$OUT/pipeline.json"
     echo "run: $SECONDS s of $RUN_BUDGET" | tee -a "$OUT/steps.txt"
+    # a device call brings back 8 files: the logs travel in one archive beside the JSON figures
+    tar -czf "$OUT/logs.tar.gz" -C "$OUT" $(cd "$OUT" && ls ./*.log) && rm -f "$OUT"/*.log
 }
 
 case "${1:-}" in
