@@ -336,8 +336,6 @@ def _pipeline(plan: RunPlan, token: CancelToken, store) -> Job[AnalysisResult]:
         seg = dataclasses.replace(seg, device="cpu")
     cells, notes, empty_fields = yield from collect_query_cells(list(plan.query_paths), plan.work_dir, seg,
                                                                 s.query_kind, token)
-    if s.segmenter == Segmenter.AUTO:
-        notes.append(choice.note)
     if store is not None:
         store.put_cells(cells)
     reference = load_reference(plan.reference_dirs)
@@ -371,7 +369,7 @@ def _pipeline(plan: RunPlan, token: CancelToken, store) -> Job[AnalysisResult]:
 
     record = {**provenance(list(s.models), ref, query, params, options),
               "segmentation": {"segmenter": seg.segmenter, "segmenter_requested": s.segmenter,
-                               "segmenter_device": seg.device, "objects": s.objects,
+                               "segmenter_choice": choice.note, "objects": s.objects,
                                "cell_diameter_px": s.cell_diameter_px, "pixel_size_um": s.query_pixel_size_um,
                                "drop_border_cells": s.drop_border_cells, "empty_fields": empty_fields}}
     return AnalysisResult(kept, ref, query, classifier, preds, mean, axes, notes, timings, list(s.models), record)
