@@ -1,13 +1,17 @@
 """A stitched field of at least 20000 x 20000 pixels built from BCCD smear fields, written as an
-uncompressed BigTIFF, segmented tile by tile (classical, white cells) with peak memory printed.
+uncompressed BigTIFF, segmented tile by tile (white cells) with peak memory printed; with ``--models``, the
+cells' crops then embedded and classified against a PBC reference: file to predictions, timed per stage.
 
-Usage: python benchmarks/bench_stitched.py [--size 20000] [--keep PATH] [--json out/bench_stitched.json]
+Usage: python benchmarks/bench_stitched.py [--size 20000] [--json out/bench_stitched.json]
+       python benchmarks/bench_stitched.py --segmenter auto --checkpoint SAM.pt --models dinov2_vitb14,convnext_base \
+           --reference PBC_DIR --device cuda      # the GPU run (gpu_check.sh): SAM on the card, random weights
 """
 
 from __future__ import annotations
 
 import argparse
 import json
+import os
 import resource
 import subprocess
 import sys
@@ -24,7 +28,7 @@ from cellsearch_gui.core.io.images import read_rgb
 from cellsearch_gui.core.jobs import run_job
 from cellsearch_gui.core.segmentation.settings import SegmentSettings
 
-SHARED = Path(__file__).resolve().parents[1].parent / "shared"
+SHARED = Path(os.environ.get("CELLSEARCH_SHARED", Path(__file__).resolve().parents[1].parent / "shared"))
 
 
 def peak_rss_mb() -> float:
@@ -63,10 +67,41 @@ def build(path: Path, size: int) -> tuple[int, int]:
     return shape[0], shape[1]
 
 
+def classify_cells(out: Path, args: argparse.Namespace) -> dict:
+    """The segmented cells' crops embedded (random weights: the cost of real ones) and classified against
+    the reference folder; seconds per stage."""
+    from cellsearch_gui.core.app.experiments import Inputs, classify_job
+    from cellsearch_gui.core.classify.ewc import EWCParams
+    from cellsearch_gui.core.crops.prepare import preset
+    from cellsearch_gui.core.embedding.cache import EmbeddingCache
+    from cellsearch_gui.core.embedding.job import EmbedOptions
+    from cellsearch_gui.core.io.dataset import read_cells_csv, scan_class_folders
+
+    query, reference = read_cells_csv(out / "cells.csv"), scan_class_folders(args.reference)
+    options = EmbedOptions(weights="random", device=args.device, prep=preset(args.prep))
+    cache = EmbeddingCache(out / "cache")
+    t0 = time.perf_counter()
+    try:
+        _, _, preds, timings = run_job(classify_job(Inputs(reference, query), args.models.split(","), EWCParams(),
+                                                    cache, options))
+    finally:
+        cache.close()
+    total = time.perf_counter() - t0
+    return {"query_cells": len(query.paths), "reference_crops": len(reference.paths), "classify_total_s": total,
+            "predictions": 0 if preds is None else len(preds.labels), "query_cells_per_second": len(query.paths) / total,
+            **{f"{k}_s": v for k, v in timings.items()}}
+
+
 def main() -> None:
     ap = argparse.ArgumentParser()
     ap.add_argument("--size", type=int, default=20000)
     ap.add_argument("--tile-size", type=int, default=2048)
+    ap.add_argument("--segmenter", default="classical", help="auto: SAM on a CUDA GPU (the app's default rule)")
+    ap.add_argument("--checkpoint", default=None, help="SAM checkpoint file")
+    ap.add_argument("--device", default="auto")
+    ap.add_argument("--models", default="", help="embed and classify the cells with these (random weights)")
+    ap.add_argument("--reference", type=Path, default=SHARED / "data" / "pbc_barcelona")
+    ap.add_argument("--prep", default="cell")
     ap.add_argument("--json", type=Path, default=Path("out/bench_stitched.json"))
     ap.add_argument("--build-only", type=Path, default=None, help=argparse.SUPPRESS)
     args = ap.parse_args()
@@ -83,8 +118,9 @@ def main() -> None:
             height, width = tif.pages.first.shape[:2]
         sampler = MemorySampler()
         sampler.start()
-        settings = SegmentSettings(objects="nucleated", cell_diameter_px=160, tile_size=args.tile_size,
-                                   drop_border_cells=False)
+        settings = SegmentSettings(segmenter=args.segmenter, objects="nucleated", cell_diameter_px=160,
+                                   tile_size=args.tile_size, drop_border_cells=False, device=args.device,
+                                   checkpoint=args.checkpoint)
         t0 = time.perf_counter()
         summary = run_job(segment_images([path], Path(tmp) / "out", settings))
         seg_s = time.perf_counter() - t0
@@ -97,13 +133,19 @@ def main() -> None:
                   "cells": image["cells"], "dropped": image["dropped"],
                   "peak_rss_mb": peak_rss_mb(), "peak_anon_mb": sampler.peak["RssAnon"],
                   "peak_file_backed_mb": sampler.peak["RssFile"],
-                  "image_mb_in_ram_if_loaded": height * width * 3 / 2**20}
+                  "image_mb_in_ram_if_loaded": height * width * 3 / 2**20,
+                  "segmenter": summary.settings.get("segmenter_choice", summary.settings["segmenter"])}
+        if args.models:
+            result.update(classify_cells(Path(tmp) / "out", args))
     print(f"stitched image {width} x {height} ({result['megapixels']:.0f} MP, {result['file_mb']:.0f} MB BigTIFF)")
-    print(f"segmented in {seg_s:.1f} s ({result['s_per_megapixel']:.3f} s/MP), {image['tiles']} tiles, "
+    print(f"{result['segmenter']}: segmented in {seg_s:.1f} s ({result['s_per_megapixel']:.3f} s/MP), {image['tiles']} tiles, "
           f"{image['cells']} white cells")
     print(f"peak memory: {result['peak_anon_mb']:.0f} MB heap + {result['peak_file_backed_mb']:.0f} MB memory-mapped "
           f"file pages (reclaimable), peak RSS {result['peak_rss_mb']:.0f} MB; the whole image in RAM would be "
           f"{result['image_mb_in_ram_if_loaded']:.0f} MB")
+    if args.models:
+        print("file to predictions, s: " + ", ".join(f"{k[:-2]} {v:.1f}" for k, v in result.items()
+                                                    if k.endswith("_s")))
     args.json.parent.mkdir(parents=True, exist_ok=True)
     args.json.write_text(json.dumps(result, indent=1))
 

@@ -120,7 +120,7 @@ def test_segment_prints_plurals_and_its_help_shows_defaults(tmp_path, capsys):
     with pytest.raises(SystemExit):
         main(["segment", "--help"])
     help_text = " ".join(capsys.readouterr().out.split())
-    for shown in ("(default: classical)", "(default: 224)", "(default: 1024)", "(default: measured on each image)"):
+    for shown in ("(default: auto)", "(default: 224)", "(default: 1024)", "(default: measured on each image)"):
         assert shown in help_text, shown
 
 

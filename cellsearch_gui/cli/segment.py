@@ -37,8 +37,9 @@ class DefaultsShown(argparse.ArgumentDefaultsHelpFormatter):
 
 
 def _segmenter_help() -> str:
-    others = [s.value for s in Segmenter if s != Segmenter.CLASSICAL]
-    return f"{Segmenter.CLASSICAL.value} (CPU, fast), {', '.join(others[:-1])} or {others[-1]}"
+    others = [s.value for s in Segmenter if s not in (Segmenter.CLASSICAL, Segmenter.AUTO)]
+    return (f"{Segmenter.AUTO.value} (prompted SAM on a CUDA GPU, else classical), {Segmenter.CLASSICAL.value} "
+            f"(CPU, fast), {', '.join(others[:-1])} or {others[-1]}")
 
 
 def add_parser(sub) -> None:
@@ -115,6 +116,8 @@ def cmd_segment(args: argparse.Namespace) -> int:
                                               work_dir=segment_work_dir(args)), args.quiet)
     for problem in summary.problems:
         print(f"skipped: {problem}", file=sys.stderr)
+    if not args.quiet and summary.settings.get("segmenter_choice"):
+        print(summary.settings["segmenter_choice"])
     for image in summary.per_image:
         if image.problem is None and not args.quiet:
             print(f"{field_note(image)} ({image.seconds:.1f} s)")

@@ -46,6 +46,7 @@ class CellObjects(StrEnum):
 
 
 class Segmenter(StrEnum):
+    AUTO = "auto"  # SAM on a CUDA GPU, classical on the CPU (segmentation/choice.py)
     CLASSICAL = "classical"
     MOBILESAM = "mobilesam"
     SAM_VIT_B = "sam_vit_b"

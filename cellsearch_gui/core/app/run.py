@@ -18,7 +18,6 @@ from cellsearch_gui.core.embedding.cache import EmbeddingCache
 from cellsearch_gui.core.embedding.job import EmbedOptions
 from cellsearch_gui.core.io.dataset import CropSet, keep_classes, load_reference
 from cellsearch_gui.core.jobs import CancelToken, Job, Progress
-from cellsearch_gui.core.models.devices import pick_device
 from cellsearch_gui.core.options import (
     VIEWS,
     CellObjects,
@@ -33,7 +32,7 @@ from cellsearch_gui.core.project import open_project
 from cellsearch_gui.core.project.arrays import load_run_arrays, save_run_arrays
 from cellsearch_gui.core.project.index_file import load_index, save_index
 from cellsearch_gui.core.project.library import rows_of_device
-from cellsearch_gui.core.segmentation.settings import SegmentSettings
+from cellsearch_gui.core.segmentation.settings import SegmentSettings, resolved_settings
 from cellsearch_gui.core.types import Cell, FeatureSet
 
 
@@ -50,7 +49,7 @@ class AnalysisSettings:
     params: dict = field(default_factory=lambda: DEFAULT_EWC.as_dict())  # the CLI's defaults too (app/defaults)
     preprocessing: str = DEFAULT_PRESET  # a preset of crops.prepare.PRESETS
     views: int = 1
-    segmenter: str = Segmenter.CLASSICAL.value
+    segmenter: str = Segmenter.AUTO.value  # SAM on a CUDA GPU, else classical (segmentation/choice.py)
     objects: str = CellObjects.NUCLEATED.value
     cell_diameter_px: float | None = None  # typical cell size in the fields; None: measured on each field
     drop_border_cells: bool = SegmentSettings.drop_border_cells  # default: kept, flagged touches_border
@@ -335,13 +334,11 @@ def restore_result(store, settings: AnalysisSettings, added: dict[str, str] | No
 
 def _pipeline(plan: RunPlan, token: CancelToken, store) -> Job[AnalysisResult]:
     s = plan.settings
-    seg_device = "cpu"
-    if s.segmenter != "classical":
-
-        seg_device = pick_device(plan.device)
-    seg = SegmentSettings(segmenter=s.segmenter, objects=s.objects, pixel_size_um=s.query_pixel_size_um,
-                          cell_diameter_px=s.cell_diameter_px or None, drop_border_cells=s.drop_border_cells,
-                          device=seg_device)
+    seg, choice = resolved_settings(SegmentSettings(  # the same rule as `segment`: auto is SAM on a CUDA GPU
+        segmenter=s.segmenter, objects=s.objects, pixel_size_um=s.query_pixel_size_um,
+        cell_diameter_px=s.cell_diameter_px or None, drop_border_cells=s.drop_border_cells, device=plan.device))
+    if seg.segmenter == Segmenter.CLASSICAL:
+        seg = dataclasses.replace(seg, device="cpu")
     cells, notes, empty_fields = yield from collect_query_cells(list(plan.query_paths), plan.work_dir, seg,
                                                                 s.query_kind, token)
     if store is not None:
@@ -376,7 +373,8 @@ def _pipeline(plan: RunPlan, token: CancelToken, store) -> Job[AnalysisResult]:
     timings = {**ref.timings_s, "classify": time.perf_counter() - t0}
 
     record = {**provenance(list(s.models), ref, query, params, options),
-              "segmentation": {"segmenter": s.segmenter, "objects": s.objects,
+              "segmentation": {"segmenter": seg.segmenter, "segmenter_requested": s.segmenter,
+                               "segmenter_choice": choice.note, "objects": s.objects,
                                "cell_diameter_px": s.cell_diameter_px, "pixel_size_um": s.query_pixel_size_um,
                                "drop_border_cells": s.drop_border_cells, "empty_fields": empty_fields}}
     return AnalysisResult(kept, ref, query, classifier, preds, mean, axes, notes, timings, list(s.models), record)

@@ -23,6 +23,7 @@ from cellsearch_gui.core.segmentation.settings import (
     DEFAULT_DIAMETER_PX,
     SegmentSettings,
     make_segmenter,
+    resolved_settings,
     set_cell_diameter,
 )
 from cellsearch_gui.core.segmentation.size import ESTIMATE_WINDOW, central_window, estimate_diameter
@@ -86,6 +87,8 @@ def segment_images(inputs: list[str | Path], out_dir: str | Path, settings: Segm
                    token: CancelToken | None = None) -> Job[SegmentSummary]:
     """Segment every image; one bad file is reported and skipped, finished images stay written."""
     token = token or CancelToken()
+    requested = settings.segmenter
+    settings, choice = resolved_settings(settings)  # ``auto``: SAM on a CUDA GPU, else classical
     out = Path(out_dir)
     with disk_errors(out, "write the segmentation results"):
         (out / "crops").mkdir(parents=True, exist_ok=True)
@@ -114,7 +117,8 @@ def segment_images(inputs: list[str | Path], out_dir: str | Path, settings: Segm
                 results.append(result)
         summary = SegmentSummary(
             app_version=__version__,
-            settings={**asdict(settings), "normalisation": settings.normalisation.as_dict()},
+            settings={**asdict(settings), "normalisation": settings.normalisation.as_dict(),
+                      "segmenter_requested": requested, "segmenter_choice": choice.note},
             images=len(images),
             cells=sum(r.cells for r in results),
             per_image=results,

@@ -8,6 +8,7 @@ import time
 import numpy as np
 
 from cellsearch_gui.core.crops.prepare import CropPrep
+from cellsearch_gui.core.embedding.forward import ForwardOptions, padded, prepare_model
 from cellsearch_gui.core.embedding.recipe import CropRecipe
 from cellsearch_gui.core.errors import OutOfMemoryError
 from cellsearch_gui.core.jobs import CancelToken
@@ -35,7 +36,7 @@ class ModelRunner:
 
     def __init__(self, model_id: str, weights: str = "pretrained", device: str = "auto",
                  batch_size: int | None = None, seed: int = 0, prep: CropPrep | None = None, views: int = 1,
-                 precision: str = "auto", pin_memory: bool = True):
+                 precision: str = "auto", pin_memory: bool = True, forward: ForwardOptions | None = None):
         self.spec = get_spec(model_id)
         self.random_init = weights == "random"
         if self.random_init:
@@ -56,6 +57,7 @@ class ModelRunner:
         if views not in (1, 4, 8):
             raise ValueError(f"views must be 1, 4 (rotations) or 8 (rotations and flips), got {views}")
         self.views = views
+        self.forward = forward or ForwardOptions()  # channels-last, SDPA, torch.compile (embedding/forward.py)
         self._model = None
         self._norm = None  # mean and std on the device, shaped for NCHW batches
         self.load_seconds = 0.0  # time spent building the model (and reading its weights)
@@ -77,6 +79,8 @@ class ModelRunner:
             t0 = time.perf_counter()
             ckpt = RANDOM_INIT if self.random_init else None
             self._model = build_model(self.spec, checkpoint=ckpt, seed=self.seed).to(self.device)
+            if self.forward != ForwardOptions():
+                self._model = prepare_model(self._model, self.forward)
             self.load_seconds += time.perf_counter() - t0
         return self._model
 
@@ -129,6 +133,10 @@ class ModelRunner:
         with torch.inference_mode():
             x = batch.to(self.device, non_blocking=self.pin_memory).permute(0, 3, 1, 2).float()
             x = x.div_(255.0).sub_(mean).div_(std)  # recipe.normalise on the device, left channels-last
+            if self.forward.fixed_batch:  # a compiled model sees one batch shape
+                x, n = padded(x, self.batch_size)
+                with self._autocast():
+                    return model(x)[:n].float()
             with self._autocast():
                 return model(x).float()
 

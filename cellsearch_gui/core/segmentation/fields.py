@@ -12,7 +12,7 @@ from cellsearch_gui.core.jobs import CancelToken, Job, Progress
 from cellsearch_gui.core.segmentation.base import Segmenter
 from cellsearch_gui.core.segmentation.masks import OUTLINE_KEPT, CellMask
 from cellsearch_gui.core.segmentation.settings import SegmentSettings
-from cellsearch_gui.core.segmentation.tiling import owned, tiles
+from cellsearch_gui.core.segmentation.tiling import Tile, owned, tiles
 
 # counted, never lost: kept by the tile that holds its centroid; kept with its classical outline
 NOT_LOST = ("centroid in another tile", OUTLINE_KEPT)
@@ -33,6 +33,26 @@ def _to_source(mask: CellMask, scale: float, tile_y0: int, tile_x0: int) -> Cell
                         borderMode=cv2.BORDER_CONSTANT, borderValue=0)
         mask = CellMask(int(y0), int(x0), src >= 0.5, mask.score, mask.stability)
     return mask.shifted(tile_y0, tile_x0)
+
+
+def tiles_per_call(segmenter: Segmenter) -> int:
+    """A segmenter with ``segment_many`` (SAM) takes ``tile_batch`` tiles at a time through its encoder."""
+    return max(1, getattr(segmenter, "tile_batch", 1)) if hasattr(segmenter, "segment_many") else 1
+
+
+def _segment_tiles(field_: Field, segmenter: Segmenter, batch: list[Tile], total: int, scale: float,
+                   token: CancelToken) -> Job[list[tuple[Tile, list[CellMask], dict[str, int]]]]:
+    """Each tile's masks (tile coordinates) and what the segmenter left out, by reason."""
+    regions = []
+    for tile in batch:
+        token.raise_if_cancelled()
+        yield Progress("segmenting", tile.index, total, field_.path.name)
+        regions.append(rescale(field_.read(tile.y0, tile.y1, tile.x0, tile.x1), scale))
+        field_.release_pages()
+    if len(batch) > 1:
+        return [(tile, masks, dropped) for tile, (masks, dropped) in zip(batch, segmenter.segment_many(regions))]
+    masks = segmenter.segment(regions[0])
+    return [(batch[0], masks, dict(getattr(segmenter, "dropped", {})))]
 
 
 @dataclass
@@ -59,25 +79,24 @@ def segment_field(field_: Field, segmenter: Segmenter, settings: SegmentSettings
     kept, tile_ids = [], []
     tile_list = list(tiles(height, width, step_src, overlap_src))
     segmenter.prepare(rescale(field_.overview(), scale))
-    for tile in tile_list:
-        token.raise_if_cancelled()
-        yield Progress("segmenting", tile.index, len(tile_list), field_.path.name)
-        region = rescale(field_.read(tile.y0, tile.y1, tile.x0, tile.x1), scale)
-        field_.release_pages()
-        masks = segmenter.segment(region)
-        for reason, count in getattr(segmenter, "dropped", {}).items():
-            result.dropped[reason] = result.dropped.get(reason, 0) + count
-        for mask in masks:
-            if not lo <= mask.area <= hi:
-                reason = "smaller than the size filter" if mask.area < lo else "larger than the size filter"
-            else:
-                src = _to_source(mask, scale, tile.y0, tile.x0)
-                reason = owned(src, tile, height, width, settings.drop_border_cells)
-                if reason is None:
-                    kept.append(src)
-                    tile_ids.append(tile.index)
-                    continue
-            result.dropped[reason] = result.dropped.get(reason, 0) + 1
+    per_call = tiles_per_call(segmenter)
+    for start in range(0, len(tile_list), per_call):
+        batch = tile_list[start : start + per_call]
+        for tile, masks, dropped in (yield from _segment_tiles(field_, segmenter, batch, len(tile_list), scale,
+                                                               token)):
+            for reason, count in dropped.items():
+                result.dropped[reason] = result.dropped.get(reason, 0) + count
+            for mask in masks:
+                if not lo <= mask.area <= hi:
+                    reason = "smaller than the size filter" if mask.area < lo else "larger than the size filter"
+                else:
+                    src = _to_source(mask, scale, tile.y0, tile.x0)
+                    reason = owned(src, tile, height, width, settings.drop_border_cells)
+                    if reason is None:
+                        kept.append(src)
+                        tile_ids.append(tile.index)
+                        continue
+                result.dropped[reason] = result.dropped.get(reason, 0) + 1
     result.tiles = len(tile_list)
     return kept, tile_ids, result
 

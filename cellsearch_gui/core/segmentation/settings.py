@@ -2,14 +2,15 @@
 
 from __future__ import annotations
 
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, replace
 
 from cellsearch_gui.core import validation
 from cellsearch_gui.core.errors import CellSearchError
 from cellsearch_gui.core.options import Segmenter as SegmenterName
 from cellsearch_gui.core.segmentation.base import Segmenter
+from cellsearch_gui.core.segmentation.choice import SegmenterChoice, resolve_segmenter
 from cellsearch_gui.core.segmentation.classical import ClassicalSegmenter
-from cellsearch_gui.core.segmentation.sam import SamSegmenter
+from cellsearch_gui.core.segmentation.sam import SamSegmenter, tile_batch_for
 
 
 @dataclass
@@ -44,7 +45,7 @@ DEFAULT_DIAMETER_PX = 60.0  # only when no size is given and none can be measure
 
 @dataclass
 class SegmentSettings:
-    segmenter: str = "classical"
+    segmenter: str = "auto"  # SAM on a CUDA GPU, else classical (resolved_settings)
     objects: str = "all"  # all | nucleated (cells with a stained nucleus, e.g. white blood cells)
     pixel_size_um: float | None = None  # overrides the file's metadata
     cell_diameter_um: float | None = None
@@ -58,7 +59,7 @@ class SegmentSettings:
     crop_size: int = 224
     mask_background: bool = False
     normalisation: Normalisation = field(default_factory=Normalisation)
-    device: str = "cpu"
+    device: str = "auto"  # SAM's device (the classical segmenter runs on the CPU)
     checkpoint: str | None = None  # a SAM checkpoint file instead of the imported weights
 
     def __post_init__(self) -> None:
@@ -98,12 +99,23 @@ def set_cell_diameter(segmenter: Segmenter, diameter_px: float) -> None:
         classical.cell_diameter_px = diameter_px
 
 
+def resolved_settings(settings: SegmentSettings) -> tuple[SegmentSettings, SegmenterChoice]:
+    """``settings`` with the segmenter and device that actually run (``auto`` resolved), and the choice."""
+    choice = resolve_segmenter(settings.segmenter, settings.device, settings.checkpoint)
+    device = choice.device if choice.segmenter != SegmenterName.CLASSICAL else settings.device
+    return replace(settings, segmenter=choice.segmenter, device=device), choice
+
+
 def make_segmenter(settings: SegmentSettings, diameter_px: float) -> Segmenter:
-    """The segmenter the settings name: classical, or SAM prompted by classical proposals."""
+    """The segmenter the settings name: classical, or SAM prompted by classical proposals (``auto``
+    resolved here when the caller has not)."""
+    if settings.segmenter == SegmenterName.AUTO or settings.device == "auto":
+        settings = resolved_settings(settings)[0]
     proposals = ClassicalSegmenter(objects=settings.objects, cell_diameter_px=diameter_px)
     if settings.segmenter == "classical":
         return proposals
     if settings.segmenter in SEGMENTERS:
         return SamSegmenter(settings.segmenter, proposals=proposals, device=settings.device,
-                            checkpoint=settings.checkpoint)
+                            checkpoint=settings.checkpoint,
+                            tile_batch=tile_batch_for(settings.segmenter, settings.device))
     raise CellSearchError(f"unknown segmenter '{settings.segmenter}'; choose one of {', '.join(SEGMENTERS)}")
