@@ -193,9 +193,21 @@ def test_bccd_mobilesam_finds_white_cells_without_a_diameter(tmp_path):
     import bccd_wbc_recall
 
     # 00247: SAM's mask misses its stability bar; the cell keeps its classical outline (the field was empty)
+    # 00068, 00233: SAM's mask falls below the size filter, its proposal does not (both fields were empty)
     r = bccd_wbc_recall.main(["--segmenters", "mobilesam", "--fields", "BloodImage_00001.jpg",
-                              "BloodImage_00247.jpg"])["mobilesam"]
+                              "BloodImage_00247.jpg", "BloodImage_00068.jpg", "BloodImage_00233.jpg"])["mobilesam"]
     assert r["recall"] == 1.0 and not r["empty_fields"]
+
+
+def test_a_sam_mask_outside_the_size_filter_falls_back_to_its_proposal():
+    from cellsearch_gui.core.segmentation.masks import CellMask
+
+    proposal = CellMask(10, 10, np.ones((20, 20), bool))  # 400 px
+    small = CellMask(15, 15, np.ones((5, 5), bool), outline=proposal)  # 25 px: SAM kept only a part
+    assert small.within(100, 1000) is proposal
+    assert small.within(10, 1000) is small
+    assert small.within(500, 1000) is None and CellMask(0, 0, np.ones((5, 5), bool)).within(100, 1000) is None
+    assert small.shifted(3, 4).outline.bbox == (14, 13, 34, 33)
 
 
 def test_a_mask_below_sams_bar_keeps_the_classical_outline():

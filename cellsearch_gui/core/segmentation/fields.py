@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 
 import numpy as np
 
@@ -10,12 +10,12 @@ from cellsearch_gui.core.io.fields import Field
 from cellsearch_gui.core.io.images import rescale
 from cellsearch_gui.core.jobs import CancelToken, Job, Progress
 from cellsearch_gui.core.segmentation.base import Segmenter
-from cellsearch_gui.core.segmentation.masks import OUTLINE_KEPT, CellMask
+from cellsearch_gui.core.segmentation.masks import OUTLINE_KEPT, SIZE_OUTLINE_KEPT, CellMask
 from cellsearch_gui.core.segmentation.settings import SegmentSettings
 from cellsearch_gui.core.segmentation.tiling import Tile, owned, tiles
 
 # counted, never lost: kept by the tile that holds its centroid; kept with its classical outline
-NOT_LOST = ("centroid in another tile", OUTLINE_KEPT)
+NOT_LOST = ("centroid in another tile", OUTLINE_KEPT, SIZE_OUTLINE_KEPT)
 
 
 def _to_source(mask: CellMask, scale: float, tile_y0: int, tile_x0: int) -> CellMask:
@@ -87,9 +87,13 @@ def segment_field(field_: Field, segmenter: Segmenter, settings: SegmentSettings
             for reason, count in dropped.items():
                 result.dropped[reason] = result.dropped.get(reason, 0) + count
             for mask in masks:
-                if not lo <= mask.area <= hi:
+                sized = mask.within(lo, hi)
+                if sized is None:
                     reason = "smaller than the size filter" if mask.area < lo else "larger than the size filter"
                 else:
+                    if sized is not mask:  # SAM's mask out of range, its classical proposal in: counted
+                        result.dropped[SIZE_OUTLINE_KEPT] = result.dropped.get(SIZE_OUTLINE_KEPT, 0) + 1
+                    mask = replace(sized, outline=None)
                     src = _to_source(mask, scale, tile.y0, tile.x0)
                     reason = owned(src, tile, height, width, settings.drop_border_cells)
                     if reason is None:
@@ -118,8 +122,7 @@ def field_note(result: ImageResult, name: str | None = None) -> str:
         return f"{name}: skipped ({result.problem})"
     kept = "no cell found" if not result.cells else plural(result.cells, "cell") + " kept"
     parts = [kept] + [part for part in result.notes if part]
-    if result.dropped.get(OUTLINE_KEPT):
-        parts.append(f"{result.dropped[OUTLINE_KEPT]} {OUTLINE_KEPT}")
+    parts += [f"{result.dropped[kept]} {kept}" for kept in (OUTLINE_KEPT, SIZE_OUTLINE_KEPT) if result.dropped.get(kept)]
     lost = lost_cells(result)
     if lost:
         parts.append("left out: " + ", ".join(f"{n} {why}" for why, n in lost.items()))

@@ -8,6 +8,8 @@ import numpy as np
 
 # a SAM mask below its quality bar: the cell keeps its classical outline (counted, not lost)
 OUTLINE_KEPT = "SAM's mask below its quality bar (the classical outline kept)"
+# a SAM mask outside the size filter whose classical proposal is inside it: the proposal's outline stands
+SIZE_OUTLINE_KEPT = "SAM's mask outside the size filter (the classical outline kept)"
 
 
 @dataclass
@@ -17,6 +19,13 @@ class CellMask:
     mask: np.ndarray  # bool, bounding-box sized
     score: float = 1.0  # segmenter confidence (SAM predicted IoU; 1 for classical)
     stability: float = 1.0
+    outline: "CellMask | None" = None  # prompted SAM: the classical proposal this mask refines
+
+    def within(self, lo: float, hi: float) -> "CellMask | None":
+        """This mask when its area is in [lo, hi], else its classical proposal when that one is, else None."""
+        if lo <= self.area <= hi:
+            return self
+        return self.outline if self.outline is not None and lo <= self.outline.area <= hi else None
 
     @property
     def area(self) -> int:
@@ -33,7 +42,8 @@ class CellMask:
         return self.y0 + float(ys.mean()), self.x0 + float(xs.mean())
 
     def shifted(self, dy: int, dx: int) -> "CellMask":
-        return CellMask(self.y0 + dy, self.x0 + dx, self.mask, self.score, self.stability)
+        outline = None if self.outline is None else self.outline.shifted(dy, dx)
+        return CellMask(self.y0 + dy, self.x0 + dx, self.mask, self.score, self.stability, outline)
 
 
 def from_full(mask: np.ndarray, score: float = 1.0, stability: float = 1.0) -> CellMask | None:

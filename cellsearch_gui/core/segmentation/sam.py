@@ -134,7 +134,7 @@ class SamSegmenter:
                     continue
                 cell = from_full(mask, float(score), float(stable))
                 if cell is not None:
-                    out.append(cell)
+                    out.append(replace(cell, outline=proposal))
         predictor.reset_image()
         return out
 
