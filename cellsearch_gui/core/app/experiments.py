@@ -8,14 +8,11 @@ from dataclasses import dataclass, field
 
 from cellsearch_gui import __version__
 from cellsearch_gui.core.app.results import EvaluateResult, ModelAnalysis, SearchResult
-from cellsearch_gui.core.app.shots import score_with_shots, score_zero_shot
+from cellsearch_gui.core.app.shots import prediction_scores, score_with_shots, score_zero_shot
 from cellsearch_gui.core.project.library import device_note, rows_of_device
 from cellsearch_gui.core.classify.analysis import analyse, stratified_sample
-from cellsearch_gui.core.classify.baselines import run_baselines
 from cellsearch_gui.core.classify.combinations import Grid, search_combinations
-from cellsearch_gui.core.app.confidence import confidence_summary, with_confidence
-from cellsearch_gui.core.classify.coverage import accuracy_by_certainty, accuracy_by_coverage
-from cellsearch_gui.core.classify.evaluation import evaluate_predictions
+from cellsearch_gui.core.app.confidence import with_confidence
 from cellsearch_gui.core.classify.ewc import EWCClassifier, EWCParams, Predictions
 from cellsearch_gui.core.embedding.cache import EmbeddingCache
 from cellsearch_gui.core.embedding.job import EmbedOptions, embed_crops
@@ -140,18 +137,9 @@ def evaluate_job(inputs: Inputs, models: list[str], params: EWCParams, cache: Em
     if preds is None:
         raise DatasetError("none of the query images could be read")
     preds, calibration = with_confidence(params, ref, preds)
-    return EvaluateResult(
-        **evaluate_predictions(query.labels, preds.labels),
-        **provenance(models, ref, query, params, options),
-        **_run_fields(inputs, ref, query, timings),
-        mean_k=float(preds.k_used.mean()),
-        mean_entropy=float(preds.entropy.mean()),
-        index_kind=preds.index_kind,
-        baselines=run_baselines(ref.features, ref.labels, query.features, query.labels) if baselines else None,
-        coverage=accuracy_by_coverage(query.labels, preds.labels, preds.entropy),
-        certainty=accuracy_by_certainty(query.labels, preds.labels, preds.uncertain),
-        calibration=confidence_summary(preds, query.labels, calibration),
-    )
+    return EvaluateResult(**prediction_scores(preds, ref, query, baselines, calibration),
+                          **provenance(models, ref, query, params, options),
+                          **_run_fields(inputs, ref, query, timings))
 
 
 def _run_fields(inputs: Inputs, ref: FeatureSet, query: FeatureSet, timings: dict, notes: list[str] = ()) -> dict:

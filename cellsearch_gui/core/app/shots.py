@@ -10,6 +10,7 @@ import numpy as np
 
 from cellsearch_gui.core.app.confidence import confidence_summary
 from cellsearch_gui.core.classify.baselines import run_baselines
+from cellsearch_gui.core.classify.calibration import Calibration
 from cellsearch_gui.core.classify.coverage import (
     accuracy_by_certainty,
     accuracy_by_coverage,
@@ -64,14 +65,20 @@ def score_zero_shot(ref: FeatureSet, query: FeatureSet, params: EWCParams, known
     (``known_rows``) voting as that device's labelled cells."""
     clf = DeviceAwareClassifier(params, device_vote).fit(ref.features, ref.labels, known_rows)
     preds = clf.predict(query.features)
+    return {**prediction_scores(preds, ref, query, baselines, clf.calibration()),
+            "device_vote": device_vote, "shot_notes": []}
+
+
+def prediction_scores(preds: Predictions, ref: FeatureSet, query: FeatureSet, baselines: bool,
+                      calibration: Calibration | None) -> dict:
+    """Fields of an EvaluateResult scoring ``preds`` of every query cell against its label."""
     truth = list(query.labels)
     return {**evaluate_predictions(truth, preds.labels), "mean_k": float(preds.k_used.mean()),
             "mean_entropy": float(preds.entropy.mean()), "index_kind": preds.index_kind,
             "baselines": run_baselines(ref.features, ref.labels, query.features, truth) if baselines else None,
             "coverage": accuracy_by_coverage(truth, preds.labels, preds.entropy),
             "certainty": accuracy_by_certainty(truth, preds.labels, preds.uncertain),
-            "calibration": confidence_summary(preds, truth, clf.calibration()),
-            "device_vote": device_vote, "shot_notes": []}
+            "calibration": confidence_summary(preds, truth, calibration)}
 
 
 def _cell_key(query: FeatureSet, row: int) -> str:
