@@ -84,7 +84,7 @@ def main(argv=None) -> dict:
     ap = argparse.ArgumentParser()
     ap.add_argument("--per-class", type=int, default=30)
     ap.add_argument("--extra-per-class", type=int, default=20)
-    ap.add_argument("--scaling-crops", type=int, default=96)
+    ap.add_argument("--scaling-crops", type=int, default=384)
     ap.add_argument("--json", default=None)
     ap.add_argument("--scaling-only", action="store_true", help="only the 1- and 2-worker crops/s")
     args = ap.parse_args(argv)
