@@ -16,7 +16,7 @@ from cellsearch_gui.core.classify.calibration import (
     stratified_rows,
     winning_share,
 )
-from cellsearch_gui.core.classify.device_vote import DeviceAwareClassifier, leave_one_out_shares
+from cellsearch_gui.core.classify.device_vote import DeviceAwareClassifier, leave_one_out_shares, library_calibration
 from cellsearch_gui.core.classify.ewc import EWCClassifier, EWCParams, adaptive_vote, class_weights
 from tests.conftest import colour_class_folders
 
@@ -50,6 +50,18 @@ def test_leave_one_out_by_class_batches_equals_one_row_at_a_time(stopping):
     classes = list(clf.classes)
     assert leave_one_out_shares(clf, rows, feats[rows], classes) == pytest.approx(
         _row_by_row(clf, rows, feats[rows], classes))
+
+
+@pytest.mark.parametrize("per_class", [30, 700])  # 2,100 cells: above CALIBRATION_ROWS, a stratified sample
+def test_a_plain_classifier_calibrates_like_the_device_aware_one_without_device_cells(per_class):
+    """classify_job calibrates from its own classifier instead of fitting a second one; same curve."""
+    rng = np.random.default_rng(4)
+    feats, labels = _clusters(rng, {"b": (0, 0), "a": (1, 0), "c": (0, 1)}, per_class, 0.7)
+    params = EWCParams(k_min=3, k_max=32)
+    plain = library_calibration(EWCClassifier(params).fit(feats, labels), feats.__getitem__)
+    aware = DeviceAwareClassifier(params).fit(feats, labels).calibration()
+    assert plain.n_library == aware.n_library == len(stratified_rows(np.asarray(labels)))
+    assert plain.share == pytest.approx(aware.share) and plain.probability == pytest.approx(aware.probability)
 
 
 def test_confidence_is_monotone_in_the_vote_share_and_matches_its_training_accuracy():
@@ -117,7 +129,10 @@ def test_labelled_device_cells_join_the_calibration():
     assert clf.predict(dev).confidence.mean() < before.mean()  # the device's cells show the library fails
 
 
-def test_classify_writes_a_confidence_column_and_evaluate_a_calibration_report(tmp_path):
+def test_classify_writes_a_confidence_column_and_evaluate_a_calibration_report(tmp_path, monkeypatch):
+    fits = []
+    original_fit = EWCClassifier.fit
+    monkeypatch.setattr(EWCClassifier, "fit", lambda self, *a, **k: fits.append(1) or original_fit(self, *a, **k))
     classes = {"red": (200, 40, 40), "blue": (40, 40, 200)}
     ref = colour_class_folders(tmp_path / "ref", classes, 6, seed=0)
     query = colour_class_folders(tmp_path / "query", classes, 3, seed=1)
@@ -126,6 +141,7 @@ def test_classify_writes_a_confidence_column_and_evaluate_a_calibration_report(t
     assert main(["classify", "--reference", str(ref), "--query", str(query), "--out", str(out), *common]) == 0
     rows = list(csv.DictReader(out.open()))
     assert rows and all(0.0 <= float(r["confidence"]) <= 1.0 for r in rows)
+    assert len(fits) == 1  # the confidence is calibrated on the classifier that voted, not on a second index
     js = tmp_path / "eval.json"
     assert main(["evaluate", "--reference", str(ref), "--query", str(query), "--json", str(js), *common]) == 0
     cal = json.loads(js.read_text())["calibration"]

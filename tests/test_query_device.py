@@ -3,7 +3,10 @@ cells, in evaluate (--query-device) and in the window (query microscope), issue 
 
 from __future__ import annotations
 
+import importlib.util
 import json
+import subprocess
+import sys
 
 import numpy as np
 import pytest
@@ -95,7 +98,27 @@ def test_evaluate_query_device_records_which_library_cells_voted_as_the_device(t
     assert data["n_query"] == 6 and data["calibration"]["n_device"] == 4
     assert main([*common, "--query-device", "nowhere"]) == 0
     assert any("no library cell comes from device 'nowhere'" in n for n in json.loads(out.read_text())["notes"])
-    assert main([*common, "--query-device", "scope-b", "--engine", "ray"]) != 0  # local only, said so
+
+
+@pytest.mark.skipif(importlib.util.find_spec("ray") is None, reason="Ray is not installed")
+def test_evaluate_query_device_on_ray_gives_the_local_numbers(tmp_path):
+    """The crops are embedded on Ray workers; the device's library cells are found by path on the driver."""
+    lib, _ = _two_device_library(tmp_path / "lib", per_class=5)
+    query = colour_class_folders(tmp_path / "query", {"red": (190, 50, 40), "blue": (40, 50, 190)}, 3, seed=2)
+    common = ["evaluate", "--reference", str(lib), "--query", str(query), "--models", "mobilenetv2",
+              "--random-init", "--no-cache", "--quiet", "--query-device", "scope-b"]
+    try:
+        assert main([*common, "--engine", "ray", "--ray-workers", "1", "--work-dir", str(tmp_path / "w"),
+                     "--json", str(tmp_path / "ray.json")]) == 0
+    finally:
+        subprocess.run([sys.executable, "-m", "ray.scripts.scripts", "stop", "--force"], capture_output=True,
+                       timeout=120)
+    assert main([*common, "--json", str(tmp_path / "local.json")]) == 0
+    on_ray, local = (json.loads((tmp_path / f"{name}.json").read_text()) for name in ("ray", "local"))
+    assert on_ray["calibration"]["n_device"] == local["calibration"]["n_device"] == 4
+    assert any(n.startswith("4 library cells come from device 'scope-b'") for n in on_ray["notes"])
+    for key in ("balanced_accuracy", "macro_precision", "confusion", "n_query", "calibration"):
+        assert on_ray[key] == local[key], key
 
 
 def test_the_window_lists_the_libraries_devices_and_saves_the_choice(window, tmp_path):

@@ -77,8 +77,6 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
     if args.shots and args.shot_seeds < 1:
         raise CellSearchError("--shot-seeds must be at least 1 with --shots")
     seeds = [args.seed + i for i in range(args.shot_seeds)]
-    if args.query_device and args.engine != "local":
-        raise CellSearchError("--query-device runs on the local engine only (leave out --engine ray)")
     with engine_jobs(args) as (classify, embed):
         result = run(evaluate_job(inputs, models, params, cache, options, args.baselines, shots=args.shots,
                                   shot_seeds=seeds, device_vote=args.device_vote, classify=classify, embed=embed,

@@ -8,19 +8,16 @@ import dataclasses
 import numpy as np
 
 from cellsearch_gui.core.classify.calibration import Calibration, calibration_report
-from cellsearch_gui.core.classify.device_vote import DeviceAwareClassifier
-from cellsearch_gui.core.classify.ewc import EWCParams, Predictions
+from cellsearch_gui.core.classify.device_vote import library_calibration
+from cellsearch_gui.core.classify.ewc import EWCClassifier, EWCParams, Predictions
 from cellsearch_gui.core.types import FeatureSet
-
-
-def library_calibration(params: EWCParams, ref: FeatureSet) -> Calibration:
-    return DeviceAwareClassifier(params).fit(ref.features, ref.labels).calibration()
 
 
 def with_confidence(params: EWCParams, ref: FeatureSet, preds: Predictions) -> tuple[Predictions, Calibration]:
     """``preds`` with ``confidence`` filled in, and the calibration that gave it (the classifier's own when
     it set one: a compressed library index has no fp32 reference features here)."""
-    calibration = preds.calibration or library_calibration(params, ref)
+    calibration = preds.calibration or library_calibration(EWCClassifier(params).fit(ref.features, ref.labels),
+                                                            ref.features.__getitem__)
     return dataclasses.replace(preds, confidence=calibration(preds.scores)), calibration
 
 

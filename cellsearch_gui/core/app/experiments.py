@@ -7,12 +7,12 @@ import time
 from dataclasses import dataclass, field
 
 from cellsearch_gui import __version__
+from cellsearch_gui.core.app.confidence import with_confidence
 from cellsearch_gui.core.app.results import EvaluateResult, ModelAnalysis, SearchResult
 from cellsearch_gui.core.app.shots import prediction_scores, score_with_shots, score_zero_shot
-from cellsearch_gui.core.project.library import device_note, rows_of_device
 from cellsearch_gui.core.classify.analysis import analyse, stratified_sample
 from cellsearch_gui.core.classify.combinations import Grid, search_combinations
-from cellsearch_gui.core.app.confidence import with_confidence
+from cellsearch_gui.core.classify.device_vote import library_calibration
 from cellsearch_gui.core.classify.ewc import EWCClassifier, EWCParams, Predictions
 from cellsearch_gui.core.embedding.cache import EmbeddingCache
 from cellsearch_gui.core.embedding.job import EmbedOptions, embed_crops
@@ -27,6 +27,7 @@ from cellsearch_gui.core.io.dataset import (
 )
 from cellsearch_gui.core.jobs import CancelToken, Job, Progress
 from cellsearch_gui.core.options import DeviceVote
+from cellsearch_gui.core.project.library import device_note, rows_of_device
 from cellsearch_gui.core.types import FeatureSet
 
 ANALYSIS_PCA_DIMS = 100  # PCA dimensions before the cosine similarities
@@ -103,6 +104,10 @@ def classify_job(inputs: Inputs, models: list[str], params: EWCParams, cache: Em
     t0 = time.perf_counter()
     preds = clf.predict(query.features) if len(query.paths) else None
     timings["classify"] = time.perf_counter() - t0
+    if preds is not None:  # the confidence's calibration, from this classifier (not a second index)
+        t0 = time.perf_counter()
+        preds = dataclasses.replace(preds, calibration=library_calibration(clf, ref.features.__getitem__))
+        timings["calibration"] = time.perf_counter() - t0
     return ref, query, preds, timings
 
 

@@ -8,8 +8,8 @@ import dataclasses
 
 import numpy as np
 
-from cellsearch_gui.core.classify.calibration import Calibration, fit_calibration, stratified_rows
-from cellsearch_gui.core.classify.device_vote import leave_one_out_shares
+from cellsearch_gui.core.classify.calibration import Calibration
+from cellsearch_gui.core.classify.device_vote import library_calibration
 from cellsearch_gui.core.classify.ewc import EWCClassifier, EWCParams, Predictions, class_weights
 from cellsearch_gui.core.index.compressed import DEFAULT_RERANK
 from cellsearch_gui.core.index.library_index import LibraryIndex
@@ -58,10 +58,7 @@ class CompressedEWC(EWCClassifier):
     def calibration(self) -> Calibration:
         """P(correct | winning vote share) as the exact library classifier fits it (device_vote): up to
         CALIBRATION_ROWS library cells, each voted with itself left out, their fp32 features read from disk."""
-        rows = stratified_rows(self.label_ids)
-        shares = leave_one_out_shares(self, rows, self.index.vectors()(np.asarray(rows)), self.classes)
-        names = np.asarray(self.classes)
-        return fit_calibration(shares, names[shares.argmax(1)] == names[self.label_ids[rows]])
+        return library_calibration(self, self.index.vectors())
 
     def calibrated(self, preds: Predictions) -> Predictions:
         calibration = self.calibration()

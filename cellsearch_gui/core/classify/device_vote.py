@@ -9,6 +9,7 @@ library), so the device's cells decide how far the library can be trusted on thi
 from __future__ import annotations
 
 import dataclasses
+from collections.abc import Callable
 from dataclasses import dataclass, field
 
 import numpy as np
@@ -56,6 +57,15 @@ def leave_one_out_shares(clf: EWCClassifier, rows: list[int], row_features: np.n
                              p.k_max, p.entropy_threshold, p.growth, p.entropy_norm, p.stopping)
         out[np.ix_(members, columns)] = vote.scores
     return out / np.maximum(out.sum(axis=1, keepdims=True), 1e-300)
+
+
+def library_calibration(clf: EWCClassifier, features_of: Callable[[np.ndarray], np.ndarray]) -> Calibration:
+    """P(correct | winning vote share) of a fitted library classifier: up to CALIBRATION_ROWS of its own cells
+    (``features_of(rows)`` gives their features), each voted with itself left out."""
+    rows = stratified_rows(clf.label_ids)
+    shares = leave_one_out_shares(clf, rows, features_of(np.asarray(rows, dtype=np.int64)), list(clf.classes))
+    names = np.asarray(clf.classes)
+    return fit_calibration(shares, names[shares.argmax(1)] == names[clf.label_ids[rows]])
 
 
 def _leave_one_out_pair(library: EWCClassifier, device: EWCClassifier, device_rows: list[int],
