@@ -39,8 +39,14 @@ step "1/4 virtual environment .venv (Python $VERSION)"
 .venv/bin/python -m pip install --quiet --upgrade pip
 
 step "2/4 CellSearch and its libraries (torch, PySide6, FAISS...; 2-4 minutes the first time)"
+NEED_GB=8  # the environment takes about 7.3 GB (torch is a CUDA build), plus room to unpack the largest wheel
+free_gb() { df -Pk . | awk 'NR == 2 { printf "%.1f", $4 / 1048576 }'; }
+if ! compgen -G ".venv/lib/python*/site-packages/torch" >/dev/null \
+        && awk -v free="$(free_gb)" -v need="$NEED_GB" 'BEGIN { exit !(free < need) }'; then
+    echo "warning: $(free_gb) GB free on the disk of $(pwd); the install needs about $NEED_GB GB" >&2
+fi
 set +e  # pip's own lines, one per package, as it goes; everything in .venv/pip-install.log
-PYTHONUNBUFFERED=1 .venv/bin/python -m pip install -e '.[test,cluster]' 2>&1 | tee .venv/pip-install.log \
+PYTHONUNBUFFERED=1 .venv/bin/python -m pip install --no-cache-dir -e '.[test,cluster]' 2>&1 | tee .venv/pip-install.log \
     | awk '/^Installing collected/ { n = split($0, names, ","); print "installing " n " packages (a few minutes)"; fflush() }
            /^(Collecting|Successfully|ERROR)/ { print substr($0, 1, 110); fflush() }'
 status=${PIPESTATUS[0]}
@@ -48,6 +54,10 @@ set -e
 if [ "$status" -ne 0 ]; then
     echo "error: pip install failed; the end of .venv/pip-install.log:" >&2
     tail -n 20 .venv/pip-install.log >&2
+    if grep -q "No space left on device" .venv/pip-install.log; then
+        echo "error: the disk of $(pwd) is full ($(free_gb) GB free now); CellSearch's environment needs about" \
+             "$NEED_GB GB: free some space and run ./setup.sh again" >&2
+    fi
     exit 1
 fi
 
