@@ -151,6 +151,21 @@ def _free_port() -> int:
         return s.getsockname()[1]
 
 
+@pytest.mark.parametrize("resources, actors, options, note", [
+    ({"CPU": 16.0, "GPU": 4.0}, 2, {"num_gpus": 1, "num_cpus": 1}, None),
+    ({"CPU": 16.0, "GPU": 1.0}, 1, {"num_gpus": 1, "num_cpus": 1}, "1 GPUs: using 1 workers"),
+    ({"CPU": 1.0}, 1, {"num_cpus": 1}, "room for 1 workers"),
+])
+def test_each_worker_takes_one_gpu_where_the_cluster_has_gpus(resources, actors, options, note):
+    """Scheduling only (no GPU here): what each Ray actor asks for, from what the cluster advertises."""
+    from cellsearch_gui.engine.ray_engine import RayShards
+
+    engine = RayShards(workers=2)
+    cluster = type("Cluster", (), {"cluster_resources": staticmethod(lambda: resources)})
+    assert engine._actor_options(cluster) == (actors, options)
+    assert (note is None and not engine.notes) or any(note in n for n in engine.notes)
+
+
 def test_an_unreachable_cluster_is_a_message_not_a_hang(tmp_path, capsys):
     pytest.importorskip("ray")
     t0 = time.perf_counter()

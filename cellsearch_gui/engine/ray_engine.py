@@ -104,6 +104,9 @@ class RayShards:
         resources = ray.cluster_resources()
         gpus = int(resources.get("GPU", 0))
         if gpus:
+            if gpus < self.workers:
+                self.notes.append(f"the cluster has {gpus} GPUs: using {gpus} workers, one per GPU, "
+                                  f"not {self.workers}")
             return min(self.workers, gpus), {"num_gpus": 1, "num_cpus": self.cpus_per_worker}
         cpus = int(resources.get("CPU", 0) // self.cpus_per_worker)
         if cpus < self.workers:
