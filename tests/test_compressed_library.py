@@ -186,3 +186,54 @@ def test_on_ray_workers_classify_against_the_shipped_index(world):
     assert on_ray[2].labels == local[2].labels
     np.testing.assert_array_equal(on_ray[2].neighbour_ids, local[2].neighbour_ids)
     assert on_ray[3]["embeddings_computed"] == 0
+
+
+def _copy_library(root, name: str):
+    import shutil
+
+    shutil.copytree(root / "lib", root / name)
+    return root / name
+
+
+def test_an_engine_builds_the_index_this_process_builds(world):
+    """library compress on an engine (here LocalShards, Ray's stand-in): the same vectors, classes and
+    predictions as the build in this process; a re-run runs no shard."""
+    from cellsearch_gui.core.index.library_index import LibraryIndex
+
+    root, cache = world
+    other = _copy_library(root, "lib_engine")
+    here = _build(root, cache)
+    there = run_job(build_compressed_job(other, MODELS, cache, OPTIONS, **BUILD, shard_size=128,
+                                         engine=LocalShards()))
+    assert there["vector_shards"] == here["vector_shards"] and there["label_ids"] == here["label_ids"]
+    assert there["notes"] == ["3 shards embedded on the workers (0 crop-model embeddings computed, 310 found in "
+                              "the embedding cache)"]
+    ids = np.arange(310)
+    np.testing.assert_array_equal(LibraryIndex.open(here["folder"]).vectors()(ids),
+                                  LibraryIndex.open(there["folder"]).vectors()(ids))
+    inputs = load_inputs(other, root / "query")
+    a = run_job(compressed_classify_job(_inputs(root), root / "lib", MODELS, PARAMS, cache, OPTIONS, 0))[2]
+    b = run_job(compressed_classify_job(inputs, other, MODELS, PARAMS, cache, OPTIONS, 0))[2]
+    assert a.labels == b.labels
+    np.testing.assert_array_equal(a.neighbour_ids, b.neighbour_ids)  # codes only: the same trained index
+    again = run_job(build_compressed_job(other, MODELS, cache, OPTIONS, **BUILD, shard_size=128,
+                                         engine=LocalShards()))
+    assert again["notes"][0].startswith("0 of 3 shards embedded on the workers")
+
+
+@pytest.mark.skipif(importlib.util.find_spec("ray") is None, reason="Ray is not installed")
+def test_the_cli_compresses_a_library_on_ray_workers(world, capsys):
+    from test_engine import _ray_stop
+
+    root, _ = world
+    common = ["--models", "mobilenetv2", "--random-init", "--prep", "raw", "--device", "cpu", "--cache-dir",
+              str(root / "cache"), "--quiet", "--pca", "64", "--pq-bytes", "16", "--nlist", "2"]
+    try:
+        assert main(["library", "compress", str(root / "lib"), *common, "--engine", "ray", "--ray-workers", "2",
+                     "--shard-size", "128"]) == 0
+    finally:
+        _ray_stop()
+    out = capsys.readouterr().out
+    assert "compressed index of 310 cells" in out and "310 found in the embedding cache" in out
+    assert main(["library", "compress", str(root / "lib"), *common, "--ray-workers", "2"]) == 2
+    assert "--ray-workers only apply with --engine ray" in capsys.readouterr().err

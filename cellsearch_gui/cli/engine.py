@@ -21,7 +21,8 @@ from cellsearch_gui.core.options import IndexKind
 ENGINES = ("local", "ray")
 
 
-def add_engine_options(p: argparse.ArgumentParser, shard_size: int, unit: str) -> None:
+def add_engine_options(p: argparse.ArgumentParser, shard_size: int, unit: str, work_dir: bool = True) -> None:
+    """``work_dir`` False: the command keeps its shards in a place of its own (library compress: the library)."""
     g = p.add_argument_group("engine (docs/cluster.md)")
     g.add_argument("--engine", choices=ENGINES, default="local",
                    help="local: this process; ray: shards on Ray workers (pip install 'cellsearch_gui[cluster]')")
@@ -30,10 +31,11 @@ def add_engine_options(p: argparse.ArgumentParser, shard_size: int, unit: str) -
                         "(default: start Ray on this machine)")
     g.add_argument("--ray-workers", type=arg(validation.RAY_WORKERS), default=None,
                    help="Ray workers (actors), default 2")
-    g.add_argument("--work-dir", type=output_folder, default=None,
-                   help="folder of the shards and their manifest (a re-run resumes there); default: in the "
-                        "cache folder, named after the job" if unit == "crops" else
-                        "folder of the shards and their manifest (default: OUT/shards; a re-run resumes)")
+    if work_dir:
+        g.add_argument("--work-dir", type=output_folder, default=None,
+                       help="folder of the shards and their manifest (a re-run resumes there); default: in the "
+                            "cache folder, named after the job" if unit == "crops" else
+                            "folder of the shards and their manifest (default: OUT/shards; a re-run resumes)")
     g.add_argument("--shard-size", type=arg(validation.SHARD_SIZE), default=shard_size,
                    help=f"{unit} per shard (default {shard_size})")
 
@@ -41,7 +43,7 @@ def add_engine_options(p: argparse.ArgumentParser, shard_size: int, unit: str) -
 def check_engine_options(args: argparse.Namespace) -> None:
     if args.engine == "local":
         given = [name for name, value in (("--ray-address", args.ray_address), ("--ray-workers", args.ray_workers),
-                                          ("--work-dir", args.work_dir)) if value is not None]
+                                          ("--work-dir", getattr(args, "work_dir", None))) if value is not None]
         if given:
             raise CellSearchError(f"{', '.join(given)} only apply with --engine ray")
 

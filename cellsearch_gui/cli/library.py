@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import contextlib
 import sys
 from pathlib import Path
 
@@ -17,6 +18,7 @@ from cellsearch_gui.cli.common import (
     output_folder,
     run,
 )
+from cellsearch_gui.cli.engine import add_engine_options, check_engine_options, ray_engine
 from cellsearch_gui.core import validation
 from cellsearch_gui.core.app.compressed_library import BUILD_SHARD_CROPS, build_compressed_job
 from cellsearch_gui.core.app.demo import DEMO_FIELDS, DEMO_PER_CLASS, build_demo_job, find_sample_data
@@ -72,8 +74,7 @@ def add_compress_parser(lsub) -> None:
                    help="bytes of code per cell, a divisor of --pca (default: 64)")
     p.add_argument("--nlist", type=arg(validation.NLIST), default=0,
                    help="inverted lists (default 0: about 2 sqrt(cells))")
-    p.add_argument("--shard-size", type=arg(validation.SHARD_SIZE), default=BUILD_SHARD_CROPS,
-                   help=f"crops embedded and added at a time (default {BUILD_SHARD_CROPS})")
+    add_engine_options(p, BUILD_SHARD_CROPS, "crops", work_dir=False)  # the shards stay in LIB/_index
 
 
 def cmd_library(args: argparse.Namespace) -> int:
@@ -91,12 +92,18 @@ def _compress(args: argparse.Namespace) -> int:
                                       ("--query-pixel-size", args.query_pixel_size)) if value]
     if given:
         raise CellSearchError(f"{', '.join(given)}: the compressed index holds the whole library")
+    check_engine_options(args)
     models, cache, options = embed_setup(args)
     try:
-        meta = run(build_compressed_job(args.folder, models, cache, options, args.metric, args.pca, args.pq_bytes,
-                                        args.nlist, args.reference_pixel_size, args.shard_size), args.quiet)
+        with contextlib.ExitStack() as stack:
+            engine = stack.enter_context(ray_engine(args)) if args.engine == "ray" else None
+            meta = run(build_compressed_job(args.folder, models, cache, options, args.metric, args.pca,
+                                            args.pq_bytes, args.nlist, args.reference_pixel_size, args.shard_size,
+                                            engine=engine), args.quiet)
     finally:
         cache.close()
+    for note in meta["notes"]:
+        print(f"note: {note}")
     print(f"compressed index of {meta['n_cells']} cells ({','.join(models)}, {args.metric}, PCA {meta['pca']}, "
           f"{meta['pq_bytes']} bytes per cell, {meta['nlist']} lists) -> {meta['folder']} "
           f"({meta['build_s']:.1f} s)")

@@ -14,7 +14,7 @@ import numpy as np
 
 from cellsearch_gui import __version__
 from cellsearch_gui.core.app.experiments import Inputs
-from cellsearch_gui.core.app.sharded import options_for, shard_names
+from cellsearch_gui.core.app.sharded import ShardEngine, cache_folder, crop_tasks, options_for, run_missing, shard_names
 from cellsearch_gui.core.classify.compressed_ewc import CompressedEWC
 from cellsearch_gui.core.classify.ewc import EWCParams, Predictions, encode_labels
 from cellsearch_gui.core.embedding.cache import EmbeddingCache
@@ -39,7 +39,7 @@ from cellsearch_gui.core.io.dataset import CropSet, scan_class_folders
 from cellsearch_gui.core.io.shards import ShardError
 from cellsearch_gui.core.jobs import CancelToken, Job, Progress
 from cellsearch_gui.core.models.registry import get_spec
-from cellsearch_gui.core.types import FeatureSet
+from cellsearch_gui.core.types import FeatureSet, concat_blocks
 
 BUILD_SHARD_CROPS = 4096  # library crops embedded, written and added at a time
 TRAIN_SHARDS = 8  # evenly spaced shards whose cells train the PCA and the lists
@@ -64,8 +64,9 @@ def _description(library: Path, reference: CropSet, models: list[str], options: 
 def build_compressed_job(library: str | Path, models: list[str], cache: EmbeddingCache, options: EmbedOptions,
                          metric: str = "l2", pca: int = 256, pq_bytes: int = 64, nlist: int = 0,
                          pixel_size: float | None = None, shard_size: int = BUILD_SHARD_CROPS,
-                         token: CancelToken | None = None) -> Job[dict]:
-    """Build (or finish building: finished shards are kept) the library's compressed index; its description."""
+                         token: CancelToken | None = None, engine: ShardEngine | None = None) -> Job[dict]:
+    """Build (or finish building: finished shards are kept) the library's compressed index; its description.
+    ``engine`` (e.g. Ray actors) embeds the shards elsewhere; None: in this process."""
     token, library = token or CancelToken(), Path(library)
     reference = scan_class_folders(library)
     options = options_for(reference, options, pixel_size)
@@ -76,18 +77,19 @@ def build_compressed_job(library: str | Path, models: list[str], cache: Embeddin
     except ShardError:  # the shards of an older listing of the library: start again
         shutil.rmtree(folder / VECTORS_DIR)
         store = vectors_store(folder, meta)
-    parts = shard_names("cells", len(reference), shard_size)
-    store.check([name for name, _ in parts])
-    t0 = time.perf_counter()
-    for number, (name, part) in enumerate(parts):
-        yield Progress("library shards", number, len(parts), name)
-        if not store.done(name):
-            crops = reference.subset(list(range(len(reference)))[part])
-            feats = yield from embed_crops(crops, models, cache, options, token)
-            where = {str(p): i for i, p in enumerate(crops.paths)}
-            rows = np.array([where[str(p)] + part.start for p in feats.paths], dtype=np.int64)
-            store.write(name, {"features": feats.features, "rows": rows}, {"skipped": feats.skipped})
-    names = [name for name, _ in parts]
+    t0, notes = time.perf_counter(), []
+    if engine is None:
+        names = yield from _embed_here(reference, models, cache, options, store, shard_size, token)
+    else:
+        parts = crop_tasks("cells", "embed", reference, models, options, shard_size, cache_folder(cache))
+        writer = VectorShardWriter(store, models, options.per_model_l2, {t.name: part.start for t, part in parts})
+        ran = yield from run_missing(engine, [task for task, _ in parts], {}, writer, token)
+        names = [task.name for task, _ in parts]
+        notes.append(f"{ran} of {len(parts)} shards embedded on the workers ({writer.embedded} crop-model "
+                     f"embeddings computed, {writer.from_cache} found in the embedding cache); the others were "
+                     "already built" if ran < len(parts) else
+                     f"{ran} shards embedded on the workers ({writer.embedded} crop-model embeddings computed, "
+                     f"{writer.from_cache} found in the embedding cache)")
     kept = np.concatenate([store.read(name, "rows") for name in names]) if names else np.zeros(0, np.int64)
     if len(kept) < PQ_CODES:
         raise DatasetError(f"{library}: {len(kept)} readable cells; a compressed index needs at least {PQ_CODES} "
@@ -99,7 +101,43 @@ def build_compressed_job(library: str | Path, models: list[str], cache: Embeddin
                 skipped_rows=sorted(set(range(len(reference))) - set(kept.tolist())), embed_s=time.perf_counter() - t0)
     index = yield from _train_and_fill(store, names, sizes, metric, pca, pq_bytes, nlist, len(kept), token)
     meta["build_s"] = time.perf_counter() - t0
-    return {**save_index(folder, index, meta), "folder": str(folder)}
+    return {**save_index(folder, index, meta), "folder": str(folder), "notes": store.notes + notes}
+
+
+def _embed_here(reference: CropSet, models: list[str], cache: EmbeddingCache, options: EmbedOptions, store,
+                shard_size: int, token: CancelToken) -> Job[list[str]]:
+    """Embed the library shard by shard in this process, skipping the shards the store holds."""
+    parts = shard_names("cells", len(reference), shard_size)
+    store.check([name for name, _ in parts])
+    for number, (name, part) in enumerate(parts):
+        yield Progress("library shards", number, len(parts), name)
+        if not store.done(name):
+            crops = reference.subset(list(range(len(reference)))[part])
+            feats = yield from embed_crops(crops, models, cache, options, token)
+            where = {str(p): i for i, p in enumerate(crops.paths)}
+            rows = np.array([where[str(p)] + part.start for p in feats.paths], dtype=np.int64)
+            store.write(name, {"features": feats.features, "rows": rows}, {"skipped": feats.skipped})
+    return [name for name, _ in parts]
+
+
+class VectorShardWriter:
+    """The library's vector store as an engine's shard store: an embed shard's per-model blocks are written
+    as the one feature matrix (and library rows) the local build writes."""
+
+    def __init__(self, store, models: list[str], per_model_l2: bool, starts: dict[str, int]):
+        self.store, self.models, self.per_model_l2, self.starts = store, models, per_model_l2, starts
+        self.embedded = self.from_cache = 0
+
+    def __getattr__(self, name):  # check, done, notes, ...: the store's own
+        return getattr(self.store, name)
+
+    def write(self, name: str, arrays: dict, record: dict | None = None, blobs: dict | None = None) -> None:
+        record = record or {}
+        self.embedded += record.get("embedded", 0)
+        self.from_cache += record.get("from_cache", 0)
+        features = concat_blocks([arrays[f"model_{m}"] for m in self.models], self.per_model_l2)
+        self.store.write(name, {"features": features, "rows": arrays["rows"] + self.starts[name]},
+                         {"skipped": record.get("skipped", [])})
 
 
 def _train_and_fill(store, names: list[str], sizes: list[int], metric: str, pca: int, pq_bytes: int, nlist: int,

@@ -180,6 +180,22 @@ def shard_names(prefix: str, n_items: int, size: int) -> list[tuple[str, slice]]
     return [(f"{prefix}-{i:05d}", slice(start, start + size)) for i, start in enumerate(range(0, n_items, size))]
 
 
+def crop_tasks(prefix: str, kind: str, crops: CropSet, models: list[str], options: EmbedOptions,
+               size: int, cache_dir: str | None = None) -> list[tuple[ShardTask, slice]]:
+    """``kind`` (embed or classify) tasks of ``size`` crops each, with the slice of ``crops`` each covers."""
+    return [(ShardTask(name, kind, {"paths": [str(p) for p in crops.paths[part]], "labels": crops.labels[part],
+                                    "models": models, "options": options, "cwd": os.getcwd(),
+                                    "cache_dir": cache_dir}), part)
+            for name, part in shard_names(prefix, len(crops), size)]
+
+
+def cache_folder(cache: EmbeddingCache | None) -> str | None:
+    """The folder of an on-disk embedding cache, for the workers to open (None: kept in memory)."""
+    if cache is None or cache.target == ":memory:":
+        return None
+    return str(Path(cache.target).parent.absolute())
+
+
 def run_missing(engine: ShardEngine, tasks: list[ShardTask], shared: dict | Callable[[], dict],
                 store: ShardStore, token: CancelToken) -> Job[int]:
     """Run the tasks whose shard the store lacks (a damaged one is computed again); the number run."""

@@ -22,6 +22,8 @@ from cellsearch_gui.core.app.sharded import (
     PREDICTION_ARRAYS,
     ShardEngine,
     ShardTask,
+    cache_folder,
+    crop_tasks,
     options_for,
     run_missing,
     shard_names,
@@ -64,21 +66,6 @@ def classify_job_description(inputs: Inputs, models: list[str], params: EWCParam
             "reference": _listing(inputs.reference), "query": _listing(inputs.query),
             "pixel_sizes": [inputs.reference_pixel_size, inputs.query_pixel_size],
             "options": dataclasses.asdict(options), "params": params.as_dict(), "shard_size": shard_size}
-
-
-def _tasks(prefix: str, kind: str, crops: CropSet, models: list[str], options: EmbedOptions,
-           size: int, cache_dir: str | None = None) -> list[tuple[ShardTask, slice]]:
-    return [(ShardTask(name, kind, {"paths": [str(p) for p in crops.paths[part]], "labels": crops.labels[part],
-                                    "models": models, "options": options, "cwd": os.getcwd(),
-                                    "cache_dir": cache_dir}), part)
-            for name, part in shard_names(prefix, len(crops), size)]
-
-
-def cache_folder(cache: EmbeddingCache | None) -> str | None:
-    """The folder of an on-disk embedding cache, for the workers to open (None: kept in memory)."""
-    if cache is None or cache.target == ":memory:":
-        return None
-    return str(Path(cache.target).parent.absolute())
 
 
 def embedding_counts(store: ShardStore, parts: list[tuple[ShardTask, slice]]) -> tuple[int, int]:
@@ -154,7 +141,7 @@ def sharded_classify_job(inputs: Inputs, models: list[str], params: EWCParams, o
         shared = {"compressed": opened.payload(), "rerank": compressed[1], "params": params.as_dict()}
     t_ref = time.perf_counter()
     query_opts = options_for(inputs.query, options, inputs.query_pixel_size)
-    query_parts = _tasks("query", "classify", inputs.query, models, query_opts, shard_size, folder)
+    query_parts = crop_tasks("query", "classify", inputs.query, models, query_opts, shard_size, folder)
     yield from run_missing(engine, [t for t, _ in query_parts], shared, store, token)
     query = merge_features(store, query_parts, inputs.query, models, query_opts)
     classes = opened.classes if opened is not None else encode_labels(ref.labels)[0]
@@ -169,7 +156,7 @@ def _embed_reference(inputs: Inputs, models: list[str], options: EmbedOptions, e
                      store: ShardStore, shard_size: int, token: CancelToken, folder: str | None
                      ) -> Job[tuple[FeatureSet, list[tuple[ShardTask, slice]]]]:
     ref_opts = options_for(inputs.reference, options, inputs.reference_pixel_size)
-    ref_parts = _tasks("reference", "embed", inputs.reference, models, ref_opts, shard_size, folder)
+    ref_parts = crop_tasks("reference", "embed", inputs.reference, models, ref_opts, shard_size, folder)
     yield from run_missing(engine, [t for t, _ in ref_parts], {}, store, token)
     ref = merge_features(store, ref_parts, inputs.reference, models, ref_opts)
     if len(ref.paths) == 0:
@@ -192,7 +179,7 @@ def sharded_embed_job(inputs: Inputs, models: list[str], options: EmbedOptions, 
     ref, ref_parts = yield from _embed_reference(inputs, models, options, engine, store, shard_size, token, folder)
     t_ref = time.perf_counter()
     query_opts = options_for(inputs.query, options, inputs.query_pixel_size)
-    query_parts = _tasks("query", "embed", inputs.query, models, query_opts, shard_size, folder)
+    query_parts = crop_tasks("query", "embed", inputs.query, models, query_opts, shard_size, folder)
     yield from run_missing(engine, [t for t, _ in query_parts], {}, store, token)
     query = merge_features(store, query_parts, inputs.query, models, query_opts)
     timings = _finish(inputs, store, ref_parts + query_parts, t_ref - t0, time.perf_counter() - t_ref)
