@@ -165,7 +165,9 @@ def test_a_field_without_cells_stays_in_the_image_chooser_marked(qtbot, tmp_path
         chooser.setCurrentIndex(1)
         assert "no cell found" in window.image_panel.hint.text()
         window.controller.select_cell(1)
-        assert "touches the image border" in window.cell_panel.title.text()
+        assert window.cell_panel.border.isVisibleTo(window) and "image border" in window.cell_panel.border.text()
+        window.controller.select_cell(0)
+        assert not window.cell_panel.border.isVisibleTo(window)
     finally:
         window.controller.shutdown()
 

@@ -21,7 +21,7 @@ from PySide6.QtWidgets import (
 from cellsearch_gui.gui.pixmaps import class_colour, thumbnail
 
 REF_INDEX = Qt.ItemDataRole.UserRole
-BORDER_NOTE = "<br><i>touches the image border: the cell may be cut off</i>"
+BORDER_NOTE = "touches the image border: the cell may be cut off"
 
 
 class CellPanel(QWidget):
@@ -42,6 +42,10 @@ class CellPanel(QWidget):
         self.weighting.setToolTip("Each neighbour's vote weighs N / (C x N_class): a class with many library "
                                   "cells weighs little per cell, so rare classes are not drowned out.")
         self.weighting.hide()
+        self.border = QLabel(BORDER_NOTE)  # its own line: in the title it was clipped in a narrow pane
+        self.border.setWordWrap(True)
+        self.border.setStyleSheet("color: #a04000; font-style: italic;")
+        self.border.hide()
         self.label_choice = QComboBox()
         self.label_choice.setEditable(True)  # a new class can be typed in
         self.accept_button = QPushButton("Accept prediction")
@@ -62,16 +66,14 @@ class CellPanel(QWidget):
 
         top = QHBoxLayout()
         top.addWidget(self.crop)
-        text = QVBoxLayout()
-        text.addWidget(self.title)
-        text.addWidget(self.votes)
-        text.addStretch(1)
-        top.addLayout(text, 1)
+        top.addWidget(self.title, 1, Qt.AlignmentFlag.AlignTop)
         labelling = QHBoxLayout()
         labelling.addWidget(self.label_choice, 1)
         labelling.addWidget(self.set_button)
         layout = QVBoxLayout(self)
         layout.addLayout(top)
+        layout.addWidget(self.border)
+        layout.addWidget(self.votes)
         layout.addWidget(self.weighting)
         layout.addLayout(labelling)
         for button in (self.accept_button, self.add_button, self.next_button):
@@ -92,6 +94,7 @@ class CellPanel(QWidget):
         self.crop.clear()
         self.votes.clear()
         self.weighting.hide()
+        self.border.hide()
         self.gallery.clear()
         self.title.setText("Click a cell in the image, the table or the scatter.")
         self._enable(False)
@@ -116,7 +119,6 @@ class CellPanel(QWidget):
         if view.kind == "query":
             label = f"<br>your label: <b>{view.label}</b>" if view.label else ""
             truth = f"<br>folder label: {view.true_label}" if view.true_label else ""
-            truth += BORDER_NOTE if ws.cells[view.index].touches_border else ""
             confidence = "" if view.confidence is None else f", confidence {view.confidence:.0%}"
             self.title.setText(f"<b>{name}</b><br>predicted <b>{view.predicted}</b>{confidence}, "
                                f"entropy {abs(view.entropy):.3f}, k = {view.k_used}{label}{truth}")
@@ -129,6 +131,7 @@ class CellPanel(QWidget):
                 f"</td><td>{v / total:.0%}</td></tr>"
                 for c, v in sorted(view.votes.items(), key=lambda kv: -kv[1]) if v > 0]
         self.votes.setText("weighted votes:<table>" + "".join(rows) + "</table>")
+        self.border.setVisible(view.kind == "query" and bool(ws.cells[view.index].touches_border))
         self.weighting.setText(view.weighting)
         self.weighting.setVisible(bool(view.weighting))
         self.gallery.clear()
