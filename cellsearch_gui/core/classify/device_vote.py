@@ -59,13 +59,18 @@ def leave_one_out_shares(clf: EWCClassifier, rows: list[int], row_features: np.n
     return out / np.maximum(out.sum(axis=1, keepdims=True), 1e-300)
 
 
+def _votes_right(clf: EWCClassifier, shares: np.ndarray, rows: list[int]) -> np.ndarray:
+    """Whether the vote of each library row (``shares``, columns in ``clf.classes`` order) names its label."""
+    names = np.asarray(clf.classes)
+    return names[shares.argmax(1)] == names[clf.label_ids[np.asarray(rows, dtype=np.int64)]]
+
+
 def library_calibration(clf: EWCClassifier, features_of: Callable[[np.ndarray], np.ndarray]) -> Calibration:
     """P(correct | winning vote share) of a fitted library classifier: up to CALIBRATION_ROWS of its own cells
     (``features_of(rows)`` gives their features), each voted with itself left out."""
     rows = stratified_rows(clf.label_ids)
     shares = leave_one_out_shares(clf, rows, features_of(np.asarray(rows, dtype=np.int64)), list(clf.classes))
-    names = np.asarray(clf.classes)
-    return fit_calibration(shares, names[shares.argmax(1)] == names[clf.label_ids[rows]])
+    return fit_calibration(shares, _votes_right(clf, shares, rows))
 
 
 def _leave_one_out_pair(library: EWCClassifier, device: EWCClassifier, device_rows: list[int],
@@ -154,10 +159,8 @@ class DeviceAwareClassifier:
             dev = self._device_loo
             if dev is None and self.device_rows:
                 dev = leave_one_out_shares(self.library, self.device_rows, self._features[self.device_rows], classes)
-            names = np.asarray(classes)
-            lib_ok = names[lib.argmax(1)] == np.asarray([self._labels[r] for r in library_rows])
-            dev_ok = None if dev is None else names[dev.argmax(1)] == np.asarray([self._labels[r] for r in self.device_rows])
-            self._calibration = fit_calibration(lib, lib_ok, dev, dev_ok)
+            dev_ok = None if dev is None else _votes_right(self.library, dev, self.device_rows)
+            self._calibration = fit_calibration(lib, _votes_right(self.library, lib, library_rows), dev, dev_ok)
         return self._calibration
 
     def predict(self, features: np.ndarray, keep_neighbours: int | None = None) -> Predictions:
