@@ -28,6 +28,7 @@ REPO = Path(__file__).resolve().parents[1]
 if str(REPO) not in sys.path:
     sys.path.insert(0, str(REPO))
 
+from _common import write_json  # noqa: E402
 from bench_segmentation import load_boxes, match  # noqa: E402  (the same boxes and matching)
 
 from cellsearch_gui.cli import main as cellsearch  # noqa: E402
@@ -96,9 +97,7 @@ def main(argv: list[str] | None = None) -> dict:
                   f"({r['detections']} cells found), empty fields with a white cell: {len(r['empty_fields'])}, "
                   f"{r['seconds']:.0f} s ({r['seconds_per_field']:.2f} s/field)", flush=True)
             print(f"{'':<10} missed in: {', '.join(r['missed_fields']) or 'none'}", flush=True)
-    if args.json:
-        args.json.parent.mkdir(parents=True, exist_ok=True)
-        args.json.write_text(json.dumps(results, indent=1))
+    write_json(args.json, results)
     return results
 
 

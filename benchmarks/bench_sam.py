@@ -11,13 +11,12 @@ Usage:
 from __future__ import annotations
 
 import argparse
-import json
 import os
 import time
 from pathlib import Path
 
 import numpy as np
-from _common import REPO
+from _common import REPO, write_json
 from bench_segmentation import load_boxes, match
 
 from cellsearch_gui.core.io.fields import Field
@@ -109,9 +108,7 @@ def main(argv: list[str] | None = None) -> dict:
                 print(f"{method:<8} tile batch {batch}: {r['s_per_megapixel']:.2f} s/MP ({r['megapixels']:.1f} MP, "
                       f"{r['tiles']:.0f} tiles), recall {100 * r['recall']:.1f} % of {r['white_cells']} white cells, "
                       f"{r['masks']} masks", flush=True)
-    if args.json:
-        args.json.parent.mkdir(parents=True, exist_ok=True)
-        args.json.write_text(json.dumps(results, indent=1))
+    write_json(args.json, results)
     return results
 
 
